@@ -1,0 +1,102 @@
+//! The routing decision of FR-020, as a pure function of lane health.
+//!
+//! Order: (1) the model's dedicated lane when it is ready and accepts the
+//! publish, (2) the degraded queue when it accepts the publish, (3)
+//! `queue_overloaded`. The broker's answer to each publish is I/O, so the
+//! producer calls [`route`] first and [`after_lane_refused`] if the lane nacks.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a request did not go to its dedicated lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackCause {
+    /// No warm worker, or the lane queue is full, or the lane wait ran out.
+    Capacity,
+    /// The provider denied the lane (quota); set by the platform or an operator.
+    Quota,
+    /// An operator took the lane out.
+    Manual,
+}
+
+impl FallbackCause {
+    /// Stable string for replies, hashes and metric tags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackCause::Capacity => "capacity",
+            FallbackCause::Quota => "quota",
+            FallbackCause::Manual => "manual",
+        }
+    }
+
+    /// Parses the stable string.
+    pub fn parse(s: &str) -> Option<FallbackCause> {
+        [FallbackCause::Capacity, FallbackCause::Quota, FallbackCause::Manual].into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// What the producer knows about a lane when it routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LaneHealth {
+    /// Whether the model has a dedicated lane at all.
+    pub dedicated: bool,
+    /// Workers whose heartbeat is fresh and whose model is warm.
+    pub warm_workers: u32,
+    /// Set when the lane is disabled, with its cause.
+    pub disabled: Option<FallbackCause>,
+}
+
+/// Where to publish first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The model's dedicated lane.
+    Lane,
+    /// The degraded queue, and why.
+    Degraded(FallbackCause),
+}
+
+/// FR-020 step (1): the dedicated lane when it is ready, else degraded with the cause.
+pub fn route(health: &LaneHealth) -> Route {
+    if let Some(cause) = health.disabled {
+        return Route::Degraded(cause);
+    }
+    if !health.dedicated || health.warm_workers == 0 {
+        return Route::Degraded(FallbackCause::Capacity);
+    }
+    Route::Lane
+}
+
+/// FR-020 step (2): the lane refused the publish (full or unroutable).
+pub fn after_lane_refused() -> Route {
+    Route::Degraded(FallbackCause::Capacity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_table() {
+        let h = |dedicated, warm_workers, disabled| LaneHealth { dedicated, warm_workers, disabled };
+        let cases = [
+            (h(true, 1, None), Route::Lane),
+            (h(true, 3, None), Route::Lane),
+            (h(true, 0, None), Route::Degraded(FallbackCause::Capacity)),
+            (h(false, 2, None), Route::Degraded(FallbackCause::Capacity)),
+            (h(true, 2, Some(FallbackCause::Manual)), Route::Degraded(FallbackCause::Manual)),
+            (h(true, 2, Some(FallbackCause::Quota)), Route::Degraded(FallbackCause::Quota)),
+            (h(true, 0, Some(FallbackCause::Quota)), Route::Degraded(FallbackCause::Quota)),
+        ];
+        for (health, want) in cases {
+            assert_eq!(route(&health), want, "{health:?}");
+        }
+        assert_eq!(after_lane_refused(), Route::Degraded(FallbackCause::Capacity));
+    }
+
+    #[test]
+    fn causes_round_trip() {
+        for c in [FallbackCause::Capacity, FallbackCause::Quota, FallbackCause::Manual] {
+            assert_eq!(FallbackCause::parse(c.as_str()), Some(c));
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Settings tests; [`fixture`] is the repository's own `inference_settings.json`.
+
+use super::*;
+
+/// Path of the repository's settings file.
+pub(crate) fn repo_settings_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../inference_settings.json")
+}
+
+/// The repository's settings, as every binary loads them.
+pub(crate) fn fixture() -> Settings {
+    match Settings::load(&repo_settings_path()) {
+        Ok(s) => s,
+        Err(e) => panic!("repository settings do not load: {e}"),
+    }
+}
+
+fn edited(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Settings, SettingsError> {
+    let path = repo_settings_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut json);
+    Settings::from_json(&json.to_string(), Path::new("inference_settings.json"), path.parent().unwrap())
+}
+
+#[test]
+fn repository_settings_hold_the_contract_defaults() {
+    let s = fixture();
+    assert_eq!(s.degraded.max_depth, 25);
+    assert_eq!(s.degraded.max_wait_ms, 30_000);
+    assert_eq!(s.lanes.lane_wait_ms, 30_000);
+    let a = s.model("anisora").unwrap();
+    assert!(a.steps.fixed && a.steps.default == 8);
+    let p = s.model("phr00t").unwrap();
+    assert!(p.steps.fixed && p.steps.default == 4);
+    assert!(p.cfg.fixed && p.cfg.default == 1.0);
+}
+
+#[test]
+fn errors_name_file_model_and_field() {
+    let err = edited(|j| j["models"]["phr00t"]["prompt_max_chars"] = 5000.into()).unwrap_err();
+    assert_eq!(err.model.as_deref(), Some("phr00t"));
+    assert_eq!(err.field, "prompt_max_chars");
+    let text = err.to_string();
+    assert!(text.contains("inference_settings.json") && text.contains("phr00t") && text.contains("prompt_max_chars"), "{text}");
+
+    let err = edited(|j| j["models"]["anisora"]["steps"]["default"] = 0.into()).unwrap_err();
+    assert_eq!((err.model.as_deref(), err.field.as_str()), (Some("anisora"), "steps"));
+
+    let err = edited(|j| j["models"]["anisora"]["stepz"] = 8.into()).unwrap_err();
+    assert!(err.to_string().contains("stepz"), "{err}");
+
+    let err = edited(|j| j["degraded"]["max_depth"] = 0.into()).unwrap_err();
+    assert_eq!(err.field, "degraded.max_depth");
+
+    let err = edited(|j| {
+        let m = j["models"]["anisora"].clone();
+        j["models"]["degraded"] = m;
+    })
+    .unwrap_err();
+    assert_eq!(err.model.as_deref(), Some("degraded"));
+
+    let err = edited(|j| j["models"]["anisora"]["cfg"]["default"] = 99.0.into()).unwrap_err();
+    assert_eq!(err.field, "cfg");
+}
+
+#[test]
+fn a_third_model_is_a_settings_change_only() {
+    let s = edited(|j| {
+        let mut m = j["models"]["phr00t"].clone();
+        m["display_name"] = "Wan Mini".into();
+        m["steps"] = serde_json::json!({"default": 6, "fixed": true, "min": 6, "max": 6});
+        j["models"]["wanmini"] = m;
+    })
+    .unwrap();
+    assert!(s.lane_models().any(|m| m == "wanmini"));
+    let topo = crate::Topology::new("warmlane").declarations(&s);
+    assert!(topo.queues.iter().any(|q| q.name == "warmlane.lane.wanmini"));
+    let body = serde_json::json!({"v": 1, "task_id": "t3", "model": "wanmini", "prompt": "a fox", "steps": 6, "cfg": 1.0});
+    let req = crate::validate_json(&body, &s).unwrap();
+    assert_eq!((req.model.as_str(), req.steps), ("wanmini", 6));
+    let body = serde_json::json!({"v": 1, "task_id": "t3", "model": "wanmini", "prompt": "a fox", "steps": 4});
+    assert_eq!(crate::validate_json(&body, &s).unwrap_err().rejection.reason, "steps");
+}
