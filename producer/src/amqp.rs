@@ -1,0 +1,242 @@
+//! RabbitMQ adapter: connecting with backoff, declaring the topology from plain
+//! data, and publishing with confirms.
+//!
+//! Every publish is `mandatory` and waits for its confirm: an unroutable message
+//! comes back as [`Published::Returned`], a queue at its length limit as
+//! [`Published::Nacked`], and a confirm lost with the connection as an error,
+//! never as accepted.
+
+use crate::backoff::Backoff;
+use crate::config::redact_url;
+use crate::error::ProducerError;
+use deadpool_lapin::{Config, Pool, Runtime};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use warmlane_shared::topology::{ArgValue, Declarations, CONTENT_TYPE};
+
+/// The broker's answer to one publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Stored by the broker.
+    Acked,
+    /// Refused by the broker (queue at `x-max-length` with `reject-publish`).
+    Nacked,
+    /// No queue was bound for the routing key.
+    Returned,
+}
+
+/// Opens one connection, retrying with backoff until `give_up_after` has passed.
+pub async fn connect(url: &str, give_up_after: Duration) -> Result<Connection, ProducerError> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::reconnect();
+    loop {
+        match Connection::connect(url, ConnectionProperties::default()).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if started.elapsed() >= give_up_after => {
+                return Err(ProducerError::Connect { what: "RabbitMQ", url: redact_url(url), detail: e.to_string() })
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(url = %redact_url(url), error = %e, retry_in_ms = delay.as_millis() as u64, "RabbitMQ not reachable");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Converts plain queue arguments to an AMQP table.
+pub fn field_table(args: &[(&'static str, ArgValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in args {
+        let value = match v {
+            ArgValue::Int(i) => AMQPValue::LongLongInt(*i),
+            ArgValue::Str(s) => AMQPValue::LongString(LongString::from(s.clone())),
+            ArgValue::Bool(b) => AMQPValue::Boolean(*b),
+        };
+        table.insert(ShortString::from(*k), value);
+    }
+    table
+}
+
+/// Declares every exchange, queue and binding; idempotent. A queue that exists with
+/// other arguments fails with PRECONDITION_FAILED, reported with the queue's name.
+pub async fn declare(channel: &Channel, decl: &Declarations) -> Result<(), ProducerError> {
+    for ex in &decl.exchanges {
+        channel
+            .exchange_declare(
+                ex.name.as_str().into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| ProducerError::Broker(format!("declaring exchange {}: {e}", ex.name)))?;
+    }
+    for q in &decl.queues {
+        channel
+            .queue_declare(q.name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, field_table(&q.args))
+            .await
+            .map_err(|e| {
+                ProducerError::Broker(format!(
+                    "declaring queue {}: {e} (a queue declared earlier with other arguments must be deleted or the old settings kept)",
+                    q.name
+                ))
+            })?;
+    }
+    for b in &decl.bindings {
+        channel
+            .queue_bind(b.queue.as_str().into(), b.exchange.as_str().into(), b.key.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(|e| ProducerError::Broker(format!("binding {} to {}: {e}", b.queue, b.exchange)))?;
+    }
+    Ok(())
+}
+
+/// Properties of a warmlane message: persistent, MessagePack, `message_id` = task id.
+pub fn message_properties(task_id: &str, headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(CONTENT_TYPE.into())
+        .with_message_id(task_id.into())
+        .with_timestamp(warmlane_shared::now_ms() / 1000)
+        .with_headers(headers)
+}
+
+/// Publishes `mandatory` on a confirm channel and waits for the broker's answer.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<Published, ProducerError> {
+    let confirm = channel
+        .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, properties)
+        .await?
+        .await?;
+    Ok(match confirm {
+        lapin::Confirmation::Ack(Some(_)) => Published::Returned,
+        lapin::Confirmation::Ack(None) => Published::Acked,
+        lapin::Confirmation::Nack(_) => Published::Nacked,
+        lapin::Confirmation::NotRequested => {
+            return Err(ProducerError::Broker("publish on a channel without confirms".into()))
+        }
+    })
+}
+
+/// A string header of a message, if present.
+pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// An integer header of a message, if present.
+pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongLongInt(i) => Some(*i),
+        AMQPValue::LongInt(i) => Some(i64::from(*i)),
+        AMQPValue::LongUInt(i) => Some(i64::from(*i)),
+        AMQPValue::ShortInt(i) => Some(i64::from(*i)),
+        AMQPValue::Timestamp(i) => i64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+/// A pooled connection with one cached confirm channel, rebuilt after a failure.
+///
+/// lapin channels multiplex concurrent publishes, each with its own confirm, so one
+/// channel serves every caller; a channel error drops it and the next publish opens
+/// a new one on a (possibly new) pooled connection.
+pub struct Publisher {
+    pool: Pool,
+    cached: Mutex<Option<(deadpool_lapin::Object, Channel)>>,
+    url: String,
+}
+
+impl Publisher {
+    /// A publisher for `url`; connects lazily.
+    pub fn new(url: &str) -> Result<Publisher, ProducerError> {
+        let pool = Config { url: Some(url.to_string()), pool: None }
+            .create_pool(ConnectionProperties::default, Runtime::Tokio1)
+            .map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: redact_url(url), detail: e.to_string() })?;
+        Ok(Publisher { pool, cached: Mutex::new(None), url: redact_url(url) })
+    }
+
+    /// The confirm channel, opening one when there is none or it closed.
+    pub async fn channel(&self) -> Result<Channel, ProducerError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((conn, channel)) = cached.as_ref() {
+            if conn.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        *cached = None;
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: self.url.clone(), detail: e.to_string() })?;
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        *cached = Some((conn, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Publishes and waits for the confirm; a channel failure drops the cached channel.
+    pub async fn publish(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) -> Result<Published, ProducerError> {
+        let channel = self.channel().await?;
+        let result = publish(&channel, exchange, key, body, props).await;
+        if result.is_err() {
+            *self.cached.lock().await = None;
+        }
+        result
+    }
+
+    /// Declares the topology on the publisher's channel.
+    pub async fn declare(&self, decl: &Declarations) -> Result<(), ProducerError> {
+        let channel = self.channel().await?;
+        let result = declare(&channel, decl).await;
+        if result.is_err() {
+            *self.cached.lock().await = None;
+        }
+        result
+    }
+
+    /// A fresh channel without confirms on the pooled connection, for passive checks.
+    pub async fn channel_plain(&self) -> Result<Channel, ProducerError> {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: self.url.clone(), detail: e.to_string() })?;
+        Ok(conn.create_channel().await?)
+    }
+
+    /// Whether the broker answers now (for readiness probes).
+    pub async fn is_connected(&self) -> bool {
+        self.channel().await.is_ok()
+    }
+}
+
+/// Ready-message counts of the lane and degraded queues (passive declares).
+pub async fn queue_depths(producer: &crate::producer::Producer) -> Result<std::collections::HashMap<String, u32>, ProducerError> {
+    let topo = producer.topology();
+    let mut names: Vec<String> = producer.settings().lane_models().map(|m| topo.lane_queue(m)).collect();
+    names.push(topo.degraded_queue());
+    let mut depths = std::collections::HashMap::new();
+    for name in names {
+        // A passive declare of a missing queue closes the channel, so each gets a fresh one.
+        let channel = producer.publisher().channel_plain().await?;
+        if let Ok(q) = channel.queue_declare(name.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await {
+            depths.insert(name, q.message_count());
+        }
+        let _ = channel.close(200, "done".into()).await;
+    }
+    Ok(depths)
+}

@@ -1,0 +1,68 @@
+//! Connection flags shared by the binaries; every flag also reads from the environment.
+
+use clap::Args;
+use std::path::PathBuf;
+use warmlane_shared::{Settings, SettingsError};
+
+/// Where the broker, Redis and the settings are.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// AMQP URL of RabbitMQ (credentials are never logged).
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+    /// Name prefix of exchanges, queues and Redis keys.
+    #[arg(long, env = "WARMLANE_PREFIX", default_value = "warmlane")]
+    pub prefix: String,
+    /// Path of inference_settings.json.
+    #[arg(long, env = "WARMLANE_SETTINGS", default_value = "inference_settings.json")]
+    pub settings: PathBuf,
+}
+
+impl ConnectArgs {
+    /// Loads and checks the settings file.
+    pub fn load_settings(&self) -> Result<Settings, SettingsError> {
+        Settings::load(&self.settings)
+    }
+}
+
+/// Logging and metrics flags shared by the binaries.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "WARMLANE_JSON_LOGS")]
+    pub json_logs: bool,
+    /// StatsD address (`host:port`); metrics are off when unset.
+    #[arg(long, env = "WARMLANE_STATSD")]
+    pub statsd: Option<String>,
+    /// Prefix of every metric name.
+    #[arg(long, env = "WARMLANE_METRICS_PREFIX", default_value = "warmlane")]
+    pub metrics_prefix: String,
+}
+
+/// A URL with its password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split(':').next().unwrap_or("");
+    format!("{scheme}://{user}:***@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
+        assert_eq!(redact_url("redis://:pw@127.0.0.1:6379/"), "redis://:***@127.0.0.1:6379/");
+        assert_eq!(redact_url("redis://127.0.0.1/"), "redis://127.0.0.1/");
+        assert!(!redact_url("amqp://u:p@w@h/").contains("p@w"));
+    }
+}

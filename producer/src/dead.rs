@@ -1,0 +1,43 @@
+//! The dead queue: poison and undecodable messages are kept there for inspection
+//! and replay, never dropped, and their task (when one can be recovered) still gets
+//! its one terminal reply.
+
+use crate::amqp::{message_properties, Published, Publisher};
+use crate::error::ProducerError;
+use crate::store::{FinishWhen, Store};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use warmlane_shared::metrics as m;
+use warmlane_shared::topology::{DEAD_KEY, HEADER_ERROR_CODE, HEADER_ERROR_REASON, HEADER_SOURCE_QUEUE};
+use warmlane_shared::{Rejection, Reply, ReplyStatus, Timings, Topology};
+
+/// Publishes the delivery's body to `<prefix>.dead` with the error in its headers,
+/// then writes the task's reply when `task_id` is known. The caller acks the
+/// original only after this returns Ok, so nothing is lost on a failure.
+pub async fn dead_letter(
+    publisher: &Publisher,
+    store: &Store,
+    topology: &Topology,
+    delivery: &lapin::message::Delivery,
+    rejection: &Rejection,
+    task_id: Option<&str>,
+    lane: Option<&str>,
+) -> Result<(), ProducerError> {
+    let mut headers = FieldTable::default();
+    headers.insert(HEADER_ERROR_CODE.into(), AMQPValue::LongString(LongString::from(rejection.code.as_str())));
+    headers.insert(HEADER_ERROR_REASON.into(), AMQPValue::LongString(LongString::from(rejection.reason.clone())));
+    let source = delivery.routing_key.as_str().to_string();
+    headers.insert(HEADER_SOURCE_QUEUE.into(), AMQPValue::LongString(LongString::from(lane.map(|l| topology.queue_of_lane(l)).unwrap_or(source))));
+    let message_id = task_id.map(str::to_string).or_else(|| delivery.properties.message_id().as_ref().map(|s| s.as_str().to_string())).unwrap_or_default();
+    let props = message_properties(&message_id, headers);
+    match publisher.publish(&topology.dead_exchange(), DEAD_KEY, &delivery.data, props).await? {
+        Published::Acked => {}
+        other => return Err(ProducerError::Broker(format!("the dead queue refused a message ({other:?})"))),
+    }
+    metrics::counter!(m::DEAD_LETTERED, m::TAG_CODE => rejection.code.as_str()).increment(1);
+    tracing::warn!(task_id = task_id.unwrap_or("-"), code = rejection.code.as_str(), reason = %rejection.reason, lane = lane.unwrap_or("-"), "message moved to the dead queue");
+    if let Some(task_id) = task_id {
+        let reply = Reply::coded(task_id, ReplyStatus::Failed, lane, rejection, Timings::default());
+        store.finish(&reply, FinishWhen::NotTerminal).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The reaper: nothing admitted ends without a terminal reply.
+//!
+//! Two jobs. (1) It consumes `<prefix>.expired`, where the broker dead-letters
+//! messages whose TTL ran out: a request that waited past the lane wait on its
+//! dedicated lane moves to the degraded queue (FR-021c); one that waited past the
+//! degraded wait is answered `queue_overloaded`/`wait_timeout`. (2) As a backstop
+//! it sweeps the deadline index and answers `wait_timeout` for any task still
+//! `pending` past its deadline, whatever happened to its message.
+//!
+//! Run it inside `warmlane-producer serve` or alone (`warmlane-producer reaper`);
+//! several reapers may run, since every answer is written exactly once.
+
+use crate::amqp::{self, header_str};
+use crate::backoff::Backoff;
+use crate::error::ProducerError;
+use crate::producer::Producer;
+use crate::store::FinishWhen;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use warmlane_shared::error::reason;
+use warmlane_shared::metrics as m;
+use warmlane_shared::settings::DEGRADED_LANE;
+use warmlane_shared::topology::{HEADER_ENQUEUED_MS, HEADER_FIRST_DEATH_QUEUE};
+use warmlane_shared::{now_ms, Rejection, Reply, ReplyStatus, Timings};
+
+/// How often the backstop sweeps the deadline index.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs both jobs until `shutdown` resolves; broker outages are retried with backoff.
+pub async fn run(producer: Arc<Producer>, amqp_url: String, shutdown: impl Future<Output = ()>) -> Result<(), ProducerError> {
+    let sweeper = sweep_forever(producer.clone());
+    let consumer = consume_forever(producer, amqp_url);
+    tokio::select! {
+        _ = shutdown => Ok(()),
+        r = sweeper => r,
+        r = consumer => r,
+    }
+}
+
+async fn sweep_forever(producer: Arc<Producer>) -> Result<(), ProducerError> {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep_once(&producer).await {
+            tracing::warn!(error = %e, "backstop sweep failed; retrying");
+        }
+    }
+}
+
+/// One pass of the backstop: answers every overdue pending task. Returns how many it answered.
+pub async fn sweep_once(producer: &Producer) -> Result<usize, ProducerError> {
+    let store = producer.store();
+    let mut answered = 0;
+    for task_id in store.overdue(now_ms(), 256).await? {
+        let task = store.task(&task_id).await?;
+        let submitted: u64 = task.get("submitted_at_ms").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let lane = task.get("lane").cloned();
+        let waited = now_ms().saturating_sub(submitted);
+        let rejection = Rejection::wait_timeout(waited, producer.settings().degraded.max_wait_ms);
+        let reply = Reply::coded(&task_id, ReplyStatus::Failed, lane.as_deref(), &rejection, Timings { queued_ms: Some(waited), inference_ms: None });
+        if store.finish(&reply, FinishWhen::Pending).await? {
+            answered += 1;
+            count_wait_timeout();
+            tracing::warn!(task_id = %task_id, waited_ms = waited, "backstop answered an overdue pending task");
+        } else {
+            store.forget_deadline(&task_id).await?;
+        }
+    }
+    Ok(answered)
+}
+
+fn count_wait_timeout() {
+    metrics::counter!(m::WAIT_TIMEOUT_DROPS).increment(1);
+    metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => reason::WAIT_TIMEOUT).increment(1);
+}
+
+async fn consume_forever(producer: Arc<Producer>, amqp_url: String) -> Result<(), ProducerError> {
+    let mut backoff = Backoff::reconnect();
+    loop {
+        match consume_expired(&producer, &amqp_url, &mut backoff).await {
+            Ok(()) => tracing::warn!("expired-queue consumer stopped; reconnecting"),
+            Err(e) => tracing::warn!(error = %e, "expired-queue consumer failed; reconnecting"),
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn consume_expired(producer: &Producer, amqp_url: &str, backoff: &mut Backoff) -> Result<(), ProducerError> {
+    let conn = amqp::connect(amqp_url, Duration::from_secs(5)).await?;
+    let channel = conn.create_channel().await?;
+    amqp::declare(&channel, &producer.topology().declarations(producer.settings())).await?;
+    channel.basic_qos(32, BasicQosOptions::default()).await?;
+    let queue = producer.topology().expired_queue();
+    let mut deliveries = channel
+        .basic_consume(queue.as_str().into(), "warmlane-reaper".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    backoff.reset();
+    tracing::info!(queue = %queue, "reaper consuming expired messages");
+    while let Some(delivery) = deliveries.next().await {
+        let delivery = delivery?;
+        if let Err(e) = handle_expired(producer, &delivery).await {
+            // Leave it unacked: the broker redelivers it after the reconnect.
+            tracing::warn!(error = %e, "could not handle an expired message");
+            return Err(e);
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    Ok(())
+}
+
+/// Handles one dead-lettered message: lane expiry moves degraded, degraded expiry is answered.
+pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Delivery) -> Result<(), ProducerError> {
+    let props = &delivery.properties;
+    let source = header_str(props, HEADER_FIRST_DEATH_QUEUE).unwrap_or_default();
+    let lane = producer.topology().lane_of_queue(&source);
+    let req = match warmlane_shared::decode_msgpack(&delivery.data, producer.settings()) {
+        Ok(req) => req,
+        Err(failure) => {
+            // Never validated by a worker: it expired before one saw it.
+            crate::dead::dead_letter(producer.publisher(), producer.store(), producer.topology(), delivery, &failure.rejection, failure.task_id.as_deref(), lane.as_deref()).await?;
+            return Ok(());
+        }
+    };
+    match lane.as_deref() {
+        Some(lane) if lane != DEGRADED_LANE => {
+            tracing::info!(task_id = %req.task_id, model = %req.model, "lane wait ran out; moving to the degraded queue");
+            match producer.move_to_degraded(&req).await {
+                Ok(_) | Err(ProducerError::Rejected(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        _ => {
+            let enqueued = amqp::header_int(props, HEADER_ENQUEUED_MS).map(|v| v as u64).or(req.submitted_at_ms).unwrap_or_else(now_ms);
+            let waited = now_ms().saturating_sub(enqueued);
+            let rejection = Rejection::wait_timeout(waited, producer.settings().degraded.max_wait_ms);
+            let queued = now_ms().saturating_sub(req.submitted_at_ms.unwrap_or(enqueued));
+            let reply = Reply::coded(&req.task_id, ReplyStatus::Failed, Some(DEGRADED_LANE), &rejection, Timings { queued_ms: Some(queued), inference_ms: None });
+            if producer.store().finish(&reply, FinishWhen::NotTerminal).await? {
+                count_wait_timeout();
+                tracing::warn!(task_id = %req.task_id, waited_ms = waited, "degraded wait ran out: queue_overloaded/wait_timeout");
+            }
+            Ok(())
+        }
+    }
+}
