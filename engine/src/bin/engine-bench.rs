@@ -1,0 +1,255 @@
+//! `engine-bench`: session load time, per-step time and the engine's overhead over
+//! calling `ort` directly on the same denoiser with the same inputs and run count.
+//!
+//! Usage: `cargo run -p warmlane-engine --release --bin engine-bench -- [model] [runs] [width] [height] [frames]`
+//! (defaults: anisora 24 256 256 16). `model` may also be a pipeline directory such as
+//! `.cache/heavy-models/anisora-200mb` (from `ops/gen_demo_models.py --heavy`). Run from the repository root (or set
+//! `ORT_DYLIB_PATH`); the demo models are read from `models/`. Set `ENGINE_BENCH_KEEP=1`
+//! to keep the generated GIF for a look.
+#![deny(unsafe_code)]
+
+use ort::session::Session;
+use ort::value::TensorRef;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use warmlane_engine::rng::Pcg32;
+use warmlane_engine::{tokenizer, Job, LoadOptions, Pipeline, PipelineSettings, Runtime};
+
+fn main() {
+    if let Err(error) = run(std::env::args().skip(1).collect()) {
+        eprintln!("engine-bench: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// Demo settings for `model`, or for a pipeline directory when `model` contains a `/`
+/// (e.g. `.cache/heavy-models/anisora-200mb`).
+fn settings_for(model: &str) -> Result<PipelineSettings, String> {
+    let shift = if model == "anisora" { 3.0 } else { 1.0 };
+    let dir = if model.contains('/') {
+        model.to_string()
+    } else {
+        format!("models/{model}")
+    };
+    let json = format!(
+        r#"{{ "dir": "{dir}", "sampler": "flow_euler", "flow_shift": {shift}, "latent_channels": 4,
+            "spatial_downsample": 8, "temporal_downsample": 1, "max_tokens": 32, "tokenizer": null,
+            "text_encoder": {{ "file": "text_encoder.onnx" }}, "denoiser": {{ "file": "denoiser.onnx" }},
+            "vae_decoder": {{ "file": "vae_decoder.onnx" }} }}"#
+    );
+    serde_json::from_str(&json).map_err(|e| e.to_string())
+}
+
+fn repo_root() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    cwd.ancestors()
+        .find(|d| d.join("models").is_dir())
+        .map_or(cwd.clone(), Path::to_path_buf)
+}
+
+fn run(args: Vec<String>) -> Result<(), String> {
+    let model = args.first().cloned().unwrap_or_else(|| "anisora".into());
+    let num = |i: usize, default: u32| {
+        args.get(i).map_or(Ok(default), |a| {
+            a.parse::<u32>().map_err(|e| format!("argument {i}: {e}"))
+        })
+    };
+    let (runs, width, height, frames) =
+        (num(1, 24)?.max(2), num(2, 256)?, num(3, 256)?, num(4, 16)?);
+    let root = repo_root();
+    let settings = settings_for(&model)?;
+
+    print_host();
+    let t = Instant::now();
+    let runtime = Runtime::init().map_err(|e| e.to_string())?;
+    println!(
+        "runtime init (dlopen + env):        {:>9.2} ms  ({})",
+        ms(t.elapsed()),
+        runtime.library().display()
+    );
+
+    // Session load: engine (three components, measured) vs bare ort (denoiser only).
+    let t = Instant::now();
+    let mut pipeline = Pipeline::load(&model, &settings, &root, &LoadOptions::default())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "engine Pipeline::load (3 sessions): {:>9.2} ms",
+        ms(t.elapsed())
+    );
+    for c in pipeline.memory().components {
+        println!(
+            "  {:<13} load {:>5} ms  rss {:>+9} B  file {:>9} B",
+            c.role.as_str(),
+            c.load_ms,
+            c.rss_bytes,
+            c.file_bytes
+        );
+    }
+    let denoiser_path = settings.dir_path(&root).join(&settings.denoiser.file);
+    let t = Instant::now();
+    let mut direct = Session::builder(runtime.environment())
+        .and_then(|mut b| b.commit_from_file(&denoiser_path))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "bare ort denoiser commit_from_file: {:>9.2} ms",
+        ms(t.elapsed())
+    );
+
+    // Engine: per-step time from the progress callback (cfg 1.0: one denoiser run per step).
+    pipeline.warm_up().map_err(|e| e.to_string())?;
+    let out = std::env::temp_dir().join(format!("engine-bench-{}", std::process::id()));
+    let job = Job {
+        task_id: "bench".into(),
+        lane: "bench".into(),
+        prompt: "a cat surfing a wave at sunset".into(),
+        negative_prompt: None,
+        steps: runs + 1,
+        cfg: 1.0,
+        seed: 1,
+        width,
+        height,
+        frames,
+        timeout: Duration::from_secs(600),
+        out_dir: out.clone(),
+    };
+    // Bare ort: the same denoiser inputs (same latent shape, timestep, text embedding), same run count.
+    let lat_shape = [
+        1_usize,
+        settings.latent_channels as usize,
+        frames as usize,
+        height as usize / 8,
+        width as usize / 8,
+    ];
+    let latent = Pcg32::new(1).normals(lat_shape.iter().product());
+    let ids = tokenizer::encode(
+        &job.prompt,
+        settings.max_tokens as usize,
+        settings.vocab_size,
+    );
+    let mut text_session = Session::builder(runtime.environment())
+        .and_then(|mut b| {
+            b.commit_from_file(settings.dir_path(&root).join(&settings.text_encoder.file))
+        })
+        .map_err(|e| e.to_string())?;
+    let (text_shape, text) = {
+        let ids_in =
+            TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| e.to_string())?;
+        let out = text_session
+            .run(ort::inputs!["input_ids" => ids_in])
+            .map_err(|e| e.to_string())?;
+        let (shape, data) = out["text_embeds"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        (
+            shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+            data.to_vec(),
+        )
+    };
+    // Rounds alternate engine and bare so background load hits both alike; the first
+    // round of each is a warm-up and is not counted.
+    let mut engine_steps = Vec::new();
+    let mut direct_runs = Vec::new();
+    let mut generations = Vec::new();
+    for round in 0..ROUNDS {
+        let mut last = None::<Instant>;
+        let mut intervals = Vec::new();
+        let generation = pipeline
+            .generate(&job, &mut |_, _| {
+                let now = Instant::now();
+                if let Some(prev) = last {
+                    intervals.push(now - prev);
+                }
+                last = Some(now);
+            })
+            .map_err(|e| e.to_string())?;
+        generations.push(generation);
+        for i in 0..runs {
+            let t = Instant::now();
+            let l =
+                TensorRef::from_array_view((lat_shape, &latent[..])).map_err(|e| e.to_string())?;
+            let ts = [1000.0 * (1.0 - i as f32 / runs as f32)];
+            let tt = TensorRef::from_array_view(([1], &ts[..])).map_err(|e| e.to_string())?;
+            let te = TensorRef::from_array_view((text_shape.clone(), &text[..]))
+                .map_err(|e| e.to_string())?;
+            let out = direct
+                .run(ort::inputs!["latent" => l, "timestep" => tt, "text_embeds" => te])
+                .map_err(|e| e.to_string())?;
+            let (_, v) = out["velocity"]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| e.to_string())?;
+            std::hint::black_box(v);
+            if round > 0 {
+                direct_runs.push(t.elapsed());
+            }
+        }
+        if round > 0 {
+            engine_steps.extend(intervals);
+        }
+    }
+    match std::env::var_os("ENGINE_BENCH_KEEP") {
+        Some(_) => println!("outputs kept in {}", out.display()),
+        None => {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
+
+    let engine_ms = median_ms(&mut engine_steps);
+    let direct_ms = median_ms(&mut direct_runs);
+    println!(
+        "workload: {model}, latent {lat_shape:?}, {} rounds of ({} engine steps, {} bare runs)",
+        ROUNDS - 1,
+        runs,
+        runs
+    );
+    println!("engine per step (median):           {:>9.3} ms", engine_ms);
+    println!("bare ort per run (median):          {:>9.3} ms", direct_ms);
+    println!(
+        "engine overhead per step:           {:>9.3} ms ({:+.1}%)",
+        engine_ms - direct_ms,
+        100.0 * (engine_ms - direct_ms) / direct_ms
+    );
+    if let Some(g) = generations.last() {
+        println!(
+            "last generation: total {} ms = encode {:.2} + denoise {:.2} + decode {:.2} + gif/json write {:.2} ms; {} frames {}x{}, {} B",
+            g.inference_ms, g.timings.encode_us as f64 / 1e3, g.timings.denoise_us as f64 / 1e3,
+            g.timings.decode_us as f64 / 1e3, g.timings.write_us as f64 / 1e3,
+            g.frames, g.width, g.height, g.bytes
+        );
+        println!(
+            "memory: rss before {} B, after run {} B, after cleanup {} B",
+            g.memory.before.rss, g.memory.after_run.rss, g.memory.after_cleanup.rss
+        );
+    }
+    Ok(())
+}
+
+fn print_host() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "host: arch {} | cores {} | cpu {}",
+        std::env::consts::ARCH,
+        cores,
+        cpu
+    );
+}
+
+/// Measurement rounds (the first is a warm-up).
+const ROUNDS: usize = 6;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median_ms(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples.get(samples.len() / 2).map_or(0.0, |d| ms(*d))
+}

@@ -1,0 +1,165 @@
+//! Creating ONNX Runtime sessions for pipeline components, with the execution
+//! provider asked for and a loud fallback to CPU when it cannot be used.
+//!
+//! Why a fallback and not a failure: a worker on a host whose driver or library lacks
+//! CUDA should still serve (slowly) and be visibly degraded, not crash-loop. Why loud:
+//! a silent CPU fallback on a GPU fleet looks like a 50x slowdown with no cause, so it
+//! is an `error!` on `warmlane::engine` and the effective provider is recorded in
+//! [`crate::PipelineMemory`] and every [`crate::Generation`].
+
+use crate::error::EngineError;
+use crate::job::ComponentRole;
+use crate::memory::{self, MemorySample};
+use crate::runtime::Runtime;
+use ort::session::Session;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use warmlane_shared::settings::pipeline::{Placement, Provider};
+
+/// One component: its file, its settings and (when loaded) its session.
+pub(crate) struct Component {
+    pub(crate) role: ComponentRole,
+    pub(crate) path: PathBuf,
+    pub(crate) placement: Placement,
+    pub(crate) requested: Provider,
+    pub(crate) effective: Provider,
+    pub(crate) session: Option<Session>,
+    /// RSS growth measured at the last load, bytes.
+    pub(crate) rss_bytes: i64,
+    /// Device memory growth measured at the last load, bytes.
+    pub(crate) device_bytes: Option<i64>,
+    pub(crate) load_ms: u64,
+    pub(crate) file_bytes: u64,
+}
+
+impl Component {
+    pub(crate) fn new(
+        role: ComponentRole,
+        path: PathBuf,
+        placement: Placement,
+        requested: Provider,
+    ) -> Self {
+        let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Component {
+            role,
+            path,
+            placement,
+            requested,
+            effective: requested,
+            session: None,
+            rss_bytes: 0,
+            device_bytes: None,
+            load_ms: 0,
+            file_bytes,
+        }
+    }
+
+    /// Creates the session if it is not loaded, measuring what it cost.
+    pub(crate) fn ensure(
+        &mut self,
+        model: &str,
+        memory_limit: Option<u64>,
+    ) -> Result<(), EngineError> {
+        if self.session.is_some() {
+            return Ok(());
+        }
+        let before = memory::sample();
+        let started = Instant::now();
+        let (session, effective) =
+            build_session(model, self.role, &self.path, self.requested, memory_limit)?;
+        let after = memory::sample();
+        self.session = Some(session);
+        self.effective = effective;
+        self.load_ms = started.elapsed().as_millis() as u64;
+        self.rss_bytes = memory::delta(before.rss, after.rss);
+        self.device_bytes = device_delta(&before, &after);
+        tracing::info!(
+            target: "warmlane::engine",
+            model,
+            component = self.role.as_str(),
+            provider = effective.as_str(),
+            rss_delta = self.rss_bytes,
+            device_delta = ?self.device_bytes,
+            load_ms = self.load_ms,
+            "component loaded"
+        );
+        Ok(())
+    }
+
+    /// Drops the session; returns true if one was loaded.
+    pub(crate) fn release(&mut self) -> bool {
+        self.session.take().is_some()
+    }
+}
+
+fn device_delta(before: &MemorySample, after: &MemorySample) -> Option<i64> {
+    Some(memory::delta(before.device_used?, after.device_used?))
+}
+
+/// Builds a session for `path` on `requested`, falling back to CPU (with an error log)
+/// when the CUDA provider cannot be registered or the session cannot start on it.
+pub(crate) fn build_session(
+    model: &str,
+    role: ComponentRole,
+    path: &Path,
+    requested: Provider,
+    memory_limit: Option<u64>,
+) -> Result<(Session, Provider), EngineError> {
+    let runtime = Runtime::init()?;
+    let load_error = |message: String| EngineError::Load {
+        component: role.as_str(),
+        path: path.display().to_string(),
+        message,
+    };
+    if requested == Provider::Cuda {
+        match build_cuda(runtime, path, memory_limit) {
+            Ok(session) => return Ok((session, Provider::Cuda)),
+            Err(reason) => {
+                tracing::error!(
+                    target: "warmlane::engine",
+                    model,
+                    component = role.as_str(),
+                    requested = "cuda",
+                    effective = "cpu",
+                    %reason,
+                    "CUDA execution provider unavailable: falling back to CPU"
+                );
+            }
+        }
+    }
+    let session = Session::builder(runtime.environment())
+        .map_err(|e| load_error(e.to_string()))?
+        .commit_from_file(path)
+        .map_err(|e| load_error(e.to_string()))?;
+    Ok((session, Provider::Cpu))
+}
+
+/// A session on the CUDA provider with the arena settings of the memory contract:
+/// grow by exactly what is requested, cap at `memory_limit`. Any failure is returned
+/// as text for the fallback log.
+#[cfg(feature = "cuda")]
+fn build_cuda(
+    runtime: &Runtime,
+    path: &Path,
+    memory_limit: Option<u64>,
+) -> Result<Session, String> {
+    use ort::ep::{ArenaExtendStrategy, CUDA};
+    let mut ep = CUDA::default().with_arena_extend_strategy(ArenaExtendStrategy::SameAsRequested);
+    if let Some(limit) = memory_limit {
+        ep = ep.with_memory_limit(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
+    let builder = Session::builder(runtime.environment()).map_err(|e| e.to_string())?;
+    let mut builder = builder
+        .with_execution_providers([ep.build().error_on_failure()])
+        .map_err(|e| e.to_string())?;
+    builder.commit_from_file(path).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn build_cuda(
+    _runtime: &Runtime,
+    _path: &Path,
+    _memory_limit: Option<u64>,
+) -> Result<Session, String> {
+    Err("this build of warmlane-engine has no CUDA support (feature `cuda` disabled)".into())
+}

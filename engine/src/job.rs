@@ -1,0 +1,198 @@
+//! The plain data that crosses the engine boundary: what to load, what to generate,
+//! and what came back.
+//!
+//! Why plain structs: the consumer builds a [`Job`] from a validated request and turns
+//! a [`Generation`] or an error into a reply; neither needs to know about ONNX Runtime.
+
+use crate::memory::MemorySample;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use warmlane_shared::settings::pipeline::{Placement, Provider};
+
+/// Options for [`crate::Pipeline::load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Run every component on this provider instead of the one in settings.
+    pub provider_override: Option<Provider>,
+    /// CUDA arena limit (`gpu_mem_limit`), bytes; `None` leaves ONNX Runtime's default.
+    pub memory_limit_bytes: Option<u64>,
+    /// Forced failures for tests; the default injects none.
+    pub faults: FaultPlan,
+}
+
+/// Test hook: failures to inject into the next generations. Plain data, default none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// Fail the denoising loop when it reaches this step (1-based), every generation.
+    pub fail_at_step: Option<u32>,
+    /// Make the next N denoiser runs fail with a simulated allocation failure, whose
+    /// message goes through the same classifier as real ONNX Runtime errors.
+    pub oom_next_runs: u32,
+}
+
+/// One generation request, already validated by the consumer.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The task id; names the output files.
+    pub task_id: String,
+    /// The lane serving it (for logs): a model name or `degraded`.
+    pub lane: String,
+    /// The prompt.
+    pub prompt: String,
+    /// Negative prompt for guidance; `None` uses the empty prompt.
+    pub negative_prompt: Option<String>,
+    /// Denoiser steps.
+    pub steps: u32,
+    /// Guidance scale; 1.0 disables guidance (one denoiser pass per step).
+    pub cfg: f32,
+    /// Seed of the initial latent; same seed, same bytes.
+    pub seed: u64,
+    /// Width in pixels, a multiple of the pipeline's spatial downsample.
+    pub width: u32,
+    /// Height in pixels, a multiple of the pipeline's spatial downsample.
+    pub height: u32,
+    /// Frames of video.
+    pub frames: u32,
+    /// Limit for the whole generation.
+    pub timeout: Duration,
+    /// Directory for `<task_id>.gif` and `<task_id>.json`.
+    pub out_dir: PathBuf,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// The GIF written.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Frames in the GIF.
+    pub frames: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Time from start to the written file.
+    pub inference_ms: u64,
+    /// Denoiser runs (steps, or 2 x steps with guidance).
+    pub denoiser_calls: u32,
+    /// Memory around the run.
+    pub memory: MemoryFigures,
+    /// The provider the denoiser actually ran on (after any fallback).
+    pub provider: Provider,
+    /// Time per stage.
+    pub timings: StageTimings,
+}
+
+/// Time spent per stage of a generation, microseconds (demo stages take well under
+/// a millisecond).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimings {
+    /// Prompt encoding (both prompts with guidance).
+    pub encode_us: u64,
+    /// The whole denoising loop.
+    pub denoise_us: u64,
+    /// VAE decoding.
+    pub decode_us: u64,
+    /// GIF encoding and writing (GIF and JSON).
+    pub write_us: u64,
+}
+
+/// Memory readings around one generation.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MemoryFigures {
+    /// Before the generation started.
+    pub before: MemorySample,
+    /// Right after the last run, before cleanup.
+    pub after_run: MemorySample,
+    /// After cleanup.
+    pub after_cleanup: MemorySample,
+}
+
+/// A component of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentRole {
+    /// Token ids -> embeddings.
+    TextEncoder,
+    /// The model called in the sampler loop.
+    Denoiser,
+    /// Latent -> RGB frames.
+    VaeDecoder,
+}
+
+impl ComponentRole {
+    /// All roles in load order.
+    pub const ALL: [ComponentRole; 3] = [
+        ComponentRole::TextEncoder,
+        ComponentRole::Denoiser,
+        ComponentRole::VaeDecoder,
+    ];
+
+    /// The settings and log name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentRole::TextEncoder => "text_encoder",
+            ComponentRole::Denoiser => "denoiser",
+            ComponentRole::VaeDecoder => "vae_decoder",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            ComponentRole::TextEncoder => 0,
+            ComponentRole::Denoiser => 1,
+            ComponentRole::VaeDecoder => 2,
+        }
+    }
+}
+
+/// Measured memory of one component.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentMemory {
+    /// Which component.
+    pub role: ComponentRole,
+    /// Whether its session is loaded now.
+    pub loaded: bool,
+    /// Its placement from settings.
+    pub placement: Placement,
+    /// The provider asked for.
+    pub requested_provider: Provider,
+    /// The provider it runs on (CPU after a fallback).
+    pub provider: Provider,
+    /// RSS growth measured when its session was last created, bytes.
+    pub rss_bytes: i64,
+    /// Device memory growth measured then, where NVML works.
+    pub device_bytes: Option<i64>,
+    /// Session creation time of the last load, milliseconds.
+    pub load_ms: u64,
+    /// ONNX file size, bytes.
+    pub file_bytes: u64,
+}
+
+/// Measured memory of a pipeline, per component.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineMemory {
+    /// The model name.
+    pub model: String,
+    /// Per component, in load order.
+    pub components: Vec<ComponentMemory>,
+    /// Reading before the pipeline was first loaded.
+    pub before_load: MemorySample,
+    /// Reading right after the first full load.
+    pub after_load: MemorySample,
+    /// Reading now.
+    pub now: MemorySample,
+}
+
+impl PipelineMemory {
+    /// Sum of the measured RSS of the loaded components, bytes.
+    pub fn resident_bytes(&self) -> i64 {
+        self.components
+            .iter()
+            .filter(|c| c.loaded)
+            .map(|c| c.rss_bytes)
+            .sum()
+    }
+}

@@ -1,0 +1,59 @@
+//! The warmlane engine: ONNX Runtime video pipelines kept warm in a worker process.
+//!
+//! A pipeline is three ONNX components named in `inference_settings.json`
+//! (`models.<name>.pipeline`): a text encoder, a denoiser run in a sampler loop, and a
+//! VAE decoder. The engine loads them once, generates videos as animated GIFs,
+//! measures what every component costs in memory, and cleans up after every
+//! generation whatever its outcome. The modules:
+//!
+//! - [`runtime`]: finding and loading `libonnxruntime` once per process.
+//! - [`pipeline`]: [`Pipeline`], the public operations (load, warm up, generate, release).
+//! - [`job`]: the plain data in and out ([`Job`], [`Generation`], [`LoadOptions`], memory records).
+//! - [`error`]: [`EngineError`] and its one mapping to the contract's error codes.
+//! - [`memory`]: RSS and NVML readings.
+//! - `components`: sessions per component, CUDA with a loud CPU fallback.
+//! - `sampling`: the stages of one generation (encode, denoise loop, decode).
+//! - [`schedule`]: sampler schedules and update rules (pure).
+//! - [`tokenizer`], [`rng`]: deterministic prompt ids and initial noise.
+//! - `output`: GIF encoding and atomic file writes.
+//! - `cleanup`: the post-generation cleanup and its log line.
+//! - `trim`: `malloc_trim`, the only `unsafe` in the crate.
+#![deny(unsafe_code)]
+#![warn(unreachable_pub, clippy::unwrap_in_result, missing_docs)]
+
+mod cleanup;
+mod components;
+pub mod error;
+pub mod job;
+pub mod memory;
+mod output;
+pub mod pipeline;
+pub mod rng;
+pub mod runtime;
+mod sampling;
+pub mod schedule;
+pub mod tokenizer;
+mod trim;
+
+pub use error::{classify_ort_message, EngineError, LIBRARY_NOT_FOUND};
+pub use job::{
+    ComponentMemory, ComponentRole, FaultPlan, Generation, Job, LoadOptions, MemoryFigures,
+    PipelineMemory, StageTimings,
+};
+pub use memory::MemorySample;
+pub use pipeline::Pipeline;
+pub use runtime::Runtime;
+pub use warmlane_shared::settings::pipeline::{Placement, Provider, Sampler};
+pub use warmlane_shared::settings::PipelineSettings;
+
+#[cfg(test)]
+mod tests {
+    /// The consumer moves a pipeline into a blocking task; it must stay `Send`.
+    #[test]
+    fn pipeline_and_runtime_cross_threads() {
+        fn is_send<T: Send>() {}
+        fn is_sync<T: Sync>() {}
+        is_send::<crate::Pipeline>();
+        is_sync::<crate::Runtime>();
+    }
+}

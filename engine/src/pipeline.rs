@@ -1,0 +1,430 @@
+//! A loaded pipeline: three warm sessions and the public operations on them.
+//!
+//! Why this shape: a lane worker loads its pipeline once and keeps it warm; the
+//! degraded worker loads and releases whole pipelines; a memory manager (later)
+//! releases single components by placement. Every generation, whatever its outcome,
+//! ends in [`crate::cleanup`], and no failure leaves the pipeline unusable: sessions
+//! are only replaced, never left half-built.
+
+use crate::cleanup::{self, Report};
+use crate::components::Component;
+use crate::error::EngineError;
+use crate::job::{
+    ComponentMemory, ComponentRole, FaultPlan, Generation, Job, LoadOptions, PipelineMemory,
+};
+use crate::memory::{self, MemorySample};
+use crate::output::{self, Video};
+use crate::runtime::Runtime;
+use crate::sampling::{self, Context, Request};
+use crate::trim;
+use ort::session::RunOptions;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use warmlane_shared::settings::pipeline::Provider;
+use warmlane_shared::settings::PipelineSettings;
+
+/// A model's pipeline with its sessions.
+pub struct Pipeline {
+    model: String,
+    settings: PipelineSettings,
+    components: [Component; 3],
+    memory_limit: Option<u64>,
+    faults: FaultPlan,
+    before_load: MemorySample,
+    after_load: MemorySample,
+    denoiser_calls_total: u64,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("model", &self.model)
+            .field("memory", &self.memory())
+            .finish()
+    }
+}
+
+/// Largest width or height the engine accepts (GIF frames are at most 65535).
+const MAX_SIDE: u32 = 4096;
+
+impl Pipeline {
+    /// Loads every component of `model` (paths relative to `base_dir`), one by one,
+    /// measuring each. Fails on bad settings, a configured tokenizer file (unsupported
+    /// in this build) or a session that cannot be created even on CPU.
+    pub fn load(
+        model: &str,
+        settings: &PipelineSettings,
+        base_dir: &Path,
+        opts: &LoadOptions,
+    ) -> Result<Pipeline, EngineError> {
+        Runtime::init()?;
+        settings
+            .check(base_dir)
+            .map_err(|(field, message)| EngineError::Load {
+                component: "pipeline",
+                path: format!("models.{model}.pipeline.{field}"),
+                message,
+            })?;
+        if let Some(tokenizer) = &settings.tokenizer {
+            return Err(EngineError::Unsupported(format!(
+                "models.{model}.pipeline.tokenizer = {tokenizer:?}: tokenizer.json files need the `tokenizers` crate, \
+                 not available in this build; use null for the built-in hash tokenizer"
+            )));
+        }
+        let dir = settings.dir_path(base_dir);
+        let make = |role: ComponentRole| {
+            let (_, c) = settings.components()[role.index()];
+            Component::new(
+                role,
+                dir.join(&c.file),
+                c.placement,
+                opts.provider_override.unwrap_or(c.provider),
+            )
+        };
+        let mut pipeline = Pipeline {
+            model: model.to_string(),
+            settings: settings.clone(),
+            components: ComponentRole::ALL.map(make),
+            memory_limit: opts.memory_limit_bytes,
+            faults: opts.faults,
+            before_load: memory::sample(),
+            after_load: MemorySample::default(),
+            denoiser_calls_total: 0,
+        };
+        pipeline.ensure_all()?;
+        pipeline.after_load = memory::sample();
+        Ok(pipeline)
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The settings it was loaded from.
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
+    }
+
+    /// Denoiser runs since load, over all generations (for tests and metrics).
+    pub fn denoiser_calls_total(&self) -> u64 {
+        self.denoiser_calls_total
+    }
+
+    /// Replaces the fault plan (test hook).
+    pub fn set_faults(&mut self, faults: FaultPlan) {
+        self.faults = faults;
+    }
+
+    /// The provider the denoiser runs on now (CPU after a fallback).
+    pub fn provider(&self) -> Provider {
+        self.components[ComponentRole::Denoiser.index()].effective
+    }
+
+    /// Runs one tiny generation (1 step, smallest frame) so the first real job does
+    /// not pay for lazy initialisation; writes no file.
+    pub fn warm_up(&mut self) -> Result<(), EngineError> {
+        let side = self.settings.spatial_downsample;
+        let req = Request {
+            prompt: "warm up",
+            negative_prompt: "",
+            steps: 1,
+            cfg: 1.0,
+            seed: 0,
+            width: side,
+            height: side,
+            frames: 1,
+        };
+        let job = Job {
+            task_id: "warm_up".into(),
+            lane: "warm_up".into(),
+            prompt: String::new(),
+            negative_prompt: None,
+            steps: 1,
+            cfg: 1.0,
+            seed: 0,
+            width: side,
+            height: side,
+            frames: 1,
+            timeout: Duration::from_secs(600),
+            out_dir: std::env::temp_dir(),
+        };
+        self.run_with_cleanup(&job, &req, &mut |_, _| {}, false)
+            .map(|_| ())
+    }
+
+    /// Generates `job` and writes `<task_id>.gif` and `<task_id>.json` into its
+    /// `out_dir`. `progress(step, steps)` is called after every denoising step.
+    pub fn generate(
+        &mut self,
+        job: &Job,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Generation, EngineError> {
+        let negative = job.negative_prompt.as_deref().unwrap_or("");
+        let req = Request {
+            prompt: &job.prompt,
+            negative_prompt: negative,
+            steps: job.steps,
+            cfg: job.cfg,
+            seed: job.seed,
+            width: job.width,
+            height: job.height,
+            frames: job.frames,
+        };
+        match self.run_with_cleanup(job, &req, progress, true)? {
+            Some(generation) => Ok(generation),
+            None => Err(EngineError::Output {
+                path: job.out_dir.display().to_string(),
+                message: "nothing written".into(),
+            }),
+        }
+    }
+
+    /// Measured memory per component, with placements and effective providers.
+    pub fn memory(&self) -> PipelineMemory {
+        PipelineMemory {
+            model: self.model.clone(),
+            components: self
+                .components
+                .iter()
+                .map(|c| ComponentMemory {
+                    role: c.role,
+                    loaded: c.session.is_some(),
+                    placement: c.placement,
+                    requested_provider: c.requested,
+                    provider: c.effective,
+                    rss_bytes: c.rss_bytes,
+                    device_bytes: c.device_bytes,
+                    load_ms: c.load_ms,
+                    file_bytes: c.file_bytes,
+                })
+                .collect(),
+            before_load: self.before_load,
+            after_load: self.after_load,
+            now: memory::sample(),
+        }
+    }
+
+    /// Drops a component's session and returns freed heap to the OS. The next
+    /// generation (or [`Pipeline::ensure_component`]) loads it again.
+    pub fn release_component(&mut self, role: ComponentRole) {
+        let component = &mut self.components[role.index()];
+        if component.release() {
+            let trimmed = trim::release_free_heap();
+            tracing::info!(target: "warmlane::engine", model = %self.model, component = role.as_str(), trimmed, rss = memory::rss_bytes(), "component released");
+        }
+    }
+
+    /// Drops every session (the pipeline stays usable: the next job reloads them).
+    pub fn release_all(&mut self) {
+        for role in ComponentRole::ALL {
+            self.release_component(role);
+        }
+    }
+
+    /// Loads a component's session if it is not loaded.
+    pub fn ensure_component(&mut self, role: ComponentRole) -> Result<(), EngineError> {
+        self.components[role.index()].ensure(&self.model, self.memory_limit)
+    }
+
+    fn ensure_all(&mut self) -> Result<(), EngineError> {
+        ComponentRole::ALL
+            .into_iter()
+            .try_for_each(|role| self.ensure_component(role))
+    }
+
+    /// Validates, ensures sessions, runs, writes (if `write`), then always cleans up.
+    fn run_with_cleanup(
+        &mut self,
+        job: &Job,
+        req: &Request<'_>,
+        progress: &mut dyn FnMut(u32, u32),
+        write: bool,
+    ) -> Result<Option<Generation>, EngineError> {
+        let started = Instant::now();
+        let before = memory::sample();
+        let mut calls = 0;
+        let result = validate(job, &self.settings)
+            .and_then(|()| self.ensure_all())
+            .and_then(|()| self.run_watched(job, req, progress, write, started, &mut calls));
+        let after_run = memory::sample();
+        self.denoiser_calls_total += u64::from(calls);
+        if let Err(error) = &result {
+            self.recover(error);
+        }
+        let report = Report {
+            task_id: &job.task_id,
+            model: &self.model,
+            lane: &job.lane,
+            outcome: if result.is_ok() { "done" } else { "failed" },
+            code: result.as_ref().err().map_or("", |e| e.code().as_str()),
+            provider: self.provider().as_str(),
+            denoiser_calls: calls,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        let figures = cleanup::finish(&report, before, after_run);
+        result.map(|generation| {
+            generation.map(|g| Generation {
+                memory: figures,
+                ..g
+            })
+        })
+    }
+
+    /// After a failure: an allocation failure on a device provider may leave a grown
+    /// arena behind, so the denoiser is rebuilt before the next job. Other failures
+    /// leave the sessions as they are (ONNX Runtime runs are stateless).
+    fn recover(&mut self, error: &EngineError) {
+        if error.is_oom() && self.provider() != Provider::Cpu {
+            self.release_component(ComponentRole::Denoiser);
+        }
+    }
+
+    /// Runs the stages with a watchdog thread that terminates an in-flight run at the
+    /// job's deadline (steps also check the deadline between runs).
+    fn run_watched(
+        &mut self,
+        job: &Job,
+        req: &Request<'_>,
+        progress: &mut dyn FnMut(u32, u32),
+        write: bool,
+        started: Instant,
+        calls: &mut u32,
+    ) -> Result<Option<Generation>, EngineError> {
+        let run_options = self.run_options()?;
+        let mut faults = self.faults;
+        let mut ctx = Context {
+            settings: &self.settings,
+            run_options: &run_options,
+            started,
+            limit: job.timeout,
+            faults: &mut faults,
+            denoiser_calls: 0,
+            timings: Default::default(),
+        };
+        let video = std::thread::scope(|scope| {
+            let (done, wait) = mpsc::channel::<()>();
+            let remaining = job.timeout.saturating_sub(started.elapsed());
+            let options = &run_options;
+            scope.spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(remaining) {
+                    let _ = options.terminate();
+                }
+            });
+            let video = sampling::run(&mut self.components, &mut ctx, req, progress);
+            drop(done);
+            video
+        });
+        *calls = ctx.denoiser_calls;
+        let timings = ctx.timings;
+        self.faults.oom_next_runs = faults.oom_next_runs;
+        let video = video?;
+        if !write {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let mut generation = self.write(job, &video, *calls, started)?;
+        generation.timings = timings;
+        generation.timings.write_us = t.elapsed().as_micros() as u64;
+        generation.inference_ms = started.elapsed().as_millis() as u64;
+        Ok(Some(generation))
+    }
+
+    fn run_options(&self) -> Result<RunOptions, EngineError> {
+        let fail = |e: ort::Error| EngineError::Inference {
+            stage: "run options".into(),
+            message: e.to_string(),
+        };
+        let mut options = RunOptions::new().map_err(fail)?;
+        if self.provider() == Provider::Cuda {
+            // Give the CUDA arena's unused chunks back to the device after every run.
+            options
+                .set("memory.enable_memory_arena_shrinkage", "gpu:0")
+                .map_err(fail)?;
+        }
+        Ok(options)
+    }
+
+    fn write(
+        &self,
+        job: &Job,
+        video: &Video,
+        calls: u32,
+        started: Instant,
+    ) -> Result<Generation, EngineError> {
+        let frames = (job.frames as usize).min(video.frames);
+        let gif_name = format!("{}.gif", job.task_id);
+        let gif = video
+            .to_gif(frames)
+            .map_err(|message| EngineError::Output {
+                path: gif_name.clone(),
+                message,
+            })?;
+        let path = output::write_atomic(&job.out_dir, &gif_name, &gif)?;
+        let generation = Generation {
+            path,
+            bytes: gif.len() as u64,
+            frames: frames as u32,
+            width: video.width as u32,
+            height: video.height as u32,
+            inference_ms: started.elapsed().as_millis() as u64,
+            denoiser_calls: calls,
+            memory: Default::default(),
+            provider: self.provider(),
+            timings: Default::default(),
+        };
+        let meta = serde_json::json!({
+            "task_id": job.task_id, "model": self.model, "lane": job.lane,
+            "prompt": job.prompt, "negative_prompt": job.negative_prompt,
+            "seed": job.seed, "steps": job.steps, "cfg": job.cfg,
+            "width": generation.width, "height": generation.height, "frames": generation.frames,
+            "file": gif_name, "bytes": generation.bytes, "provider": generation.provider.as_str(),
+            "sampler": self.settings.sampler, "denoiser_calls": calls,
+            "inference_ms": generation.inference_ms,
+        });
+        let text = serde_json::to_vec_pretty(&meta).map_err(|e| EngineError::Output {
+            path: job.task_id.clone(),
+            message: e.to_string(),
+        })?;
+        output::write_atomic(&job.out_dir, &format!("{}.json", job.task_id), &text)?;
+        Ok(generation)
+    }
+}
+
+/// The job rules the engine itself needs (the contract's limits are checked upstream).
+fn validate(job: &Job, settings: &PipelineSettings) -> Result<(), EngineError> {
+    let invalid =
+        |field: &'static str, message: String| Err(EngineError::InvalidJob { field, message });
+    let id_ok = !job.task_id.is_empty()
+        && job.task_id.len() <= 64
+        && job
+            .task_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !id_ok {
+        return invalid(
+            "task_id",
+            format!("must be 1-64 chars of [A-Za-z0-9_-], got {:?}", job.task_id),
+        );
+    }
+    let down = settings.spatial_downsample;
+    for (field, value) in [("width", job.width), ("height", job.height)] {
+        if value == 0 || value % down != 0 || value > MAX_SIDE {
+            return invalid(
+                field,
+                format!("must be a positive multiple of {down} up to {MAX_SIDE}, got {value}"),
+            );
+        }
+    }
+    if job.frames == 0 {
+        return invalid("frames", "must be at least 1, got 0".into());
+    }
+    if job.steps == 0 {
+        return invalid("steps", "must be at least 1, got 0".into());
+    }
+    if !job.cfg.is_finite() {
+        return invalid("cfg", format!("must be finite, got {}", job.cfg));
+    }
+    Ok(())
+}
