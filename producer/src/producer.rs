@@ -123,10 +123,11 @@ impl Producer {
         let health = self.store.lane_health(&req.model, dedicated, lanes.heartbeat_ttl_ms).await?;
         let mut decision = route(&health);
         if decision == Route::Lane {
+            // Recorded before the publish: a worker may start the task before the confirm arrives.
+            self.store.routed(&req.task_id, &req.model, None, lane_deadline).await?;
             let props = message_properties(&req.task_id, FieldTable::default());
             match self.publisher.publish(&self.topology.lanes_exchange(), &req.model, &body, props).await? {
                 Published::Acked => {
-                    self.store.routed(&req.task_id, &req.model, None, lane_deadline).await?;
                     self.note_lane_ready(&req.model).await;
                     metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "lane", m::TAG_MODEL => req.model.clone()).increment(1);
                     tracing::info!(task_id = %req.task_id, model = %req.model, lane = %req.model, "admitted to its warm lane");
@@ -147,9 +148,9 @@ impl Producer {
     async fn publish_degraded(&self, req: &ValidRequest, body: &[u8], cause: FallbackCause, deadline: u64) -> SubmitOutcome {
         let now = now_ms();
         let props = message_properties(&req.task_id, degraded_headers(now, cause));
+        self.store.routed(&req.task_id, DEGRADED_LANE, Some(cause), deadline).await?;
         let answer = self.publisher.publish(&self.topology.degraded_exchange(), DEGRADED_KEY, body, props).await?;
         if answer == Published::Acked {
-            self.store.routed(&req.task_id, DEGRADED_LANE, Some(cause), deadline).await?;
             if self.store.fallback_started(&req.model, cause).await? {
                 metrics::counter!(m::FALLBACK_ACTIVATIONS, m::TAG_MODEL => req.model.clone(), m::TAG_CAUSE => cause.as_str()).increment(1);
                 tracing::warn!(model = %req.model, cause = cause.as_str(), "degraded fallback activated");

@@ -311,7 +311,8 @@ impl Store {
     /// Waits up to `timeout` for the terminal reply (BLPOP on a dedicated connection,
     /// so the shared one is never blocked). The reply is consumed.
     pub async fn wait_reply(&self, task_id: &str, timeout: Duration) -> Result<Option<Reply>, ProducerError> {
-        let mut c = self.client.get_multiplexed_async_connection().await?;
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(timeout + Duration::from_secs(5)));
+        let mut c = self.client.get_multiplexed_async_connection_with_config(&config).await?;
         let secs = timeout.as_secs_f64().max(0.01);
         let popped: Option<(String, Vec<u8>)> = c.blpop(self.keys.reply(task_id), secs).await?;
         match popped {
