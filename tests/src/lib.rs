@@ -1,1 +1,61 @@
-//! Shared helpers of the integration tests.
+//! Shared helpers of the integration tests: server URLs, isolated prefixes,
+//! edited settings, an in-process fleet, and test-double engines.
+//!
+//! Every test runs under its own name prefix, so tests run in parallel and again
+//! on the same servers. A missing server fails the test with a message that says
+//! how to start it; nothing is skipped.
+#![allow(unreachable_pub)]
+
+pub mod engines;
+pub mod fleet;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use warmlane_shared::Settings;
+
+/// RabbitMQ URL of the tests (`AMQP_URL`, default the local broker).
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Redis URL of the tests (`REDIS_URL`, default the local server).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A unique prefix for one test.
+pub fn prefix(name: &str) -> String {
+    format!("t-{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// The repository's settings with `edit` applied (e.g. shortened limits).
+pub fn settings_with(edit: impl FnOnce(&mut serde_json::Value)) -> Arc<Settings> {
+    let path = repo_root().join("inference_settings.json");
+    let text = std::fs::read_to_string(&path).expect("read inference_settings.json");
+    let mut json: serde_json::Value = serde_json::from_str(&text).expect("settings are JSON");
+    edit(&mut json);
+    match Settings::from_json(&json.to_string(), &path, &repo_root()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => panic!("edited settings do not load: {e}"),
+    }
+}
+
+/// A valid JSON request for `model`.
+pub fn request(task_id: &str, model: &str) -> serde_json::Value {
+    let (steps, cfg) = if model == "phr00t" { (4, 1.0) } else { (8, 5.0) };
+    serde_json::json!({"v": 1, "task_id": task_id, "model": model, "prompt": "a paper boat on a river",
+                       "steps": steps, "cfg": cfg, "width": 32, "height": 32, "frames": 4, "seed": 42})
+}
+
+/// Installs a test log subscriber once (RUST_LOG controls it).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}

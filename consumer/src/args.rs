@@ -1,0 +1,116 @@
+//! Flags of `warmlane-consumer`; every flag also reads from the environment.
+
+use crate::memory::policy::{BetweenPrompts, Policy};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use warmlane_producer::config::ConnectArgs;
+
+/// A warmlane worker.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "warmlane-consumer", version, about = "warmlane lane and degraded workers")]
+pub struct Args {
+    /// Broker, Redis, prefix and settings.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Lane to serve: a model name for its dedicated lane, or `degraded`.
+    #[arg(long, env = "WARMLANE_LANE")]
+    pub lane: Option<String>,
+    /// Directory the videos are written to (shared with the HTTP shim).
+    #[arg(long, env = "WARMLANE_RESULTS_DIR", default_value = "results")]
+    pub results_dir: PathBuf,
+    /// Worker id in heartbeats; a random one by default.
+    #[arg(long, env = "WARMLANE_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Logging and metrics.
+    #[command(flatten)]
+    pub telemetry: warmlane_producer::config::TelemetryArgs,
+    /// Execution provider for every component, overriding the settings (`cpu` or `cuda`).
+    #[arg(long, env = "WARMLANE_PROVIDER")]
+    pub provider: Option<String>,
+    /// Unload the lane's model after this many seconds without a request (FR-019 idle eviction); 0 keeps it.
+    #[arg(long, env = "WARMLANE_IDLE_EVICT_S", default_value_t = 0)]
+    pub idle_evict_s: u64,
+    /// Memory budget of this worker in bytes; by default the GPU's total (NVML), or the
+    /// host's MemTotal without a GPU, minus `--memory-margin-bytes`.
+    #[arg(long, env = "WARMLANE_MEMORY_BUDGET_BYTES")]
+    pub memory_budget_bytes: Option<u64>,
+    /// Safety margin kept out of a budget derived from the device or host total.
+    #[arg(long, env = "WARMLANE_MEMORY_MARGIN_BYTES", default_value_t = crate::memory::budget::DEFAULT_MARGIN_BYTES)]
+    pub memory_margin_bytes: u64,
+    /// Free bytes below which idle, non-pinned components are evicted (LRU).
+    #[arg(long, env = "WARMLANE_MEMORY_HEADROOM_BYTES", default_value_t = crate::memory::policy::DEFAULT_HEADROOM_BYTES)]
+    pub memory_headroom_bytes: u64,
+    /// Release `offload_when_idle` components (the denoiser) after this many idle seconds; 0 keeps them.
+    #[arg(long, env = "WARMLANE_COMPONENT_IDLE_S", default_value_t = crate::memory::policy::DEFAULT_IDLE_RELEASE.as_secs())]
+    pub component_idle_s: u64,
+    /// When `offload_between_prompts` components (the text encoder) are released after a generation.
+    #[arg(long, env = "WARMLANE_TEXT_ENCODER_RELEASE", value_enum, default_value_t = BetweenPromptsArg::OnDevice)]
+    pub text_encoder_release: BetweenPromptsArg,
+    /// Margin added to a model's `inference_timeout_ms` before a silent runner is killed.
+    #[arg(long, env = "WARMLANE_RUNNER_DEADLINE_MARGIN_MS", default_value_t = 30_000)]
+    pub runner_deadline_margin_ms: u64,
+    /// Subcommand; without one the worker serves `--lane`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Check the settings file and exit.
+    CheckSettings,
+    /// Internal: the degraded worker's runner child, speaking frames on stdin/stdout.
+    #[command(hide = true)]
+    Runner {
+        /// The model whose pipeline this runner holds.
+        #[arg(long)]
+        model: String,
+    },
+}
+
+/// `--text-encoder-release` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BetweenPromptsArg {
+    /// After every generation.
+    Always,
+    /// After every generation when it runs on a GPU provider.
+    OnDevice,
+    /// Only when LRU eviction needs the memory.
+    Never,
+}
+
+impl Args {
+    /// The memory manager's policy from the flags.
+    pub fn memory_policy(&self) -> Policy {
+        Policy {
+            headroom_bytes: self.memory_headroom_bytes,
+            idle_release: (self.component_idle_s > 0).then(|| Duration::from_secs(self.component_idle_s)),
+            between_prompts: match self.text_encoder_release {
+                BetweenPromptsArg::Always => BetweenPrompts::Always,
+                BetweenPromptsArg::OnDevice => BetweenPrompts::OnDevice,
+                BetweenPromptsArg::Never => BetweenPrompts::Never,
+            },
+            ..Policy::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_flags_and_runner_subcommand() {
+        let a = Args::try_parse_from(["warmlane-consumer", "--lane", "degraded", "--memory-budget-bytes", "1000", "--component-idle-s", "0"])
+            .expect("parses");
+        assert_eq!(a.memory_budget_bytes, Some(1000));
+        assert_eq!(a.memory_margin_bytes, 1_500_000_000);
+        let p = a.memory_policy();
+        assert_eq!(p.idle_release, None);
+        assert_eq!(p.between_prompts, BetweenPrompts::OnDevice);
+        assert_eq!(p.max_oom_retries, 3);
+        let r = Args::try_parse_from(["warmlane-consumer", "runner", "--model", "anisora"]).expect("runner parses");
+        assert!(matches!(r.command, Some(Command::Runner { model }) if model == "anisora"));
+    }
+}

@@ -1,0 +1,255 @@
+//! One delivery, from bytes to exactly one terminal reply and an ack.
+//!
+//! The message is decoded and validated again (services publish to the exchanges
+//! directly). An undecodable or invalid body goes to the dead queue, answered when
+//! its task id is known. A redelivery of a finished task is acked and skipped; one
+//! delivered more often than `max_attempts` is poison. On the degraded lane a
+//! message that waited past the limit is answered `wait_timeout` (a TTL stops
+//! counting once a message is delivered, so the worker checks the age itself).
+//! The ack comes only after the reply is written, so a crash before it means a
+//! redelivery, never a lost request.
+
+use crate::engine::{Engine, EngineFailure, Output};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use warmlane_producer::amqp::{header_int, message_properties, Published, Publisher};
+use warmlane_producer::store::{FinishWhen, Started, WorkerState};
+use warmlane_producer::{ProducerError, Store};
+use warmlane_shared::error::reason;
+use warmlane_shared::metrics as m;
+use warmlane_shared::settings::DEGRADED_LANE;
+use warmlane_shared::topology::HEADER_ENQUEUED_MS;
+use warmlane_shared::{now_ms, ErrorCode, Rejection, Reply, ReplyStatus, ResultInfo, Settings, Timings, Topology, ValidRequest};
+
+/// Live state the heartbeat reports.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Current state.
+    pub state: WorkerState,
+    /// Resident model.
+    pub model: Option<String>,
+    /// Loads since start.
+    pub loads: u64,
+    /// Tasks finished since start.
+    pub tasks: u64,
+    /// Last time a task ended (for idle eviction).
+    pub last_active: Instant,
+}
+
+/// Everything a handler needs, shared by the worker's tasks.
+pub struct Ctx {
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// Redis.
+    pub store: Store,
+    /// Publisher for dead letters and lane forwarding.
+    pub publisher: Publisher,
+    /// Names.
+    pub topology: Topology,
+    /// `degraded` or a model.
+    pub lane: String,
+    /// This worker.
+    pub worker_id: String,
+    /// Where videos go.
+    pub results_dir: PathBuf,
+    /// The engine, used from the blocking pool.
+    pub engine: Arc<Mutex<Box<dyn Engine>>>,
+    /// Heartbeat state.
+    pub status: Arc<Mutex<Status>>,
+}
+
+impl Ctx {
+    /// Updates the heartbeat state.
+    pub fn set_state(&self, state: WorkerState) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.state = state;
+        if state != WorkerState::Busy {
+            s.last_active = Instant::now();
+        }
+    }
+
+    fn is_degraded(&self) -> bool {
+        self.lane == DEGRADED_LANE
+    }
+}
+
+/// Handles one delivery and acks it. An error means Redis or the broker failed
+/// before the outcome was recorded; the caller nacks with requeue.
+pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError> {
+    let req = match warmlane_shared::decode_msgpack(&delivery.data, &ctx.settings) {
+        Ok(req) => req,
+        Err(failure) => {
+            metrics::counter!(m::VALIDATION_REJECTIONS, m::TAG_CODE => failure.rejection.code.as_str(), m::TAG_REASON => failure.rejection.reason.clone()).increment(1);
+            warmlane_producer::dead::dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &failure.rejection, failure.task_id.as_deref(), Some(&ctx.lane)).await?;
+            return ack(delivery).await;
+        }
+    };
+    if !ctx.is_degraded() && req.model != ctx.lane {
+        return forward(ctx, delivery, &req).await;
+    }
+    if ctx.is_degraded() {
+        let enqueued = header_int(&delivery.properties, HEADER_ENQUEUED_MS).map(|v| v as u64).or(req.submitted_at_ms).unwrap_or_else(now_ms);
+        let waited = now_ms().saturating_sub(enqueued);
+        if waited > ctx.settings.degraded.max_wait_ms {
+            let rejection = Rejection::wait_timeout(waited, ctx.settings.degraded.max_wait_ms);
+            let reply = Reply::coded(&req.task_id, ReplyStatus::Failed, Some(DEGRADED_LANE), &rejection, Timings { queued_ms: Some(queued_ms(&req)), inference_ms: None });
+            if ctx.store.finish(&reply, FinishWhen::NotTerminal).await? {
+                metrics::counter!(m::WAIT_TIMEOUT_DROPS).increment(1);
+                metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => reason::WAIT_TIMEOUT).increment(1);
+                tracing::warn!(task_id = %req.task_id, waited_ms = waited, "delivered past the degraded wait: queue_overloaded/wait_timeout");
+            }
+            return ack(delivery).await;
+        }
+    }
+    match ctx.store.start(&req, &ctx.lane, &ctx.worker_id).await? {
+        Started::AlreadyFinished => {
+            tracing::info!(task_id = %req.task_id, "redelivered task already has its reply; acking");
+            return ack(delivery).await;
+        }
+        Started::Attempt(n) if n > ctx.settings.lanes.max_attempts => {
+            let rejection = Rejection::new(
+                ErrorCode::InferenceFailed,
+                reason::POISON,
+                format!("delivered {n} times without finishing (limit {}); moved to the dead queue", ctx.settings.lanes.max_attempts),
+            );
+            warmlane_producer::dead::dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &rejection, Some(&req.task_id), Some(&ctx.lane)).await?;
+            return ack(delivery).await;
+        }
+        Started::Attempt(_) => {}
+    }
+    let queued = queued_ms(&req);
+    metrics::histogram!(m::QUEUE_WAIT_MS, m::TAG_LANE => ctx.lane.clone()).record(queued as f64);
+    tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, queued_ms = queued, "processing");
+    ctx.set_state(WorkerState::Busy);
+    let result = infer(ctx, &req).await;
+    ctx.set_state(WorkerState::Warm);
+    let reply = match &result {
+        Ok(out) => Reply::done(
+            &req.task_id,
+            &ctx.lane,
+            ResultInfo { uri: file_uri(&out.path), frames: out.frames, width: out.width, height: out.height, bytes: out.bytes },
+            Timings { queued_ms: Some(queued), inference_ms: Some(out.inference_ms) },
+        ),
+        Err(f) => Reply::coded(
+            &req.task_id,
+            ReplyStatus::Failed,
+            Some(&ctx.lane),
+            &Rejection::new(f.code, f.code.as_str(), f.message.clone()),
+            Timings { queued_ms: Some(queued), inference_ms: None },
+        ),
+    };
+    ctx.store.finish(&reply, FinishWhen::NotTerminal).await?;
+    let (outcome, code) = match &result {
+        Ok(out) => {
+            metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone()).record(out.inference_ms as f64);
+            ("done", "")
+        }
+        Err(f) => ("failed", f.code.as_str()),
+    };
+    metrics::counter!(m::TASKS_FINISHED, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone(), m::TAG_OUTCOME => outcome, m::TAG_CODE => code).increment(1);
+    {
+        let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.tasks += 1;
+    }
+    tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, outcome, code, "task finished");
+    ack(delivery).await
+}
+
+fn queued_ms(req: &ValidRequest) -> u64 {
+    req.submitted_at_ms.map(|t| now_ms().saturating_sub(t)).unwrap_or(0)
+}
+
+fn file_uri(path: &std::path::Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("file://{}", abs.display())
+}
+
+async fn ack(delivery: &Delivery) -> Result<(), ProducerError> {
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}
+
+/// Returns a delivery to its queue after an infrastructure failure.
+pub async fn requeue(delivery: &Delivery) {
+    if let Err(e) = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await {
+        tracing::warn!(error = %e, "nack failed; the broker redelivers after the channel closes");
+    }
+}
+
+/// A lane worker got a request for another model (a publisher used the wrong
+/// routing key): send it to the right lane, or to the dead queue when there is none.
+async fn forward(ctx: &Ctx, delivery: &Delivery, req: &ValidRequest) -> Result<(), ProducerError> {
+    let props = message_properties(&req.task_id, Default::default());
+    let answer = ctx.publisher.publish(&ctx.topology.lanes_exchange(), &req.model, &delivery.data, props).await?;
+    if answer != Published::Acked {
+        let rejection = Rejection::invalid("model", format!("model `{}` was published to lane `{}` and has no lane of its own", req.model, ctx.lane));
+        warmlane_producer::dead::dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &rejection, Some(&req.task_id), Some(&ctx.lane)).await?;
+    } else {
+        tracing::info!(task_id = %req.task_id, from = %ctx.lane, to = %req.model, "forwarded a request to its model's lane");
+    }
+    ack(delivery).await
+}
+
+/// Prepares the model (counting a load and a switch) and generates, on the blocking pool.
+async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
+    let previous = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).model.clone();
+    let engine = ctx.engine.clone();
+    let model = req.model.clone();
+    let prepared = tokio::task::spawn_blocking(move || lock(&engine).prepare(&model)).await.map_err(panicked)??;
+    if let Some(load) = prepared {
+        record_load(ctx, &req.model, previous.as_deref(), load).await;
+    }
+    let (tx, mut rx) = tokio::sync::watch::channel((0u32, req.steps));
+    let store = ctx.store.clone();
+    let task_id = req.task_id.clone();
+    let progress_writer = tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let (step, steps) = *rx.borrow_and_update();
+            if let Err(e) = store.progress(&task_id, step, steps).await {
+                tracing::debug!(error = %e, "progress update failed");
+            }
+        }
+    });
+    let engine = ctx.engine.clone();
+    let (req2, lane, out_dir) = (req.clone(), ctx.lane.clone(), ctx.results_dir.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let mut progress = |step: u32, steps: u32| {
+            let _ = tx.send((step, steps));
+        };
+        lock(&engine).generate(&req2, &lane, &out_dir, &mut progress)
+    })
+    .await
+    .map_err(panicked)?;
+    let _ = progress_writer.await;
+    result
+}
+
+async fn record_load(ctx: &Ctx, model: &str, previous: Option<&str>, load: std::time::Duration) {
+    let ms = load.as_millis() as u64;
+    {
+        let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.loads += 1;
+        s.model = Some(model.to_string());
+    }
+    metrics::counter!(m::COLD_STARTS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => model.to_string()).increment(1);
+    metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => model.to_string()).record(ms as f64);
+    if previous.is_some_and(|p| p != model) {
+        metrics::histogram!(m::MODEL_SWITCH_MS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => model.to_string()).record(ms as f64);
+    }
+    if let Err(e) = ctx.store.count_load(&ctx.lane).await {
+        tracing::warn!(error = %e, "could not count the load");
+    }
+    tracing::info!(lane = %ctx.lane, model, from = previous.unwrap_or("-"), load_ms = ms, "model loaded (cold start)");
+}
+
+/// Locks the engine; a panic in an earlier call does not make it unusable.
+pub fn lock(engine: &Mutex<Box<dyn Engine>>) -> std::sync::MutexGuard<'_, Box<dyn Engine>> {
+    engine.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn panicked(e: tokio::task::JoinError) -> EngineFailure {
+    EngineFailure { code: ErrorCode::InferenceFailed, message: format!("the engine panicked: {e}") }
+}

@@ -1,0 +1,72 @@
+//! The device-memory manager: the Rust counterpart of the VRAM monitor and offloader.
+//!
+//! - [`budget`]: the worker's budget (flag, GPU total minus margin, or host total minus
+//!   margin) and the per-model estimate with resolution-aware runtime bytes (pure).
+//! - [`policy`]: what each component placement means in time, and the OOM retry cap (pure).
+//! - [`ledger`]: the accounting of resident pipelines and components, LRU eviction
+//!   plans, the pre-flight check and admission (a plain struct).
+//! - [`snapshot`]: the measured reports that feed the ledger and the status snapshot
+//!   published in the heartbeat.
+//! - [`probe`]: readings (NVML, `/proc`).
+//!
+//! [`MemoryManager`] puts the ledger behind a mutex so the engine, the OOM wrapper and
+//! the heartbeat share one account. The manager decides; the engines release.
+
+pub mod budget;
+pub mod ledger;
+pub mod policy;
+pub mod probe;
+pub mod snapshot;
+
+pub use budget::{Budget, BudgetError, BudgetSource, FitCheck};
+pub use ledger::{Admission, Ledger, Victim};
+pub use policy::{OomDecision, OomRetry, Policy};
+pub use snapshot::{Measured, MemorySnapshot, PipelineReport};
+
+use std::sync::{Mutex, MutexGuard};
+
+/// The shared account of one worker's memory.
+#[derive(Debug)]
+pub struct MemoryManager {
+    ledger: Mutex<Ledger>,
+    backend: &'static str,
+}
+
+impl MemoryManager {
+    /// A manager with a known budget.
+    pub fn new(budget: Budget, policy: Policy) -> MemoryManager {
+        MemoryManager { ledger: Mutex::new(Ledger::new(budget, policy)), backend: probe::backend() }
+    }
+
+    /// A manager whose budget comes from the flag, else the GPU, else the host.
+    pub fn from_host(flag: Option<u64>, margin: u64, policy: Policy) -> Result<MemoryManager, BudgetError> {
+        let budget = budget::resolve_budget(flag, probe::device_total_bytes(), probe::host_total_bytes(), margin)?;
+        Ok(MemoryManager::new(budget, policy))
+    }
+
+    /// The ledger, locked; a panic elsewhere does not poison the account.
+    pub fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The budget.
+    pub fn budget(&self) -> Budget {
+        self.lock().budget()
+    }
+
+    /// The status snapshot with current readings, as JSON for the heartbeat.
+    pub fn snapshot_json(&self, runner_rss_bytes: Option<u64>) -> serde_json::Value {
+        let sample = warmlane_engine::memory::sample();
+        let measured = Measured { worker_rss_bytes: sample.rss, runner_rss_bytes, device_used_bytes: sample.device_used };
+        let snapshot = self.lock().snapshot(measured, self.backend);
+        serde_json::to_value(snapshot).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Unix milliseconds now, the ledger's clock.
+pub fn now_ms() -> u64 {
+    warmlane_shared::now_ms()
+}
+
+#[cfg(test)]
+mod stress;

@@ -1,0 +1,139 @@
+//! The runner child: `warmlane-consumer runner --model <m>`. It holds one heavy
+//! pipeline in an [`OrtEngine`] and answers the parent's frames on stdout; its logs go
+//! to stderr. When it exits, the operating system takes back everything ONNX Runtime
+//! allocated, which is the point of running the pipeline here.
+
+use super::protocol::{read_frame, write_frame, Request, Response, RunnerFaults};
+use crate::engine::{Engine, EngineFailure};
+use crate::memory::policy::role_from_str;
+use crate::ort_engine::OrtEngine;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use warmlane_engine::{FaultPlan, LoadOptions};
+use warmlane_shared::{ErrorCode, Settings};
+
+struct Loaded {
+    settings: Arc<Settings>,
+    engine: OrtEngine,
+    faults: RunnerFaults,
+}
+
+/// Runs the runner until `Shutdown` or the end of stdin; the process exit code.
+pub fn main(model: &str) -> ExitCode {
+    init_stderr_logging();
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut output = BufWriter::new(std::io::stdout().lock());
+    let mut state: Option<Loaded> = None;
+    loop {
+        let request = match read_frame::<_, Request>(&mut input) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::info!(model, "parent closed stdin; exiting");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                tracing::error!(model, error = %e, "bad frame from the parent; exiting");
+                return ExitCode::from(3);
+            }
+        };
+        let response = match request {
+            Request::Shutdown => {
+                if let Some(mut s) = state.take() {
+                    s.engine.release();
+                }
+                tracing::info!(model, "shutdown requested; exiting");
+                return ExitCode::SUCCESS;
+            }
+            Request::Prepare { settings_json, base_dir, provider, faults } => {
+                match prepare(model, &settings_json, &base_dir, provider.as_deref(), faults) {
+                    Ok((loaded, load_ms)) => {
+                        state = Some(loaded);
+                        Response::Loaded { load_ms }
+                    }
+                    Err(f) => failed(f),
+                }
+            }
+            Request::Generate { request, lane, out_dir } => match state.as_mut() {
+                None => failed(not_prepared()),
+                Some(s) => generate(s, model, &request, &lane, Path::new(&out_dir), &mut output),
+            },
+            Request::ReleaseComponent { role } => match (state.as_mut(), role_from_str(&role)) {
+                (Some(s), Some(role)) => {
+                    let _ = crate::managed::Managed::release_component(&mut s.engine, role);
+                    memory(s)
+                }
+                (None, _) => failed(not_prepared()),
+                (_, None) => failed(EngineFailure { code: ErrorCode::InferenceFailed, message: format!("unknown component `{role}`") }),
+            },
+            Request::Memory => match state.as_ref() {
+                Some(s) => memory(s),
+                None => Response::Memory { json: "null".into() },
+            },
+        };
+        if let Err(e) = write_frame(&mut output, &response) {
+            tracing::error!(model, error = %e, "parent stream closed; exiting");
+            return ExitCode::from(3);
+        }
+    }
+}
+
+fn init_stderr_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).without_time().try_init();
+}
+
+fn failed(f: EngineFailure) -> Response {
+    Response::Failed { code: f.code.as_str().to_string(), message: f.message }
+}
+
+fn not_prepared() -> EngineFailure {
+    EngineFailure { code: ErrorCode::InferenceFailed, message: "the runner got a request before Prepare".into() }
+}
+
+fn prepare(model: &str, settings_json: &str, base_dir: &str, provider: Option<&str>, faults: RunnerFaults) -> Result<(Loaded, u64), EngineFailure> {
+    let bad = |message: String| EngineFailure { code: ErrorCode::InferenceFailed, message };
+    let settings = Settings::from_json(settings_json, Path::new("(from the worker)"), Path::new(base_dir)).map_err(|e| bad(e.to_string()))?;
+    let provider = provider.map(OrtEngine::parse_provider).transpose().map_err(bad)?;
+    let plan = FaultPlan { fail_at_step: faults.fail_at_step, oom_next_runs: faults.oom_next_runs };
+    let options = LoadOptions { provider_override: provider, faults: plan, ..LoadOptions::default() };
+    let settings = Arc::new(settings);
+    let mut engine = OrtEngine::with_options(settings.clone(), options)?;
+    let load = engine.prepare(model)?.unwrap_or(Duration::ZERO);
+    Ok((Loaded { settings, engine, faults }, load.as_millis() as u64))
+}
+
+fn generate(s: &mut Loaded, model: &str, body: &[u8], lane: &str, out_dir: &Path, out: &mut impl Write) -> Response {
+    let req = match warmlane_shared::decode_msgpack(body, &s.settings) {
+        Ok(r) => r,
+        Err(e) => return failed(EngineFailure { code: e.rejection.code, message: e.rejection.message }),
+    };
+    if req.model != model {
+        return failed(EngineFailure { code: ErrorCode::InferenceFailed, message: format!("runner for `{model}` got a request for `{}`", req.model) });
+    }
+    let faults = s.faults;
+    let mut progress = |step: u32, steps: u32| {
+        if faults.exit_at_step == Some(step) {
+            tracing::error!(step, "injected crash (RunnerFaults.exit_at_step)");
+            std::process::exit(101);
+        }
+        if faults.hang_at_step == Some(step) {
+            tracing::error!(step, "injected hang (RunnerFaults.hang_at_step)");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        let _ = write_frame(out, &Response::Progress { step, steps });
+    };
+    match s.engine.generate(&req, lane, out_dir, &mut progress) {
+        Ok(output) => Response::Done { output },
+        Err(f) => failed(f),
+    }
+}
+
+fn memory(s: &Loaded) -> Response {
+    let json = serde_json::to_string(&s.engine.pipeline_report()).unwrap_or_else(|_| "null".into());
+    Response::Memory { json }
+}

@@ -1,0 +1,17 @@
+//! The degraded worker's runner: a child process (the same binary, hidden `runner`
+//! subcommand) holding one heavy pipeline, so that switching models returns all of its
+//! memory to the system when the child exits (ONNX Runtime keeps some after a session
+//! is dropped).
+//!
+//! - [`protocol`]: frames and messages between parent and child (pure).
+//! - [`child`]: the child's loop.
+//! - [`process`]: spawning, calling with deadlines, stopping and reaping one child.
+//! - [`supervisor`]: [`RunnerEngine`], the [`crate::Engine`] driving the [`crate::slot::Slot`].
+
+pub mod child;
+pub mod process;
+pub mod protocol;
+pub mod supervisor;
+
+pub use protocol::RunnerFaults;
+pub use supervisor::{RunnerConfig, RunnerEngine};

@@ -1,0 +1,266 @@
+//! The worker: connect, warm up, heartbeat, consume one message at a time, and
+//! shut down gracefully.
+//!
+//! A lane worker loads its model before it consumes and before its heartbeat says
+//! `warm`, so no routed request waits for a load. Prefetch is 1 and acks are
+//! manual. The broker connection is re-established with capped backoff and the
+//! topology re-declared; a delivery whose outcome could not be recorded is
+//! requeued. On shutdown the in-flight task finishes, the consumer is cancelled,
+//! and the worker leaves the lane's ready set at once.
+
+use crate::engine::Engine;
+use crate::handle::{self, Ctx, Status};
+use futures_util::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warmlane_producer::amqp::{self, Publisher};
+use warmlane_producer::backoff::Backoff;
+use warmlane_producer::store::{Heartbeat, WorkerState};
+use warmlane_producer::{ProducerError, Store};
+use warmlane_shared::metrics as m;
+use warmlane_shared::settings::DEGRADED_LANE;
+use warmlane_shared::{now_ms, Settings, Topology};
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Name prefix.
+    pub prefix: String,
+    /// `degraded` or a model with a dedicated lane.
+    pub lane: String,
+    /// Where videos go.
+    pub results_dir: PathBuf,
+    /// Worker id in heartbeats.
+    pub worker_id: String,
+    /// Unload the lane model after this long idle (FR-019); `None` keeps it.
+    pub idle_evict: Option<Duration>,
+}
+
+/// Errors that stop a worker at start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The lane is neither `degraded` nor a model with a dedicated lane.
+    #[error("lane `{0}` is not `degraded` nor a model with a dedicated lane in the settings")]
+    UnknownLane(String),
+    /// The results directory cannot be created.
+    #[error("results directory {path}: {detail}")]
+    Results {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// Warm-up failed: the model could not be loaded.
+    #[error("warm-up of `{model}` failed: {detail}")]
+    WarmUp {
+        /// The model.
+        model: String,
+        /// The engine's error.
+        detail: String,
+    },
+    /// Redis or the broker failed at start.
+    #[error(transparent)]
+    Infra(#[from] ProducerError),
+}
+
+/// Runs a worker until `shutdown` resolves.
+pub async fn run(cfg: WorkerConfig, engine: Box<dyn Engine>, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    let is_lane = cfg.lane != DEGRADED_LANE;
+    if is_lane && !cfg.settings.model(&cfg.lane).is_some_and(|m| m.dedicated_lane) {
+        return Err(WorkerError::UnknownLane(cfg.lane.clone()));
+    }
+    std::fs::create_dir_all(&cfg.results_dir).map_err(|e| WorkerError::Results { path: cfg.results_dir.display().to_string(), detail: e.to_string() })?;
+    let store = connect_store(&cfg).await?;
+    let ctx = Arc::new(Ctx {
+        settings: cfg.settings.clone(),
+        store,
+        publisher: Publisher::new(&cfg.amqp_url)?,
+        topology: Topology::new(&cfg.prefix),
+        lane: cfg.lane.clone(),
+        worker_id: cfg.worker_id.clone(),
+        results_dir: cfg.results_dir.clone(),
+        engine: Arc::new(Mutex::new(engine)),
+        status: Arc::new(Mutex::new(Status {
+            state: if is_lane { WorkerState::Loading } else { WorkerState::Idle },
+            model: None,
+            loads: 0,
+            tasks: 0,
+            last_active: Instant::now(),
+        })),
+    });
+    let started_at_ms = now_ms();
+    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), started_at_ms));
+    if is_lane {
+        warm_up(&ctx).await?;
+    }
+    let result = consume_loop(&ctx, &cfg, shutdown).await;
+    heartbeat.abort();
+    ctx.set_state(WorkerState::Draining);
+    if let Err(e) = ctx.store.remove_worker(&ctx.worker_id, &ctx.lane).await {
+        tracing::warn!(error = %e, "could not remove the worker's heartbeat");
+    }
+    handle::lock(&ctx.engine).release();
+    tracing::info!(lane = %ctx.lane, worker = %ctx.worker_id, "worker stopped");
+    result
+}
+
+async fn connect_store(cfg: &WorkerConfig) -> Result<Store, ProducerError> {
+    let mut backoff = Backoff::reconnect();
+    let started = Instant::now();
+    loop {
+        match Store::connect(&cfg.redis_url, &cfg.prefix, &cfg.settings).await {
+            Ok(store) => return Ok(store),
+            Err(e) if started.elapsed() > Duration::from_secs(60) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis not reachable; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// Loads the lane's model and runs the engine's warm-up before the worker reports `warm`.
+async fn warm_up(ctx: &Arc<Ctx>) -> Result<(), WorkerError> {
+    let engine = ctx.engine.clone();
+    let model = ctx.lane.clone();
+    let started = Instant::now();
+    let prepared = tokio::task::spawn_blocking(move || handle::lock(&engine).prepare(&model)).await;
+    let load = match prepared {
+        Ok(Ok(load)) => load.unwrap_or(started.elapsed()),
+        Ok(Err(e)) => return Err(WorkerError::WarmUp { model: ctx.lane.clone(), detail: e.to_string() }),
+        Err(e) => return Err(WorkerError::WarmUp { model: ctx.lane.clone(), detail: e.to_string() }),
+    };
+    {
+        let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.loads += 1;
+        s.model = Some(ctx.lane.clone());
+    }
+    let ms = load.as_millis() as u64;
+    metrics::counter!(m::COLD_STARTS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => ctx.lane.clone()).increment(1);
+    metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => ctx.lane.clone()).record(ms as f64);
+    ctx.store.count_load(&ctx.lane).await?;
+    ctx.set_state(WorkerState::Warm);
+    write_heartbeat(ctx, now_ms()).await;
+    tracing::info!(lane = %ctx.lane, warmup_ms = ms, "model warm; lane ready");
+    Ok(())
+}
+
+async fn heartbeat_loop(ctx: Arc<Ctx>, started_at_ms: u64) {
+    let every = Duration::from_millis(ctx.settings.lanes.heartbeat_interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        write_heartbeat(&ctx, started_at_ms).await;
+    }
+}
+
+async fn write_heartbeat(ctx: &Ctx, started_at_ms: u64) {
+    let status = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // Reading memory must not wait behind a running generation.
+    let memory = match ctx.engine.try_lock() {
+        Ok(engine) => engine.memory(),
+        Err(_) => serde_json::Value::Null,
+    };
+    let hb = Heartbeat {
+        worker_id: ctx.worker_id.clone(),
+        lane: ctx.lane.clone(),
+        model: status.model.clone(),
+        state: status.state,
+        pid: std::process::id(),
+        started_at_ms,
+        at_ms: now_ms(),
+        loads: status.loads,
+        tasks: status.tasks,
+        memory,
+    };
+    if let Err(e) = ctx.store.heartbeat(&hb, ctx.settings.lanes.heartbeat_ttl_ms).await {
+        tracing::warn!(error = %e, "heartbeat failed");
+    }
+}
+
+async fn consume_loop(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::reconnect();
+    let queue = ctx.topology.queue_of_lane(&ctx.lane);
+    loop {
+        let session = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            s = open_consumer(ctx, &cfg.amqp_url, &queue) => s,
+        };
+        let (_conn, channel, mut deliveries) = match session {
+            Ok(s) => s,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot consume; retrying");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        backoff.reset();
+        tracing::info!(queue = %queue, worker = %ctx.worker_id, "consuming");
+        loop {
+            let idle_check = tokio::time::sleep(Duration::from_secs(1));
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    let _ = channel.basic_cancel(ctx.worker_id.as_str().into(), BasicCancelOptions::default()).await;
+                    return Ok(());
+                }
+                next = deliveries.next() => match next {
+                    Some(Ok(delivery)) => {
+                        if let Err(e) = handle::handle(ctx, &delivery).await {
+                            tracing::warn!(error = %e, "could not record a task's outcome; requeueing it");
+                            handle::requeue(&delivery).await;
+                            tokio::time::sleep(backoff.next_delay()).await;
+                        } else {
+                            backoff.reset();
+                        }
+                    }
+                    Some(Err(e)) => { tracing::warn!(error = %e, "delivery stream failed; reconnecting"); break; }
+                    None => { tracing::warn!("delivery stream ended; reconnecting"); break; }
+                },
+                _ = idle_check => evict_if_idle(ctx, cfg.idle_evict),
+            }
+        }
+    }
+}
+
+type Session = (lapin::Connection, lapin::Channel, lapin::Consumer);
+
+async fn open_consumer(ctx: &Ctx, url: &str, queue: &str) -> Result<Session, ProducerError> {
+    let conn = amqp::connect(url, Duration::from_secs(5)).await?;
+    let channel = conn.create_channel().await?;
+    amqp::declare(&channel, &ctx.topology.declarations(&ctx.settings)).await?;
+    channel.basic_qos(1, BasicQosOptions::default()).await?;
+    let consumer = channel
+        .basic_consume(queue.into(), ctx.worker_id.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    Ok((conn, channel, consumer))
+}
+
+fn evict_if_idle(ctx: &Ctx, idle_evict: Option<Duration>) {
+    let Some(limit) = idle_evict else { return };
+    let mut status = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+    if status.model.is_none() || status.state == WorkerState::Busy || status.last_active.elapsed() < limit {
+        return;
+    }
+    if let Ok(mut engine) = ctx.engine.try_lock() {
+        engine.release();
+        tracing::info!(lane = %ctx.lane, idle_s = limit.as_secs(), "idle eviction: model unloaded (FR-019)");
+        status.model = None;
+        status.state = if ctx.lane == DEGRADED_LANE { WorkerState::Idle } else { WorkerState::Evicted };
+    }
+}

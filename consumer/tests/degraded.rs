@@ -1,0 +1,188 @@
+//! The degraded worker's engine end to end on CPU, with real ONNX Runtime in runner
+//! children: SC-001 with heavy pipelines, swaps under a one-pipeline budget, refusal
+//! under a too-small budget, and runner crashes and hangs.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warmlane_consumer::managed::{Managed, ManagedEngine};
+use warmlane_consumer::memory::{Admission, Budget, BudgetSource, MemoryManager, Policy};
+use warmlane_consumer::runner::{RunnerEngine, RunnerFaults};
+use warmlane_consumer::Engine;
+use warmlane_shared::{ErrorCode, Settings};
+
+fn budget(bytes: u64) -> Budget {
+    Budget { bytes, source: BudgetSource::Flag, total_bytes: None, margin_bytes: 0 }
+}
+
+fn degraded(settings: &Arc<Settings>, budget_bytes: u64) -> ManagedEngine<RunnerEngine> {
+    let manager = Arc::new(MemoryManager::new(budget(budget_bytes), Policy { headroom_bytes: 0, ..Policy::default() }));
+    let inner = RunnerEngine::new(settings.clone(), runner_config()).expect("runner engine");
+    ManagedEngine::new(inner, settings.clone(), manager)
+}
+
+fn model_of(i: usize) -> &'static str {
+    if i % 2 == 0 {
+        "anisora"
+    } else {
+        "phr00t"
+    }
+}
+
+/// Peak worker + runner RSS of loading and running the larger pipeline alone.
+fn larger_pipeline_alone(settings: &Arc<Settings>, out: &std::path::Path) -> u64 {
+    let mut engine = degraded(settings, 8 << 30);
+    let sampler = Sampler::start(Duration::from_millis(20));
+    let req = request(settings, "phr00t", "sc001-alone");
+    engine.generate(&req, "degraded", out, &mut |_, _| {}).expect("phr00t alone");
+    engine.release();
+    sampler.stop().0
+}
+
+/// SC-001 on CPU: 20 alternating heavy requests, zero `gpu_oom`, and the memory of
+/// worker + runner never holds two pipelines: its peak stays within a stated margin of
+/// the peak of the larger pipeline alone (load transient included).
+#[test]
+fn sc001_alternating_heavy_pipelines_never_hold_two() {
+    let settings = heavy_settings();
+    let out = scratch("sc001");
+    let me = std::process::id();
+    let alone = larger_pipeline_alone(&settings, &out);
+    let mut engine = degraded(&settings, 8 << 30);
+    let sampler = Sampler::start(Duration::from_millis(20));
+    let mut steady = std::collections::BTreeMap::<&str, u64>::new();
+    let started = Instant::now();
+    for i in 0..20 {
+        let model = model_of(i);
+        let req = request(&settings, model, &format!("sc001-{i}"));
+        let load = engine.prepare(model).expect("prepare");
+        assert!(load.is_some(), "request {i}: an alternating request switches");
+        let result = engine.generate(&req, "degraded", &out, &mut |_, _| {});
+        let output = result.unwrap_or_else(|f| panic!("request {i} ({model}) failed: {f}"));
+        assert!(output.bytes > 0);
+        assert!(children_of(me).len() <= 1, "request {i}: more than one runner alive");
+        let runner = engine.inner().runner_rss_bytes().expect("a runner is resident");
+        let e = steady.entry(model).or_default();
+        *e = (*e).max(runner);
+        let snap = engine.memory();
+        assert_eq!(snap["pipelines"].as_array().map(Vec::len), Some(1), "{snap}");
+        assert_eq!(snap["pipelines"][0]["model"], model);
+    }
+    let elapsed = started.elapsed();
+    let (peak, samples) = sampler.stop();
+    engine.release();
+    assert!(children_of(me).is_empty(), "release leaves no runner");
+    assert_eq!(engine.loads(), 20);
+    let margin: u64 = 64 << 20;
+    let two_resident = alone + steady["anisora"];
+    println!(
+        "SC-001 (CPU): 20 alternating requests in {:.1} s, 0 gpu_oom. Peak worker+runner RSS {:.0} MiB ({samples} samples every 20 ms); \
+         larger pipeline (phr00t, {} MiB weights) alone peaks at {:.0} MiB; bound = that + {:.0} MiB margin = {:.0} MiB. \
+         Steady runner RSS: anisora {:.0} MiB, phr00t {:.0} MiB; holding both would peak near {:.0} MiB.",
+        elapsed.as_secs_f64(),
+        mb(peak),
+        HEAVY_MB[1].1,
+        mb(alone),
+        mb(margin),
+        mb(alone + margin),
+        mb(steady["anisora"]),
+        mb(steady["phr00t"]),
+        mb(two_resident),
+    );
+    assert!(peak <= alone + margin, "peak {:.0} MiB is above the larger pipeline's {:.0} MiB + {:.0} MiB", mb(peak), mb(alone), mb(margin));
+}
+
+/// A budget for one heavy pipeline but not two: the manager refuses to keep the
+/// previous pipeline beside the next (`AfterReleasing`) and the slot swaps; a budget
+/// too small for either refuses the load with `gpu_oom` and a message, and the engine
+/// keeps serving what fits.
+#[test]
+fn one_pipeline_budget_swaps_and_too_small_budget_refuses() {
+    let settings = heavy_settings();
+    let out = scratch("budget");
+    let mut engine = degraded(&settings, 420 << 20);
+    for (i, model) in ["anisora", "phr00t", "anisora"].into_iter().enumerate() {
+        let req = request(&settings, model, &format!("budget-{i}"));
+        engine.generate(&req, "degraded", &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("{model}: {f}"));
+        let admission = engine.last_admission().cloned();
+        match (i, admission) {
+            (0, Some(Admission::Fits)) => {}
+            (1, Some(Admission::AfterReleasing(r))) => assert_eq!(r, ["anisora"]),
+            (2, Some(Admission::AfterReleasing(r))) => assert_eq!(r, ["phr00t"]),
+            (i, other) => panic!("request {i}: unexpected admission {other:?}"),
+        }
+        let snap = engine.memory();
+        assert_eq!(snap["pipelines"].as_array().map(Vec::len), Some(1), "{snap}");
+        assert!(snap["used_bytes"].as_u64() <= snap["budget_bytes"].as_u64(), "{snap}");
+    }
+    engine.release();
+
+    let mut small = degraded(&settings, 150 << 20);
+    let req = request(&settings, "anisora", "budget-small");
+    let err = small.generate(&req, "degraded", &out, &mut |_, _| {}).expect_err("does not fit");
+    assert_eq!(err.code, ErrorCode::GpuOom);
+    assert!(err.message.contains("memory budget refuses the load") && err.message.contains("budget is 150"), "{}", err.message);
+    assert_eq!(small.loads(), 0, "nothing was started");
+    assert!(small.resident().is_none());
+}
+
+/// A runner that crashes fails its task `inference_failed`; one that hangs is killed at
+/// the deadline and fails `inference_timeout`. Either way the next request starts a
+/// fresh runner and succeeds.
+#[test]
+fn crashed_and_hung_runners_fail_their_task_and_are_replaced() {
+    let settings = settings_with(&[("anisora", ModelEdit { timeout_ms: Some(1_500), ..ModelEdit::default() })]);
+    let out = scratch("crash");
+    let me = std::process::id();
+    let manager = Arc::new(MemoryManager::new(budget(1 << 30), Policy::default()));
+    let mut cfg = runner_config();
+    cfg.deadline_margin = Duration::from_millis(500);
+    let mut engine = ManagedEngine::new(RunnerEngine::new(settings.clone(), cfg).expect("engine"), settings.clone(), manager);
+
+    engine.inner_mut().set_faults(RunnerFaults { exit_at_step: Some(2), ..RunnerFaults::default() });
+    let err = engine.generate(&request(&settings, "anisora", "crash-1"), "degraded", &out, &mut |_, _| {}).expect_err("crash");
+    assert_eq!(err.code, ErrorCode::InferenceFailed, "{}", err.message);
+    assert!(err.message.contains("crashed"), "{}", err.message);
+    assert!(children_of(me).is_empty(), "the crashed runner is reaped");
+    assert!(engine.resident().is_none());
+
+    engine.inner_mut().set_faults(RunnerFaults { hang_at_step: Some(1), ..RunnerFaults::default() });
+    let started = Instant::now();
+    let err = engine.generate(&request(&settings, "anisora", "hang-1"), "degraded", &out, &mut |_, _| {}).expect_err("hang");
+    assert_eq!(err.code, ErrorCode::InferenceTimeout, "{}", err.message);
+    assert!(started.elapsed() < Duration::from_secs(30), "killed at the deadline, took {:?}", started.elapsed());
+    assert!(children_of(me).is_empty(), "the hung runner is killed and reaped");
+
+    engine.inner_mut().set_faults(RunnerFaults::default());
+    let mut steps = 0;
+    engine.generate(&request(&settings, "anisora", "after-1"), "degraded", &out, &mut |s, _| steps = s).expect("a fresh runner serves");
+    assert_eq!(steps, 8, "progress frames reach the caller");
+    assert_eq!(engine.loads(), 3);
+    assert_eq!(children_of(me).len(), 1);
+}
+
+/// Consecutive same-model requests reuse the resident runner; a runner-side `gpu_oom`
+/// is retried through the protocol (components released in the child) and succeeds.
+#[test]
+fn same_model_reuses_the_runner_and_oom_is_retried() {
+    let settings = demo_settings();
+    let out = scratch("reuse");
+    let mut engine = degraded(&settings, 1 << 30);
+    assert!(engine.prepare("phr00t").expect("load").is_some());
+    let pid = engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..3 {
+        assert_eq!(engine.prepare("phr00t").expect("resident"), None, "request {i} waits for no load");
+        engine.generate(&request(&settings, "phr00t", &format!("reuse-{i}")), "degraded", &out, &mut |_, _| {}).expect("generate");
+    }
+    assert_eq!(engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst), pid, "same runner");
+    assert_eq!(engine.loads(), 1);
+    engine.release();
+
+    engine.inner_mut().set_faults(RunnerFaults { oom_next_runs: 2, ..RunnerFaults::default() });
+    engine.generate(&request(&settings, "phr00t", "oom-2"), "degraded", &out, &mut |_, _| {}).expect("recovers after 2 retries");
+    let snap = engine.memory();
+    assert_eq!(snap["oom_retries"], 2, "{snap}");
+    assert!(snap["evictions"].as_u64() >= Some(1), "{snap}");
+}

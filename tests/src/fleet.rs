@@ -1,0 +1,178 @@
+//! An in-process fleet for one test: producer, reaper and workers under a unique
+//! prefix, torn down (queues, exchanges, Redis keys) by [`Fleet::cleanup`].
+
+use crate::{amqp_url, redis_url};
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use redis::AsyncCommands;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use warmlane_consumer::{Engine, WorkerConfig};
+use warmlane_producer::Producer;
+use warmlane_shared::{Reply, Settings, Topology};
+
+/// A running test fleet.
+pub struct Fleet {
+    /// The test's prefix.
+    pub prefix: String,
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// The producer.
+    pub producer: Arc<Producer>,
+    /// Results directory of the workers.
+    pub results_dir: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    workers: Vec<(watch::Sender<bool>, Option<JoinHandle<()>>)>,
+}
+
+impl Fleet {
+    /// Connects a producer under `prefix`; panics with a clear message when a server is missing.
+    pub async fn start(prefix: &str, settings: Arc<Settings>) -> Fleet {
+        crate::init_logs();
+        let producer = match Producer::connect(settings.clone(), &amqp_url(), &redis_url(), prefix).await {
+            Ok(p) => Arc::new(p),
+            Err(e) => panic!(
+                "integration tests need RabbitMQ at {} and Redis at {} ({e}); start them with `rabbitmq-server -detached` and `redis-server --daemonize yes`, or run .ci/run",
+                warmlane_producer::config::redact_url(&amqp_url()),
+                redis_url()
+            ),
+        };
+        let results_dir = crate::repo_root().join("target/test-output").join(prefix);
+        let (stop, _) = watch::channel(false);
+        Fleet { prefix: prefix.to_string(), settings, producer, results_dir, stop, tasks: vec![], workers: vec![] }
+    }
+
+    /// Topology names.
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.prefix)
+    }
+
+    /// Starts the reaper.
+    pub fn spawn_reaper(&mut self) {
+        let mut stop = self.stop.subscribe();
+        let producer = self.producer.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = warmlane_producer::reaper::run(producer, amqp_url(), shutdown).await {
+                panic!("reaper failed: {e}");
+            }
+        }));
+    }
+
+    /// Starts a worker for `lane`; returns its index for [`Fleet::stop_worker`].
+    pub fn spawn_worker(&mut self, lane: &str, engine: Box<dyn Engine>) -> usize {
+        let (stop, mut rx) = watch::channel(false);
+        let cfg = WorkerConfig {
+            settings: self.settings.clone(),
+            amqp_url: amqp_url(),
+            redis_url: redis_url(),
+            prefix: self.prefix.clone(),
+            lane: lane.to_string(),
+            results_dir: self.results_dir.clone(),
+            worker_id: format!("{}-{lane}-{}", self.prefix, self.workers.len()),
+            idle_evict: None,
+        };
+        let handle = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = warmlane_consumer::run(cfg, engine, shutdown).await {
+                panic!("worker failed: {e}");
+            }
+        });
+        self.workers.push((stop, Some(handle)));
+        self.workers.len() - 1
+    }
+
+    /// Asks a worker to stop (as SIGTERM does) without waiting.
+    pub fn request_stop(&self, index: usize) {
+        let _ = self.workers[index].0.send(true);
+    }
+
+    /// Stops a worker gracefully and waits for it.
+    pub async fn stop_worker(&mut self, index: usize) {
+        let (stop, handle) = &mut self.workers[index];
+        let _ = stop.send(true);
+        if let Some(handle) = handle.take() {
+            handle.await.expect("worker task panicked");
+        }
+    }
+
+    /// Waits until `lane` has `n` ready workers (polls Redis; fails after 60 s).
+    pub async fn wait_ready(&self, lane: &str, n: u32) {
+        let ttl = self.settings.lanes.heartbeat_ttl_ms;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let h = self.producer.store().lane_health(lane, true, ttl).await.expect("lane health");
+            if h.warm_workers >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "lane {lane} did not get {n} ready workers within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for a task's terminal reply (fails after `secs`).
+    pub async fn reply(&self, task_id: &str, secs: u64) -> Reply {
+        match self.producer.store().wait_reply(task_id, Duration::from_secs(secs)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => panic!("no reply for {task_id} within {secs} s; task: {:?}", self.producer.store().task(task_id).await),
+            Err(e) => panic!("waiting for {task_id}: {e}"),
+        }
+    }
+
+    /// Replies still waiting in a task's reply list.
+    pub async fn replies_left(&self, task_id: &str) -> u32 {
+        let mut c = self.producer.store().connection();
+        c.llen(self.producer.store().keys().reply(task_id)).await.expect("LLEN")
+    }
+
+    /// Ready messages in a queue.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let channel = self.producer.publisher().channel_plain().await.expect("channel");
+        let q = channel
+            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
+        let _ = channel.close(200, "done".into()).await;
+        q.message_count()
+    }
+
+    /// Stops everything and deletes the prefix's queues, exchanges and keys.
+    pub async fn cleanup(mut self) {
+        let _ = self.stop.send(true);
+        for (stop, _) in &self.workers {
+            let _ = stop.send(true);
+        }
+        for (_, handle) in self.workers.drain(..) {
+            if let Some(handle) = handle {
+                let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+            }
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let topo = self.topology();
+        let decl = topo.declarations(&self.settings);
+        if let Ok(channel) = self.producer.publisher().channel_plain().await {
+            for q in &decl.queues {
+                let _ = channel.queue_delete(q.name.as_str().into(), QueueDeleteOptions::default()).await;
+            }
+            for ex in &decl.exchanges {
+                let _ = channel.exchange_delete(ex.name.as_str().into(), ExchangeDeleteOptions::default()).await;
+            }
+        }
+        let mut c = self.producer.store().connection();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut c).await.unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = c.del(keys).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.results_dir);
+    }
+}

@@ -1,0 +1,252 @@
+//! `docker-compose.yml` and `docker-compose.cpu.yml` use the binaries' real flags
+//! and environment variables, and describe the fleet the operations issue asks for.
+//!
+//! Every service's `command` is parsed by the binary's own clap definition
+//! (`Cli::try_parse_from`, `Args::try_parse_from`), so a renamed or removed flag
+//! fails here, not at `docker compose up`. Every `WARMLANE_*`, `AMQP_URL` and
+//! `REDIS_URL` variable must be the `env` of some argument of that binary (top
+//! level or the subcommand the service runs). No server is needed.
+
+use clap::{CommandFactory, Parser};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use warmlane_consumer::args::Args;
+use warmlane_producer::cli::Cli;
+use warmlane_tests::repo_root;
+
+/// Variables the services may set that are not flags of ours.
+const FOREIGN_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE", "ORT_DYLIB_PATH", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES"];
+
+fn load(file: &str) -> Value {
+    let path = repo_root().join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{file} is not YAML: {e}"));
+    yaml.apply_merge().unwrap_or_else(|e| panic!("{file}: merge keys: {e}"));
+    serde_json::to_value(yaml).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// Compose's override rule for what this test reads: maps merge key by key, the
+/// rest (lists, scalars) is replaced.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Services that start without a profile.
+fn active(compose: &Value) -> Vec<(String, Value)> {
+    compose["services"]
+        .as_object()
+        .expect("services")
+        .iter()
+        .filter(|(_, s)| s["profiles"].as_array().is_none_or(|p| p.is_empty()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn command(service: &Value) -> Vec<String> {
+    match &service["command"] {
+        Value::Array(a) => a.iter().map(|v| v.as_str().expect("command items are strings").to_string()).collect(),
+        Value::Null => vec![],
+        other => panic!("write commands as lists, not {other}"),
+    }
+}
+
+/// `env` names of a clap command: its own arguments and, when given, one subcommand path's.
+fn env_names(cmd: &clap::Command, path: &[&str]) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = cmd.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
+    if let Some((first, rest)) = path.split_first() {
+        if let Some(sub) = cmd.find_subcommand(first) {
+            names.extend(env_names(sub, rest));
+        }
+    }
+    names
+}
+
+fn environment(service: &Value) -> Vec<(String, String)> {
+    match &service["environment"] {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| {
+                let s = v.as_str().expect("KEY=VALUE");
+                let (k, v) = s.split_once('=').unwrap_or((s, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Checks one service against the binaries; returns (binary, subcommand path) it runs.
+fn check_service(name: &str, service: &Value) -> Option<(String, Vec<String>)> {
+    let argv = command(service);
+    let binary = argv.first()?.clone();
+    let (allowed_env, path): (BTreeSet<String>, Vec<String>) = match binary.as_str() {
+        "warmlane-producer" => {
+            Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("service {name}: `{}` does not parse:\n{e}", argv.join(" ")));
+            let matches = Cli::command().try_get_matches_from(&argv).expect("parsed above");
+            let sub: Vec<String> = matches.subcommand_name().map(str::to_string).into_iter().collect();
+            let refs: Vec<&str> = sub.iter().map(String::as_str).collect();
+            (env_names(&Cli::command(), &refs), sub)
+        }
+        "warmlane-consumer" => {
+            let args = Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("service {name}: `{}` does not parse:\n{e}", argv.join(" ")));
+            assert!(args.lane.is_some(), "service {name}: a worker needs --lane");
+            (env_names(&Args::command(), &[]), vec![])
+        }
+        _ => return None,
+    };
+    for (key, _) in environment(service) {
+        let ours = key.starts_with("WARMLANE_") || key == "AMQP_URL" || key == "REDIS_URL";
+        if ours {
+            assert!(allowed_env.contains(&key), "service {name}: {binary} {path:?} has no argument with env {key}; known: {allowed_env:?}");
+        } else {
+            assert!(FOREIGN_ENV.contains(&key.as_str()), "service {name}: unexpected variable {key}");
+        }
+    }
+    Some((binary, path))
+}
+
+fn flag_value(argv: &[String], flag: &str) -> Option<String> {
+    argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1).cloned())
+}
+
+fn settings_lanes() -> Vec<String> {
+    let s = warmlane_shared::Settings::load(&repo_root().join("inference_settings.json")).expect("settings");
+    s.lane_models().map(str::to_string).collect()
+}
+
+/// The worker fleet of a compose file: (lane, provider, service) per worker.
+fn workers(compose: &Value) -> Vec<(String, String, Value)> {
+    active(compose)
+        .into_iter()
+        .filter_map(|(name, s)| {
+            let argv = command(&s);
+            (argv.first().map(String::as_str) == Some("warmlane-consumer")).then(|| {
+                let lane = flag_value(&argv, "--lane").unwrap_or_else(|| panic!("{name}: no --lane"));
+                let provider = flag_value(&argv, "--provider").unwrap_or_else(|| panic!("{name}: no --provider"));
+                (lane, provider, s)
+            })
+        })
+        .collect()
+}
+
+fn has_gpu_reservation(service: &Value) -> bool {
+    service["deploy"]["resources"]["reservations"]["devices"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|d| d["driver"] == "nvidia" && d["capabilities"].as_array().is_some_and(|c| c.iter().any(|c| c == "gpu"))))
+}
+
+fn check_fleet(compose: &Value, provider: &str) {
+    let services = active(compose);
+    let mut ran = BTreeSet::new();
+    for (name, s) in &services {
+        if let Some((binary, path)) = check_service(name, s) {
+            ran.insert(format!("{binary} {}", path.join(" ")).trim().to_string());
+        }
+    }
+    assert!(ran.contains("warmlane-producer serve"), "no service runs `warmlane-producer serve`: {ran:?}");
+    let ws = workers(compose);
+    for lane in settings_lanes() {
+        assert_eq!(ws.iter().filter(|(l, _, _)| *l == lane).count(), 1, "one worker for the {lane} lane");
+    }
+    assert_eq!(ws.iter().filter(|(l, _, _)| l == "degraded").count(), 2, "two degraded workers (active + hot standby)");
+    for (lane, p, s) in &ws {
+        assert_eq!(p, provider, "worker of {lane}: --provider");
+        assert_eq!(has_gpu_reservation(s), provider == "cuda", "worker of {lane}: NVIDIA device reservation iff cuda");
+        assert_eq!(s["init"], Value::Bool(true), "worker of {lane}: init: true so SIGTERM reaches the worker");
+        for dep in ["rabbitmq", "redis"] {
+            assert_eq!(s["depends_on"][dep]["condition"], "service_healthy", "worker of {lane} waits for {dep}");
+        }
+    }
+    let by_name = |n: &str| services.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no service {n}"));
+    let rabbit = by_name("rabbitmq");
+    assert!(rabbit["image"].as_str().unwrap_or_default().starts_with("rabbitmq:3.13-management"));
+    assert!(rabbit["healthcheck"]["test"].to_string().contains("rabbitmq-diagnostics"));
+    assert!(rabbit["volumes"].to_string().contains("definitions.json"), "the broker loads the definitions");
+    assert!(by_name("redis")["image"].as_str().unwrap_or_default().starts_with("redis:7"));
+    assert!(by_name("redis")["healthcheck"]["test"].to_string().contains("redis-cli"));
+    let producer = services.iter().find(|(_, s)| command(s).get(1).map(String::as_str) == Some("serve")).map(|(_, s)| s.clone()).expect("serve");
+    assert!(producer["healthcheck"]["test"].to_string().contains("/health"), "the shim's health check probes /health");
+    let listen = flag_value(&command(&producer), "--listen").expect("serve --listen");
+    assert!(listen.starts_with("0.0.0.0:"), "the shim must listen on all interfaces in its container, not {listen}");
+    for dep in ["rabbitmq", "redis"] {
+        assert_eq!(producer["depends_on"][dep]["condition"], "service_healthy", "the shim waits for {dep}");
+    }
+    for name in ["statsd-exporter", "prometheus", "grafana"] {
+        by_name(name);
+    }
+}
+
+#[test]
+fn the_gpu_fleet_uses_real_flags_and_env() {
+    check_fleet(&load("docker-compose.yml"), "cuda");
+}
+
+#[test]
+fn the_cpu_override_replaces_every_gpu_worker() {
+    let mut compose = load("docker-compose.yml");
+    merge(&mut compose, &load("docker-compose.cpu.yml"));
+    check_fleet(&compose, "cpu");
+}
+
+#[test]
+fn env_names_resolve_through_clap() {
+    // Guards the helper itself: a known variable of each binary is found.
+    assert!(env_names(&Cli::command(), &[]).contains("AMQP_URL"));
+    assert!(env_names(&Cli::command(), &["serve"]).contains("WARMLANE_HTTP_ADDR"));
+    assert!(env_names(&Args::command(), &[]).contains("WARMLANE_LANE"));
+}
+
+#[test]
+fn the_image_paths_the_services_use_exist_in_the_dockerfile() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("Dockerfile");
+    let compose = load("docker-compose.yml");
+    for (name, s) in active(&compose) {
+        for (k, v) in environment(&s) {
+            if k == "WARMLANE_SETTINGS" {
+                assert!(dockerfile.contains(&v), "service {name}: {k}={v} is not a path the Dockerfile creates");
+            }
+        }
+    }
+    for needle in ["rust:1-bookworm", "debian:bookworm-slim", "ORT_DYLIB_PATH", "fetch-onnxruntime.sh", "warmlane-producer", "warmlane-consumer", "COPY models"] {
+        assert!(dockerfile.contains(needle), "the Dockerfile should mention {needle}");
+    }
+}
+
+/// Runs `docker compose config` (v2 plugin) or `docker-compose config` (v1) when
+/// one is installed; in CI (`CI` set) one must be.
+#[test]
+fn docker_compose_config_accepts_both_files() {
+    let root = repo_root();
+    let candidates: [(&str, &[&str]); 2] = [("docker", &["compose"]), ("docker-compose", &[])];
+    for (program, pre) in candidates {
+        let probe = std::process::Command::new(program).args(pre).arg("version").output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            continue;
+        }
+        for files in [&["docker-compose.yml"][..], &["docker-compose.yml", "docker-compose.cpu.yml"][..]] {
+            let mut cmd = std::process::Command::new(program);
+            cmd.current_dir(&root).args(pre);
+            for f in files {
+                cmd.args(["-f", f]);
+            }
+            let out = cmd.args(["config", "-q"]).output().expect("run compose");
+            assert!(out.status.success(), "{program} {pre:?} config {files:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        return;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI needs docker compose: apt-get install -y docker-compose");
+    eprintln!("docker compose is not installed here; skipped `docker compose config`");
+}

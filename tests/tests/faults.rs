@@ -1,0 +1,96 @@
+//! Faults a worker must survive: poison messages, shutdown mid-task, a redelivery
+//! after the reply was written.
+
+use redis::AsyncCommands;
+use std::time::Duration;
+use warmlane_producer::amqp::message_properties;
+use warmlane_shared::{ErrorCode, ReplyStatus};
+use warmlane_tests::engines::{Gate, GateEngine};
+use warmlane_tests::fleet::Fleet;
+use warmlane_tests::{prefix, request, settings_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_redelivered_past_the_limit_is_poison_and_goes_dead() {
+    let p = prefix("poison");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    let id = format!("{p}-poison");
+    let req = warmlane_shared::validate_json(&request(&id, "anisora"), &fleet.settings).unwrap();
+    // Three earlier deliveries crashed their workers before finishing.
+    let mut c = fleet.producer.store().connection();
+    let _: () = c.hset(fleet.producer.store().keys().task(&id), "attempts", 3).await.unwrap();
+    let gate = Gate::default();
+    gate.open();
+    fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
+    fleet.wait_ready("anisora", 1).await;
+    let props = message_properties(&id, Default::default());
+    fleet.producer.publisher().publish(&fleet.topology().lanes_exchange(), "anisora", &req.to_msgpack(), props).await.unwrap();
+    let reply = fleet.reply(&id, 10).await;
+    assert_eq!((reply.status, reply.code, reply.reason.as_deref()), (ReplyStatus::Failed, Some(ErrorCode::InferenceFailed), Some("poison")));
+    assert_eq!(gate.entered(), 0, "poison never reaches the engine again");
+    assert_eq!(fleet.depth(&fleet.topology().dead_queue()).await, 1);
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_in_flight_task_and_leaves_the_ready_set() {
+    let p = prefix("drain");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    let gate = Gate::default();
+    let w = fleet.spawn_worker("phr00t", Box::new(GateEngine::new(gate.clone())));
+    fleet.wait_ready("phr00t", 1).await;
+    let id = format!("{p}-inflight");
+    fleet.producer.submit_json(&request(&id, "phr00t")).await.unwrap();
+    while gate.entered() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // SIGTERM arrives mid-task; the task is released only afterwards, and must still finish.
+    fleet.request_stop(w);
+    gate.open();
+    fleet.stop_worker(w).await;
+    let reply = fleet.reply(&id, 5).await;
+    assert_eq!(reply.status, ReplyStatus::Done);
+    let health = fleet.producer.store().lane_health("phr00t", true, fleet.settings.lanes.heartbeat_ttl_ms).await.unwrap();
+    assert_eq!(health.warm_workers, 0, "a stopped worker leaves the ready set at once");
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_after_the_reply_is_acked_without_a_second_answer() {
+    let p = prefix("redeliver");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    let gate = Gate::default();
+    gate.open();
+    fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
+    fleet.wait_ready("anisora", 1).await;
+    let id = format!("{p}-twice");
+    fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();
+    assert_eq!(fleet.reply(&id, 10).await.status, ReplyStatus::Done);
+    // The same message again, as after a crash between the reply and the ack.
+    let req = warmlane_shared::validate_json(&request(&id, "anisora"), &fleet.settings).unwrap();
+    let props = message_properties(&id, Default::default());
+    fleet.producer.publisher().publish(&fleet.topology().lanes_exchange(), "anisora", &req.to_msgpack(), props).await.unwrap();
+    // A marker request behind it proves the worker got past the duplicate.
+    let marker = format!("{p}-marker");
+    fleet.producer.submit_json(&request(&marker, "anisora")).await.unwrap();
+    assert_eq!(fleet.reply(&marker, 10).await.status, ReplyStatus::Done);
+    assert_eq!(fleet.replies_left(&id).await, 0, "no second reply");
+    assert_eq!(gate.entered(), 2, "the duplicate never reached the engine");
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_failure_is_answered_with_its_code_and_the_worker_goes_on() {
+    let p = prefix("fail");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    let mut engine = GateEngine::open();
+    engine.fail_with = Some(ErrorCode::InferenceTimeout);
+    fleet.spawn_worker("anisora", Box::new(engine));
+    fleet.wait_ready("anisora", 1).await;
+    for i in 0..2 {
+        let id = format!("{p}-{i}");
+        fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();
+        let reply = fleet.reply(&id, 10).await;
+        assert_eq!((reply.status, reply.code), (ReplyStatus::Failed, Some(ErrorCode::InferenceTimeout)));
+    }
+    fleet.cleanup().await;
+}
