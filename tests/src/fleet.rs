@@ -24,6 +24,10 @@ pub struct Fleet {
     pub producer: Arc<Producer>,
     /// Results directory of the workers.
     pub results_dir: PathBuf,
+    /// RabbitMQ URL of this fleet.
+    pub amqp_url: String,
+    /// Redis URL of this fleet.
+    pub redis_url: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     workers: Vec<(watch::Sender<bool>, Option<JoinHandle<()>>)>,
@@ -32,18 +36,23 @@ pub struct Fleet {
 impl Fleet {
     /// Connects a producer under `prefix`; panics with a clear message when a server is missing.
     pub async fn start(prefix: &str, settings: Arc<Settings>) -> Fleet {
+        Fleet::start_on(prefix, settings, &amqp_url(), &redis_url()).await
+    }
+
+    /// Like [`Fleet::start`], against the given servers.
+    pub async fn start_on(prefix: &str, settings: Arc<Settings>, amqp: &str, redis: &str) -> Fleet {
         crate::init_logs();
-        let producer = match Producer::connect(settings.clone(), &amqp_url(), &redis_url(), prefix).await {
+        let producer = match Producer::connect(settings.clone(), amqp, redis, prefix).await {
             Ok(p) => Arc::new(p),
             Err(e) => panic!(
                 "integration tests need RabbitMQ at {} and Redis at {} ({e}); start them with `rabbitmq-server -detached` and `redis-server --daemonize yes`, or run .ci/run",
-                warmlane_producer::config::redact_url(&amqp_url()),
-                redis_url()
+                warmlane_producer::config::redact_url(amqp),
+                redis
             ),
         };
         let results_dir = crate::repo_root().join("target/test-output").join(prefix);
         let (stop, _) = watch::channel(false);
-        Fleet { prefix: prefix.to_string(), settings, producer, results_dir, stop, tasks: vec![], workers: vec![] }
+        Fleet { prefix: prefix.to_string(), settings, producer, results_dir, amqp_url: amqp.to_string(), redis_url: redis.to_string(), stop, tasks: vec![], workers: vec![] }
     }
 
     /// Topology names.
@@ -55,11 +64,12 @@ impl Fleet {
     pub fn spawn_reaper(&mut self) {
         let mut stop = self.stop.subscribe();
         let producer = self.producer.clone();
+        let amqp = self.amqp_url.clone();
         self.tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = warmlane_producer::reaper::run(producer, amqp_url(), shutdown).await {
+            if let Err(e) = warmlane_producer::reaper::run(producer, amqp, shutdown).await {
                 panic!("reaper failed: {e}");
             }
         }));
@@ -70,8 +80,8 @@ impl Fleet {
         let (stop, mut rx) = watch::channel(false);
         let cfg = WorkerConfig {
             settings: self.settings.clone(),
-            amqp_url: amqp_url(),
-            redis_url: redis_url(),
+            amqp_url: self.amqp_url.clone(),
+            redis_url: self.redis_url.clone(),
             prefix: self.prefix.clone(),
             lane: lane.to_string(),
             results_dir: self.results_dir.clone(),

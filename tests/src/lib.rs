@@ -8,6 +8,7 @@
 
 pub mod engines;
 pub mod fleet;
+pub mod servers;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -203,7 +203,8 @@ async fn the_workload_emits_the_operations_metrics() {
     let mut fleet = Fleet::start(&prefix("metrics"), settings).await;
     fleet.spawn_reaper();
     let p = fleet.producer.clone();
-    let id = |n: &str| format!("{}-{n}", fleet.prefix);
+    let task_prefix = fleet.prefix.clone();
+    let id = |n: &str| format!("{task_prefix}-{n}");
 
     // 1. Lane path, and the sampler's gauges.
     fake_heartbeat(&fleet, "anisora").await;

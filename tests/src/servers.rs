@@ -1,0 +1,169 @@
+//! Servers a test owns: a second RabbitMQ node and a Redis server on free ports,
+//! so a test can restart them without disturbing the shared ones.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+fn wait_port(port: u16, what: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !port_open(port) {
+        assert!(Instant::now() < deadline, "{what} did not open port {port} within {secs} s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A RabbitMQ node of the test's own, on its own ports and data directory.
+pub struct RabbitNode {
+    /// AMQP port.
+    pub port: u16,
+    dist_port: u16,
+    node: String,
+    dir: PathBuf,
+}
+
+impl RabbitNode {
+    /// Starts a node; fails loudly when RabbitMQ is not installed.
+    pub fn start(dir: &Path) -> RabbitNode {
+        assert!(
+            Path::new(RABBIT_BIN).join("rabbitmq-server").exists(),
+            "this test starts its own RabbitMQ node and needs rabbitmq-server installed (apt-get install rabbitmq-server)"
+        );
+        let port = free_port();
+        let node = format!("wl{port}@localhost");
+        std::fs::create_dir_all(dir.join("mnesia")).unwrap();
+        std::fs::create_dir_all(dir.join("log")).unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "[].").unwrap();
+        std::fs::write(dir.join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n")).unwrap();
+        let n = RabbitNode { port, dist_port: free_port(), node, dir: dir.to_path_buf() };
+        let status = n.command("rabbitmq-server").arg("-detached").status().expect("rabbitmq-server");
+        assert!(status.success(), "rabbitmq-server -detached failed");
+        n.await_startup();
+        n
+    }
+
+    fn command(&self, bin: &str) -> Command {
+        let mut c = Command::new(Path::new(RABBIT_BIN).join(bin));
+        let d = &self.dir;
+        c.env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .env("HOME", d)
+            .env("ERL_CRASH_DUMP", d.join("erl_crash.dump"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+
+    fn ctl(&self, args: &[&str]) -> bool {
+        self.command("rabbitmqctl").arg("-n").arg(&self.node).arg("-q").args(args).status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    fn await_startup(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !self.ctl(&["await_startup"]) {
+            assert!(Instant::now() < deadline, "RabbitMQ node {} did not start; see {}/log", self.node, self.dir.display());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        wait_port(self.port, "RabbitMQ", 30);
+    }
+
+    /// The AMQP URL of this node.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Restarts the broker application: every connection drops, durable queues and
+    /// persistent messages stay.
+    pub fn restart(&self) {
+        assert!(self.ctl(&["stop_app"]), "stop_app failed");
+        assert!(self.ctl(&["start_app"]), "start_app failed");
+        self.await_startup();
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["stop"]);
+    }
+}
+
+/// A Redis server of the test's own, persisting every write (AOF, fsync always),
+/// so a restart keeps task hashes as a production Redis must.
+pub struct RedisServer {
+    /// Port.
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server; fails loudly when redis-server is not installed.
+    pub fn start(dir: &Path) -> RedisServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut s = RedisServer { port: free_port(), dir: dir.to_path_buf(), child: None };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("this test starts its own Redis and needs redis-server installed (apt-get install redis-server)");
+        self.child = Some(child);
+        wait_port(self.port, "Redis", 20);
+    }
+
+    /// The Redis URL of this server.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server (SIGTERM: it flushes the AOF) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The built `warmlane-consumer` binary next to the test executable.
+pub fn consumer_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("warmlane-consumer")).expect("target dir");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p warmlane-consumer, or ops/test.sh)", bin.display());
+    bin
+}
