@@ -63,9 +63,10 @@ pub enum Command {
     /// Internal: the degraded worker's runner child, speaking frames on stdin/stdout.
     #[command(hide = true)]
     Runner {
-        /// The model whose pipeline this runner holds.
+        /// The model whose pipeline this runner holds; without it, the runner is a spare
+        /// that learns its model from the first `Prepare`.
         #[arg(long)]
-        model: String,
+        model: Option<String>,
     },
 }
 
@@ -111,6 +112,6 @@ mod tests {
         assert_eq!(p.between_prompts, BetweenPrompts::OnDevice);
         assert_eq!(p.max_oom_retries, 3);
         let r = Args::try_parse_from(["warmlane-consumer", "runner", "--model", "anisora"]).expect("runner parses");
-        assert!(matches!(r.command, Some(Command::Runner { model }) if model == "anisora"));
+        assert!(matches!(r.command, Some(Command::Runner { model: Some(model) }) if model == "anisora"));
     }
 }

@@ -145,7 +145,7 @@ pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError>
     let (outcome, code) = match &result {
         Ok(out) => {
             metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone()).record(out.inference_ms as f64);
-            ("done", "")
+            ("done", "none")
         }
         Err(f) => ("failed", f.code.as_str()),
     };

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // The runner child speaks frames on stdout: no runtime, no stdout logging, no metrics.
     if let Some(Command::Runner { model }) = &args.command {
-        return runner::child::main(model);
+        return runner::child::main(model.as_deref());
     }
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(serve(args)),

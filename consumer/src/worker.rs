@@ -232,7 +232,10 @@ async fn consume_loop(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Future<
                     Some(Err(e)) => { tracing::warn!(error = %e, "delivery stream failed; reconnecting"); break; }
                     None => { tracing::warn!("delivery stream ended; reconnecting"); break; }
                 },
-                _ = idle_check => evict_if_idle(ctx, cfg.idle_evict),
+                _ = idle_check => {
+                    evict_if_idle(ctx, cfg.idle_evict);
+                    maintain_engine(ctx).await;
+                }
             }
         }
     }
@@ -249,6 +252,18 @@ async fn open_consumer(ctx: &Ctx, url: &str, queue: &str) -> Result<Session, Pro
         .basic_consume(queue.into(), ctx.worker_id.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
     Ok((conn, channel, consumer))
+}
+
+/// Lets the engine's memory manager release components idle past their placement
+/// policy and evict below the headroom (only while no task holds the engine).
+async fn maintain_engine(ctx: &Ctx) {
+    let engine = ctx.engine.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(mut engine) = engine.try_lock() {
+            engine.maintain();
+        }
+    })
+    .await;
 }
 
 fn evict_if_idle(ctx: &Ctx, idle_evict: Option<Duration>) {

@@ -129,7 +129,8 @@ mod tests {
     #[test]
     fn budget_sources_in_order() {
         let m = 1_500;
-        let cases: [(Option<u64>, Option<u64>, Option<u64>, Result<(u64, BudgetSource), BudgetError>); 7] = [
+        type Case = (Option<u64>, Option<u64>, Option<u64>, Result<(u64, BudgetSource), BudgetError>);
+        let cases: [Case; 7] = [
             (Some(10), Some(80_000), Some(64_000), Ok((10, BudgetSource::Flag))),
             (None, Some(80_000), Some(64_000), Ok((78_500, BudgetSource::Device))),
             (None, None, Some(64_000), Ok((62_500, BudgetSource::Host))),

@@ -195,7 +195,7 @@ impl Ledger {
             .filter(|(_, c)| c.loaded && !c.active)
             .filter_map(|(p, c)| Some((eviction_rank(c.placement)?, c.last_used_ms, (p.model.clone(), c.role), c.bytes)))
             .collect();
-        out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out.sort_by_key(|c| (c.0, c.1));
         out
     }
 

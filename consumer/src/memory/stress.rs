@@ -72,7 +72,7 @@ fn concurrent_operations_keep_the_account_exact() {
                             l.set_loaded(model, role, true, rng.next() % 100_000, now);
                         }
                         5 => {
-                            if rng.next() % 4 == 0 {
+                            if rng.next().is_multiple_of(4) {
                                 l.remove(model);
                             }
                         }

@@ -22,8 +22,16 @@ struct Loaded {
 }
 
 /// Runs the runner until `Shutdown` or the end of stdin; the process exit code.
-pub fn main(model: &str) -> ExitCode {
+/// `model` is fixed by `--model`; a spare runner (`None`) takes the model of its
+/// first `Prepare`. ONNX Runtime is initialised before the first frame is read, so a
+/// spare started ahead of a switch has that cost behind it (no session, no device
+/// memory yet).
+pub fn main(fixed_model: Option<&str>) -> ExitCode {
     init_stderr_logging();
+    if let Err(e) = warmlane_engine::Runtime::init() {
+        tracing::error!(error = %e, "ONNX Runtime did not initialise; the first Prepare will fail");
+    }
+    let mut model: String = fixed_model.unwrap_or("(spare)").to_string();
     let mut input = BufReader::new(std::io::stdin().lock());
     let mut output = BufWriter::new(std::io::stdout().lock());
     let mut state: Option<Loaded> = None;
@@ -41,14 +49,18 @@ pub fn main(model: &str) -> ExitCode {
         };
         let response = match request {
             Request::Shutdown => {
-                if let Some(mut s) = state.take() {
-                    s.engine.release();
-                }
-                tracing::info!(model, "shutdown requested; exiting");
-                return ExitCode::SUCCESS;
+                // Exit at once: the kernel takes back every page and device allocation
+                // when the process ends, faster than dropping sessions and tearing down
+                // the ONNX Runtime environment one by one.
+                tracing::info!(model, resident = state.is_some(), "shutdown requested; exiting");
+                std::process::exit(0);
             }
-            Request::Prepare { settings_json, base_dir, provider, faults } => {
-                match prepare(model, &settings_json, &base_dir, provider.as_deref(), faults) {
+            Request::Prepare { model: wanted, .. } if fixed_model.is_some_and(|m| m != wanted) || state.is_some() => {
+                failed(EngineFailure { code: ErrorCode::InferenceFailed, message: format!("runner for `{model}` cannot load `{wanted}`") })
+            }
+            Request::Prepare { model: wanted, settings_json, base_dir, provider, faults } => {
+                model = wanted;
+                match prepare(&model, &settings_json, &base_dir, provider.as_deref(), faults) {
                     Ok((loaded, load_ms)) => {
                         state = Some(loaded);
                         Response::Loaded { load_ms }
@@ -58,7 +70,7 @@ pub fn main(model: &str) -> ExitCode {
             }
             Request::Generate { request, lane, out_dir } => match state.as_mut() {
                 None => failed(not_prepared()),
-                Some(s) => generate(s, model, &request, &lane, Path::new(&out_dir), &mut output),
+                Some(s) => generate(s, &model, &request, &lane, Path::new(&out_dir), &mut output),
             },
             Request::ReleaseComponent { role } => match (state.as_mut(), role_from_str(&role)) {
                 (Some(s), Some(role)) => {
@@ -98,10 +110,12 @@ fn prepare(model: &str, settings_json: &str, base_dir: &str, provider: Option<&s
     let settings = Settings::from_json(settings_json, Path::new("(from the worker)"), Path::new(base_dir)).map_err(|e| bad(e.to_string()))?;
     let provider = provider.map(OrtEngine::parse_provider).transpose().map_err(bad)?;
     let plan = FaultPlan { fail_at_step: faults.fail_at_step, oom_next_runs: faults.oom_next_runs };
-    let options = LoadOptions { provider_override: provider, faults: plan, ..LoadOptions::default() };
+    let options = LoadOptions { provider_override: provider, ..LoadOptions::default() };
     let settings = Arc::new(settings);
     let mut engine = OrtEngine::with_options(settings.clone(), options)?;
     let load = engine.prepare(model)?.unwrap_or(Duration::ZERO);
+    // Faults apply to generations, not to the warm-up run of the load.
+    engine.set_faults(plan);
     Ok((Loaded { settings, engine, faults }, load.as_millis() as u64))
 }
 

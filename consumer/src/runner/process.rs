@@ -33,11 +33,16 @@ pub struct RunnerProcess {
 }
 
 impl RunnerProcess {
-    /// Starts `exe runner --model <model>` with piped stdin, stdout and stderr.
-    pub fn spawn(exe: &Path, model: &str) -> std::io::Result<RunnerProcess> {
+    /// Starts `exe runner [--model <model>]` with piped stdin, stdout and stderr;
+    /// without a model it is a spare that takes the model of its first `Prepare`.
+    pub fn spawn(exe: &Path, model: Option<&str>) -> std::io::Result<RunnerProcess> {
         let parent_rss_at_spawn = warmlane_engine::memory::rss_bytes();
-        let mut child = Command::new(exe)
-            .args(["runner", "--model", model])
+        let mut command = Command::new(exe);
+        command.arg("runner");
+        if let Some(model) = model {
+            command.args(["--model", model]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -67,14 +72,25 @@ impl RunnerProcess {
                 }
             }
         })?;
-        let runner = model.to_string();
+        let runner = model.unwrap_or("(spare)").to_string();
         std::thread::Builder::new().name(format!("runner-{pid}-log")).spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                tracing::info!(target: "warmlane::runner", runner = %runner, pid, "{line}");
+                forward_log_line(&runner, pid, &line);
             }
         })?;
-        tracing::info!(model, pid, "runner started");
-        Ok(RunnerProcess { model: model.to_string(), child, stdin, frames, pid, parent_rss_at_spawn })
+        tracing::info!(model = model.unwrap_or("(spare)"), pid, "runner started");
+        Ok(RunnerProcess { model: model.unwrap_or_default().to_string(), child, stdin, frames, pid, parent_rss_at_spawn })
+    }
+
+    /// Names the model a spare is about to load (for logs and the release check).
+    pub fn assign(&mut self, model: &str) {
+        self.model = model.to_string();
+        self.parent_rss_at_spawn = warmlane_engine::memory::rss_bytes();
+    }
+
+    /// True while the process has not exited.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The model it serves.
@@ -147,6 +163,20 @@ impl RunnerProcess {
                 }
             }
         }
+    }
+}
+
+/// Re-emits one of the runner's log lines (`LEVEL target: message fields`) at its level.
+fn forward_log_line(runner: &str, pid: u32, line: &str) {
+    let trimmed = line.trim_start();
+    let (level, rest) = trimmed.split_once(' ').unwrap_or(("", trimmed));
+    let rest = rest.trim_start();
+    match level {
+        "ERROR" => tracing::error!(target: "warmlane::runner", runner, pid, "{rest}"),
+        "WARN" => tracing::warn!(target: "warmlane::runner", runner, pid, "{rest}"),
+        "DEBUG" | "TRACE" => tracing::debug!(target: "warmlane::runner", runner, pid, "{rest}"),
+        "INFO" => tracing::info!(target: "warmlane::runner", runner, pid, "{rest}"),
+        _ => tracing::info!(target: "warmlane::runner", runner, pid, "{trimmed}"),
     }
 }
 

@@ -33,6 +33,8 @@ pub enum Request {
     /// Load the runner's model. The settings travel in the frame so parent and child
     /// use the same checked settings (no second read of a file that may have changed).
     Prepare {
+        /// The model to load.
+        model: String,
         /// `inference_settings.json` text, as the parent holds it.
         settings_json: String,
         /// The directory relative pipeline paths resolve against.
@@ -163,7 +165,7 @@ mod tests {
     #[test]
     fn frames_roundtrip() {
         roundtrip(&[
-            Request::Prepare { settings_json: "{}".into(), base_dir: "/x".into(), provider: None, faults: RunnerFaults::default() },
+            Request::Prepare { model: "anisora".into(), settings_json: "{}".into(), base_dir: "/x".into(), provider: None, faults: RunnerFaults::default() },
             Request::Generate { request: vec![0x81, 0xa1, 0x76, 1], lane: "degraded".into(), out_dir: "results".into() },
             Request::ReleaseComponent { role: "denoiser".into() },
             Request::Memory,

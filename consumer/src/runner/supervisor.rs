@@ -38,6 +38,11 @@ pub struct RunnerConfig {
     pub device_release_timeout: Duration,
     /// Failures the next started runners inject (tests).
     pub faults: RunnerFaults,
+    /// Keep one spare runner process started ahead: ONNX Runtime initialised, no model,
+    /// no session, no device memory. A switch then skips process start and runtime
+    /// initialisation; the next pipeline still loads only after the previous runner's
+    /// memory is confirmed free. Costs the spare's RSS (the runtime library, tens of MB).
+    pub spare: bool,
 }
 
 impl RunnerConfig {
@@ -52,6 +57,7 @@ impl RunnerConfig {
             rss_tolerance_bytes: 64 << 20,
             device_release_timeout: Duration::from_secs(10),
             faults: RunnerFaults::default(),
+            spare: true,
         }
     }
 }
@@ -63,6 +69,7 @@ pub struct RunnerEngine {
     cfg: RunnerConfig,
     slot: Slot,
     runner: Option<RunnerProcess>,
+    spare: Option<RunnerProcess>,
     loads: u64,
     pid: Arc<AtomicU32>,
 }
@@ -76,7 +83,7 @@ impl RunnerEngine {
     pub fn new(settings: Arc<Settings>, cfg: RunnerConfig) -> Result<RunnerEngine, EngineFailure> {
         let settings_json = serde_json::to_string(&*settings)
             .map_err(|e| failed(ErrorCode::InferenceFailed, format!("settings do not serialize: {e}")))?;
-        Ok(RunnerEngine { settings, settings_json, cfg, slot: Slot::new(), runner: None, loads: 0, pid: Arc::default() })
+        Ok(RunnerEngine { settings, settings_json, cfg, slot: Slot::new(), runner: None, spare: None, loads: 0, pid: Arc::default() })
     }
 
     /// The pid of the live runner (0 when none), shared for samplers and benchmarks.
@@ -122,11 +129,34 @@ impl RunnerEngine {
         Ok(None)
     }
 
-    /// Starts a runner for `model`, loads it; a runner that fails to load is reaped.
+    /// A started spare if it is alive, else a new process.
+    fn take_runner(&mut self, model: &str) -> Result<RunnerProcess, EngineFailure> {
+        if let Some(mut spare) = self.spare.take() {
+            if spare.is_alive() {
+                spare.assign(model);
+                return Ok(spare);
+            }
+        }
+        RunnerProcess::spawn(&self.cfg.exe, Some(model))
+            .map_err(|e| failed(ErrorCode::InferenceFailed, format!("cannot start the runner {}: {e}", self.cfg.exe.display())))
+    }
+
+    fn start_spare(&mut self) {
+        if !self.cfg.spare || self.spare.is_some() {
+            return;
+        }
+        match RunnerProcess::spawn(&self.cfg.exe, None) {
+            Ok(spare) => self.spare = Some(spare),
+            Err(e) => tracing::warn!(error = %e, "cannot start a spare runner; the next switch starts one"),
+        }
+    }
+
+    /// Starts (or takes the spare) runner for `model` and loads it; a runner that
+    /// fails to load is reaped.
     fn start(&mut self, model: &str) -> Result<(), EngineFailure> {
-        let mut runner = RunnerProcess::spawn(&self.cfg.exe, model)
-            .map_err(|e| failed(ErrorCode::InferenceFailed, format!("cannot start the runner {}: {e}", self.cfg.exe.display())))?;
+        let mut runner = self.take_runner(model)?;
         let prepare = Request::Prepare {
+            model: model.to_string(),
             settings_json: self.settings_json.clone(),
             base_dir: self.settings.base_dir.display().to_string(),
             provider: self.cfg.provider.map(|p| p.as_str().to_string()),
@@ -139,6 +169,7 @@ impl RunnerEngine {
                 self.pid.store(runner.pid(), Ordering::SeqCst);
                 self.runner = Some(runner);
                 self.loads += 1;
+                self.start_spare();
                 return Ok(());
             }
             Ok(Response::Failed { code, message }) => {
@@ -297,6 +328,10 @@ impl Engine for RunnerEngine {
         if let Err(e) = self.drive(SlotEvent::Evict) {
             tracing::warn!(error = %e, "releasing the runner");
         }
+        // Idle eviction and shutdown leave nothing behind, the spare included.
+        if let Some(spare) = self.spare.take() {
+            spare.stop(Duration::ZERO);
+        }
     }
 
     fn memory(&self) -> serde_json::Value {
@@ -304,6 +339,7 @@ impl Engine for RunnerEngine {
         serde_json::json!({
             "process_rss_bytes": warmlane_engine::memory::rss_bytes(),
             "runner_pid": (pid != 0).then_some(pid),
+            "spare_pid": self.spare.as_ref().map(RunnerProcess::pid),
             "runner_rss_bytes": self.runner_rss_bytes(),
             "resident": self.resident(),
             "loads": self.loads,
