@@ -9,6 +9,18 @@ ops/fetch-onnxruntime.sh
 # The engine's memory tests build heavy demo pipelines with Python's `onnx`.
 python3 -c "import onnx, numpy" 2>/dev/null || python3 -m pip install -q -r ops/requirements-models.txt
 
+# Browser test (dashboard) needs Debian's Chromium and ChromeDriver.
+command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+# `docker compose config` validates the fleet definition (Debian ships compose v1 only).
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
+if docker compose version >/dev/null 2>&1; then DC="docker compose"; else DC="docker-compose"; fi
+echo "== docker compose config"
+$DC -f docker-compose.yml config -q
+$DC -f docker-compose.yml -f docker-compose.cpu.yml config -q
+
 echo "== build (workspace, all targets)"
 cargo build --workspace --all-targets --locked
 

@@ -26,6 +26,7 @@ pub mod dead;
 pub mod deadq;
 pub mod error;
 pub mod http;
+pub mod metrics_sampler;
 pub mod producer;
 pub mod reaper;
 pub mod store;

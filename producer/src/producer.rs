@@ -97,7 +97,7 @@ impl Producer {
     async fn refuse_invalid(&self, failure: DecodeFailure) -> ProducerError {
         let rejection = failure.rejection;
         metrics::counter!(m::VALIDATION_REJECTIONS, m::TAG_CODE => rejection.code.as_str(), m::TAG_REASON => rejection.reason.clone()).increment(1);
-        metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "rejected", m::TAG_MODEL => "").increment(1);
+        metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "rejected", m::TAG_MODEL => "unknown").increment(1);
         if let Some(task_id) = failure.task_id {
             let reply = Reply::coded(&task_id, ReplyStatus::Rejected, None, &rejection, Timings::default());
             if let Err(e) = self.store.finish(&reply, FinishWhen::Absent).await {

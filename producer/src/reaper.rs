@@ -33,11 +33,13 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Runs both jobs until `shutdown` resolves; broker outages are retried with backoff.
 pub async fn run(producer: Arc<Producer>, amqp_url: String, shutdown: impl Future<Output = ()>) -> Result<(), ProducerError> {
     let sweeper = sweep_forever(producer.clone());
+    let sampler = crate::metrics_sampler::run(producer.clone(), crate::metrics_sampler::DEFAULT_EVERY);
     let consumer = consume_forever(producer, amqp_url);
     tokio::select! {
         _ = shutdown => Ok(()),
         r = sweeper => r,
         r = consumer => r,
+        () = sampler => Ok(()),
     }
 }
 

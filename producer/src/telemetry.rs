@@ -1,5 +1,13 @@
-//! Tracing setup shared by the binaries: human format by default, JSON with a flag.
+//! Tracing setup shared by the binaries (human format by default, JSON with a
+//! flag) and the StatsD metrics exporter.
+//!
+//! Metrics are emitted through the `metrics` crate macros with the names in
+//! [`warmlane_shared::metrics`]; [`init_metrics`] installs a StatsD recorder when
+//! `--statsd` is set. Without it the macros are no-ops. A bad or unreachable
+//! address never stops a service: it is logged and metrics stay off, because
+//! losing a dashboard is better than refusing requests.
 
+use metrics_exporter_statsd::StatsdBuilder;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` filter.
@@ -12,5 +20,109 @@ pub fn init(json: bool) {
     }
 }
 
-/// Installs the StatsD exporter when `--statsd` is set (placeholder: see the operations issue).
-pub fn init_metrics(_args: &crate::config::TelemetryArgs) {}
+/// Why the StatsD exporter could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// `--statsd` is not `host:port` with a non-zero port.
+    #[error("--statsd `{0}` is not host:port with a port in 1..=65535")]
+    BadAddress(String),
+    /// The exporter could not be built (socket or name resolution failed).
+    #[error("StatsD exporter for `{addr}`: {detail}")]
+    Build {
+        /// The address given.
+        addr: String,
+        /// The exporter's error.
+        detail: String,
+    },
+    /// Another recorder is installed already (the `metrics` recorder is per process).
+    #[error("a metrics recorder is already installed in this process")]
+    AlreadyInstalled,
+}
+
+/// Splits `host:port` (`[v6]:port` too) into host and a non-zero port.
+pub fn parse_statsd_addr(addr: &str) -> Result<(String, u16), MetricsError> {
+    let bad = || MetricsError::BadAddress(addr.to_string());
+    let (host, port) = addr.trim().rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Installs the StatsD exporter for `addr` with every name prefixed `prefix.`.
+///
+/// Tags go out in the DogStatsD form (`name:1|c|#model:anisora`), which the
+/// Prometheus statsd-exporter and Datadog read. Each metric is sent at once (no
+/// client-side batching): the exporter's buffered sink only flushes when its
+/// buffer fills, which would hold a quiet lane's gauges back indefinitely. Sends
+/// go through a bounded queue on a background thread, so a slow or absent StatsD
+/// never blocks a request.
+pub fn install_statsd(addr: &str, prefix: &str) -> Result<(), MetricsError> {
+    let (host, port) = parse_statsd_addr(addr)?;
+    let prefix = prefix.trim_end_matches('.');
+    let recorder = StatsdBuilder::from(host, port)
+        .with_queue_size(10_000)
+        .with_buffer_size(1)
+        .build((!prefix.is_empty()).then_some(prefix))
+        .map_err(|e| MetricsError::Build { addr: addr.to_string(), detail: error_chain(&e) })?;
+    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)
+}
+
+/// An error with its sources (`Metrics reporting error: failed to lookup address ...`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Installs the StatsD exporter when `--statsd` is set (and not empty); returns
+/// whether metrics are on. Any failure is a warning, never an error.
+pub fn init_metrics(args: &crate::config::TelemetryArgs) -> bool {
+    let Some(addr) = args.statsd.as_deref().map(str::trim).filter(|a| !a.is_empty()) else {
+        tracing::info!("metrics off: --statsd / WARMLANE_STATSD is not set");
+        return false;
+    };
+    match install_statsd(addr, &args.metrics_prefix) {
+        Ok(()) => {
+            tracing::info!(statsd = addr, prefix = %args.metrics_prefix, "metrics on: sending to StatsD");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics off: the StatsD exporter could not be installed");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statsd_addresses_are_host_and_nonzero_port() {
+        assert_eq!(parse_statsd_addr("statsd:9125").unwrap(), ("statsd".to_string(), 9125));
+        assert_eq!(parse_statsd_addr(" 127.0.0.1:8125 ").unwrap(), ("127.0.0.1".to_string(), 8125));
+        assert_eq!(parse_statsd_addr("[::1]:8125").unwrap(), ("::1".to_string(), 8125));
+        for bad in ["statsd", "statsd:", ":8125", "statsd:0", "statsd:99999", "statsd:x"] {
+            assert!(matches!(parse_statsd_addr(bad), Err(MetricsError::BadAddress(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unset_or_bad_addresses_leave_metrics_off_without_failing() {
+        let args = |statsd: Option<&str>| crate::config::TelemetryArgs { json_logs: false, statsd: statsd.map(str::to_string), metrics_prefix: "t".into() };
+        assert!(!init_metrics(&args(None)));
+        assert!(!init_metrics(&args(Some(""))));
+        assert!(!init_metrics(&args(Some("no-port"))));
+        assert!(!init_metrics(&args(Some("host.invalid:8125"))));
+    }
+}
