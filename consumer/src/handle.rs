@@ -216,8 +216,11 @@ async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
     let engine = ctx.engine.clone();
     let (req2, lane, out_dir) = (req.clone(), ctx.lane.clone(), ctx.results_dir.clone());
     let result = tokio::task::spawn_blocking(move || {
+        // The last step is not written: the terminal reply follows at once.
         let mut progress = |step: u32, steps: u32| {
-            let _ = tx.send((step, steps));
+            if step < steps {
+                let _ = tx.send((step, steps));
+            }
         };
         lock(&engine).generate(&req2, &lane, &out_dir, &mut progress)
     })

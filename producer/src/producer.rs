@@ -115,20 +115,20 @@ impl Producer {
         let degraded = &self.settings.degraded;
         let lane_deadline = now + lanes.lane_wait_ms + degraded.max_wait_ms + degraded.expiry_grace_ms;
         let degraded_deadline = now + degraded.max_wait_ms + degraded.expiry_grace_ms;
-        if !self.store.admit(&req, lane_deadline).await? {
-            return Err(Rejection::invalid("task_id", format!("task_id `{}` is already in use", req.task_id)).into());
-        }
-        let body = req.to_msgpack();
         let dedicated = self.settings.model(&req.model).is_some_and(|m| m.dedicated_lane);
-        let health = self.store.lane_health(&req.model, dedicated, lanes.heartbeat_ttl_ms).await?;
+        let Some((health, fallback_active)) = self.store.admit_and_read_lane(&req, lane_deadline, dedicated, lanes.heartbeat_ttl_ms).await? else {
+            return Err(Rejection::invalid("task_id", format!("task_id `{}` is already in use", req.task_id)).into());
+        };
+        let body = req.to_msgpack();
         let mut decision = route(&health);
         if decision == Route::Lane {
-            // Recorded before the publish: a worker may start the task before the confirm arrives.
-            self.store.routed(&req.task_id, &req.model, None, lane_deadline).await?;
+            // The admission already named the lane: a worker may start the task before the confirm arrives.
             let props = message_properties(&req.task_id, FieldTable::default());
             match self.publisher.publish(&self.topology.lanes_exchange(), &req.model, &body, props).await? {
                 Published::Acked => {
-                    self.note_lane_ready(&req.model).await;
+                    if fallback_active {
+                        self.note_lane_ready(&req.model).await;
+                    }
                     metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "lane", m::TAG_MODEL => req.model.clone()).increment(1);
                     tracing::info!(task_id = %req.task_id, model = %req.model, lane = %req.model, "admitted to its warm lane");
                     return Ok(Admission { task_id: req.task_id, lane: req.model, fallback: None, submitted_at_ms: now });

@@ -25,6 +25,19 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
 "#;
 
+/// Admission and lane health in one round trip: reserve the id, note the lane as the
+/// first choice, and read the lane's fresh ready workers, disabled cause and fallback flag.
+const ADMIT_ROUTE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0, '', 0} end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'model', ARGV[2], 'lane', ARGV[2], 'submitted_at_ms', ARGV[3], 'updated_at_ms', ARGV[3], 'deadline_ms', ARGV[4], 'progress', '0/' .. ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local warm = redis.call('ZCOUNT', KEYS[3], ARGV[7], '+inf')
+local cause = redis.call('HGET', KEYS[4], 'cause') or ''
+local fallback = redis.call('EXISTS', KEYS[5])
+return {1, warm, cause, fallback}
+"#;
+
 const ROUTED: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'status')
 if s ~= 'pending' then return 0 end
@@ -66,6 +79,7 @@ return 1
 "#;
 
 static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
+static ADMIT_ROUTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT_ROUTE));
 static ROUTED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ROUTED));
 static START_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(START));
 static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
@@ -207,6 +221,39 @@ impl Store {
             .invoke_async(&mut c)
             .await?;
         Ok(created == 1)
+    }
+
+    /// Admits a request and reads its lane's health in one round trip. `None` when the
+    /// task id is already in use; else the health and whether a fallback record exists.
+    pub async fn admit_and_read_lane(
+        &self,
+        req: &ValidRequest,
+        deadline_ms: u64,
+        dedicated: bool,
+        heartbeat_ttl_ms: u64,
+    ) -> Result<Option<(LaneHealth, bool)>, ProducerError> {
+        let mut c = self.conn.clone();
+        let now = now_ms();
+        let (created, warm, cause, fallback): (i64, u32, String, i64) = ADMIT_ROUTE_SCRIPT
+            .key(self.keys.task(&req.task_id))
+            .key(self.keys.deadlines())
+            .key(self.keys.lane_workers(&req.model))
+            .key(self.keys.lane_disabled(&req.model))
+            .key(self.keys.lane_fallback(&req.model))
+            .arg(&req.task_id)
+            .arg(&req.model)
+            .arg(req.submitted_at_ms.unwrap_or(now))
+            .arg(deadline_ms)
+            .arg(self.task_ttl_s)
+            .arg(req.steps)
+            .arg(now.saturating_sub(heartbeat_ttl_ms))
+            .invoke_async(&mut c)
+            .await?;
+        if created != 1 {
+            return Ok(None);
+        }
+        let health = LaneHealth { dedicated, warm_workers: warm, disabled: FallbackCause::parse(&cause) };
+        Ok(Some((health, fallback == 1)))
     }
 
     /// Records where a pending task went and its new deadline.
