@@ -114,6 +114,25 @@ impl Fleet {
         }
     }
 
+    /// Writes the heartbeat of a warm worker that consumes nothing (a stuck or fake
+    /// worker), valid for `ttl_ms`: routing then counts the lane as ready.
+    pub async fn fake_warm_heartbeat(&self, lane: &str, ttl_ms: u64) {
+        let now = warmlane_shared::now_ms();
+        let hb = warmlane_producer::store::Heartbeat {
+            worker_id: format!("{}-fake-{lane}", self.prefix),
+            lane: lane.to_string(),
+            model: Some(lane.to_string()),
+            state: warmlane_producer::store::WorkerState::Warm,
+            pid: std::process::id(),
+            started_at_ms: now,
+            at_ms: now,
+            loads: 1,
+            tasks: 0,
+            memory: serde_json::Value::Null,
+        };
+        self.producer.store().heartbeat(&hb, ttl_ms).await.expect("heartbeat");
+    }
+
     /// Waits until `lane` has `n` ready workers (polls Redis; fails after 60 s).
     pub async fn wait_ready(&self, lane: &str, n: u32) {
         let ttl = self.settings.lanes.heartbeat_ttl_ms;

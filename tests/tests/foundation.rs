@@ -1,7 +1,6 @@
 //! The foundation's "done when", against the real RabbitMQ and Redis.
 
 use warmlane_consumer::ort_engine::OrtEngine;
-use warmlane_producer::store::{Heartbeat, WorkerState};
 use warmlane_producer::ProducerError;
 use warmlane_shared::{now_ms, ErrorCode, FallbackCause, ReplyStatus};
 use warmlane_tests::engines::{Gate, GateEngine};
@@ -222,19 +221,7 @@ async fn a_lane_request_no_worker_takes_in_time_moves_to_degraded() {
     let mut fleet = Fleet::start(&p, settings_with(|s| s["lanes"]["lane_wait_ms"] = 300.into())).await;
     fleet.spawn_reaper();
     // A heartbeat says the lane is warm, but no worker consumes it (a stuck worker).
-    let hb = Heartbeat {
-        worker_id: format!("{p}-ghost"),
-        lane: "anisora".into(),
-        model: Some("anisora".into()),
-        state: WorkerState::Warm,
-        pid: 1,
-        started_at_ms: now_ms(),
-        at_ms: now_ms(),
-        loads: 1,
-        tasks: 0,
-        memory: serde_json::Value::Null,
-    };
-    fleet.producer.store().heartbeat(&hb, 60_000).await.unwrap();
+    fleet.fake_warm_heartbeat("anisora", 60_000).await;
     fleet.spawn_worker("degraded", Box::new(GateEngine::open()));
     let id = format!("{p}-stuck");
     let a = fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();

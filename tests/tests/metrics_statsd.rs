@@ -26,9 +26,8 @@ use warmlane_consumer::managed::{Managed, ManagedEngine};
 use warmlane_consumer::memory::{Budget, BudgetSource, MemoryManager, PipelineReport, Policy};
 use warmlane_consumer::{Engine, EngineFailure, Output};
 use warmlane_producer::config::TelemetryArgs;
-use warmlane_producer::store::{Heartbeat, WorkerState};
 use warmlane_producer::{metrics_sampler, ProducerError};
-use warmlane_shared::{now_ms, ErrorCode, ValidRequest};
+use warmlane_shared::{ErrorCode, ValidRequest};
 use warmlane_tests::fleet::Fleet;
 use warmlane_tests::{prefix, request, settings_with};
 
@@ -170,22 +169,6 @@ impl Managed for OomEngine {
     }
 }
 
-async fn fake_heartbeat(fleet: &Fleet, lane: &str) {
-    let hb = Heartbeat {
-        worker_id: format!("{}-fake-{lane}", fleet.prefix),
-        lane: lane.to_string(),
-        model: Some(lane.to_string()),
-        state: WorkerState::Warm,
-        pid: std::process::id(),
-        started_at_ms: now_ms(),
-        at_ms: now_ms(),
-        loads: 1,
-        tasks: 0,
-        memory: serde_json::Value::Null,
-    };
-    fleet.producer.store().heartbeat(&hb, fleet.settings.lanes.heartbeat_ttl_ms).await.expect("heartbeat");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_workload_emits_the_operations_metrics() {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the fake StatsD");
@@ -207,7 +190,7 @@ async fn the_workload_emits_the_operations_metrics() {
     let id = |n: &str| format!("{task_prefix}-{n}");
 
     // 1. Lane path, and the sampler's gauges.
-    fake_heartbeat(&fleet, "anisora").await;
+    fleet.fake_warm_heartbeat("anisora", fleet.settings.lanes.heartbeat_ttl_ms).await;
     let lane = p.submit_json(&request(&id("lane"), "anisora")).await.expect("lane admission");
     assert_eq!(lane.lane, "anisora");
     let sample = metrics_sampler::sample_once(&p).await.expect("sample");
@@ -244,7 +227,7 @@ async fn the_workload_emits_the_operations_metrics() {
     assert_eq!(failed.code, Some(ErrorCode::GpuOom), "{failed:?}");
 
     // 7. The phr00t lane becomes ready: the fallback ends.
-    fake_heartbeat(&fleet, "phr00t").await;
+    fleet.fake_warm_heartbeat("phr00t", fleet.settings.lanes.heartbeat_ttl_ms).await;
     let back = p.submit_json(&request(&id("back"), "phr00t")).await.expect("lane admission");
     assert_eq!(back.lane, "phr00t");
 
