@@ -126,20 +126,10 @@ impl Pipeline {
     /// not pay for lazy initialisation; writes no file.
     pub fn warm_up(&mut self) -> Result<(), EngineError> {
         let side = self.settings.spatial_downsample;
-        let req = Request {
-            prompt: "warm up",
-            negative_prompt: "",
-            steps: 1,
-            cfg: 1.0,
-            seed: 0,
-            width: side,
-            height: side,
-            frames: 1,
-        };
         let job = Job {
             task_id: "warm_up".into(),
             lane: "warm_up".into(),
-            prompt: String::new(),
+            prompt: "warm up".into(),
             negative_prompt: None,
             steps: 1,
             cfg: 1.0,
@@ -150,7 +140,7 @@ impl Pipeline {
             timeout: Duration::from_secs(600),
             out_dir: std::env::temp_dir(),
         };
-        self.run_with_cleanup(&job, &req, &mut |_, _| {}, false)
+        self.run_with_cleanup(&job, &request_of(&job), &mut |_, _| {}, false)
             .map(|_| ())
     }
 
@@ -161,17 +151,7 @@ impl Pipeline {
         job: &Job,
         progress: &mut dyn FnMut(u32, u32),
     ) -> Result<Generation, EngineError> {
-        let negative = job.negative_prompt.as_deref().unwrap_or("");
-        let req = Request {
-            prompt: &job.prompt,
-            negative_prompt: negative,
-            steps: job.steps,
-            cfg: job.cfg,
-            seed: job.seed,
-            width: job.width,
-            height: job.height,
-            frames: job.frames,
-        };
+        let req = request_of(job);
         match self.run_with_cleanup(job, &req, progress, true)? {
             Some(generation) => Ok(generation),
             None => Err(EngineError::Output {
@@ -427,4 +407,18 @@ fn validate(job: &Job, settings: &PipelineSettings) -> Result<(), EngineError> {
         return invalid("cfg", format!("must be finite, got {}", job.cfg));
     }
     Ok(())
+}
+
+/// The sampler's view of a job; the negative prompt defaults to the empty prompt.
+fn request_of(job: &Job) -> Request<'_> {
+    Request {
+        prompt: &job.prompt,
+        negative_prompt: job.negative_prompt.as_deref().unwrap_or(""),
+        steps: job.steps,
+        cfg: job.cfg,
+        seed: job.seed,
+        width: job.width,
+        height: job.height,
+        frames: job.frames,
+    }
 }
