@@ -224,19 +224,29 @@ impl Publisher {
     }
 }
 
-/// Ready-message counts of the lane and degraded queues (passive declares).
+/// Ready messages in one queue (a passive declare); `None` when the queue does not exist.
+pub async fn queue_depth(publisher: &Publisher, queue: &str) -> Result<Option<u32>, ProducerError> {
+    // A passive declare of a missing queue closes the channel, so each check gets a fresh one.
+    let channel = publisher.channel_plain().await?;
+    let depth = channel
+        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = channel.close(200, "done".into()).await;
+    Ok(depth)
+}
+
+/// Ready-message counts of the lane and degraded queues.
 pub async fn queue_depths(producer: &crate::producer::Producer) -> Result<std::collections::HashMap<String, u32>, ProducerError> {
     let topo = producer.topology();
     let mut names: Vec<String> = producer.settings().lane_models().map(|m| topo.lane_queue(m)).collect();
     names.push(topo.degraded_queue());
     let mut depths = std::collections::HashMap::new();
     for name in names {
-        // A passive declare of a missing queue closes the channel, so each gets a fresh one.
-        let channel = producer.publisher().channel_plain().await?;
-        if let Ok(q) = channel.queue_declare(name.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await {
-            depths.insert(name, q.message_count());
+        if let Some(depth) = queue_depth(producer.publisher(), &name).await? {
+            depths.insert(name, depth);
         }
-        let _ = channel.close(200, "done".into()).await;
     }
     Ok(depths)
 }

@@ -2,8 +2,7 @@
 //! prefix, torn down (queues, exchanges, Redis keys) by [`Fleet::cleanup`].
 
 use crate::{amqp_url, redis_url};
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use redis::AsyncCommands;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,6 +104,18 @@ impl Fleet {
         let _ = self.workers[index].0.send(true);
     }
 
+    /// Starts one worker per model on the real ONNX Runtime engine and waits until
+    /// each lane is warm.
+    pub async fn spawn_onnx_lanes(&mut self, models: &[&str]) {
+        for model in models {
+            let engine = warmlane_consumer::ort_engine::OrtEngine::new(self.settings.clone(), None).unwrap_or_else(|e| panic!("{}", e.message));
+            self.spawn_worker(model, Box::new(engine));
+        }
+        for model in models {
+            self.wait_ready(model, 1).await;
+        }
+    }
+
     /// Stops a worker gracefully and waits for it.
     pub async fn stop_worker(&mut self, index: usize) {
         let (stop, handle) = &mut self.workers[index];
@@ -164,13 +175,10 @@ impl Fleet {
 
     /// Ready messages in a queue.
     pub async fn depth(&self, queue: &str) -> u32 {
-        let channel = self.producer.publisher().channel_plain().await.expect("channel");
-        let q = channel
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        warmlane_producer::amqp::queue_depth(self.producer.publisher(), queue)
             .await
-            .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
-        let _ = channel.close(200, "done".into()).await;
-        q.message_count()
+            .expect("broker")
+            .unwrap_or_else(|| panic!("queue {queue} does not exist"))
     }
 
     /// Stops everything and deletes the prefix's queues, exchanges and keys.

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,13 +138,10 @@ impl Harness {
 
     /// Ready messages in a queue (passive declare).
     pub async fn depth(&self, queue: &str) -> u32 {
-        let channel = self.producer.publisher().channel_plain().await.expect("channel");
-        let q = channel
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        warmlane_producer::amqp::queue_depth(self.producer.publisher(), queue)
             .await
-            .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
-        let _ = channel.close(200, "done".into()).await;
-        q.message_count()
+            .expect("broker")
+            .unwrap_or_else(|| panic!("queue {queue} does not exist"))
     }
 
     /// Every queue of this prefix with its depth.
