@@ -1,6 +1,5 @@
 //! The foundation's "done when", against the real RabbitMQ and Redis.
 
-use warmlane_consumer::ort_engine::OrtEngine;
 use warmlane_producer::ProducerError;
 use warmlane_shared::{now_ms, ErrorCode, FallbackCause, ReplyStatus};
 use warmlane_tests::engines::{Gate, GateEngine};
@@ -74,12 +73,7 @@ async fn alternating_requests_land_on_their_own_warm_lanes_with_one_done_reply_e
     let p = prefix("lanes");
     let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
     fleet.spawn_reaper();
-    for model in ["anisora", "phr00t"] {
-        let engine = OrtEngine::new(fleet.settings.clone(), None).unwrap_or_else(|e| panic!("{}", e.message));
-        fleet.spawn_worker(model, Box::new(engine));
-    }
-    fleet.wait_ready("anisora", 1).await;
-    fleet.wait_ready("phr00t", 1).await;
+    fleet.spawn_onnx_lanes(&["anisora", "phr00t"]).await;
     let mut ids = vec![];
     for i in 0..20 {
         let model = if i % 2 == 0 { "anisora" } else { "phr00t" };

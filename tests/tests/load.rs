@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use warmlane_consumer::ort_engine::OrtEngine;
 use warmlane_producer::ProducerError;
 use warmlane_shared::{now_ms, ErrorCode, ReplyStatus};
 use warmlane_tests::engines::SleepEngine;
@@ -16,12 +15,7 @@ async fn sc004_two_hundred_alternating_requests_on_warm_lanes_are_accepted_and_a
     let p = prefix("sc004");
     let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
     fleet.spawn_reaper();
-    for model in ["anisora", "phr00t"] {
-        let engine = OrtEngine::new(fleet.settings.clone(), None).unwrap_or_else(|e| panic!("{}", e.message));
-        fleet.spawn_worker(model, Box::new(engine));
-    }
-    fleet.wait_ready("anisora", 1).await;
-    fleet.wait_ready("phr00t", 1).await;
+    fleet.spawn_onnx_lanes(&["anisora", "phr00t"]).await;
     let fleet = Arc::new(fleet);
     let mut handles = vec![];
     for i in 0..200 {

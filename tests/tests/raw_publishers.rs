@@ -45,9 +45,7 @@ async fn blpop(task_id: &str, prefix: &str) -> Reply {
 async fn a_plain_amqp_client_gets_its_reply_and_garbage_goes_dead() {
     let p = prefix("raw");
     let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
-    let engine = warmlane_consumer::ort_engine::OrtEngine::new(fleet.settings.clone(), None).unwrap_or_else(|e| panic!("{}", e.message));
-    fleet.spawn_worker("anisora", Box::new(engine));
-    fleet.wait_ready("anisora", 1).await;
+    fleet.spawn_onnx_lanes(&["anisora"]).await;
 
     // A plain client: its own connection, no warmlane crate involved in publishing.
     let conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("RabbitMQ is required");
