@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 pub const ORT_LIBRARY_FILE: &str = "libonnxruntime.so.1.31.1";
 /// The environment variable that overrides the search.
 pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+/// `1` lets idle intra-op threads spin (busy-wait) for the next run; off by default.
+pub const ORT_SPIN_ENV: &str = "WARMLANE_ORT_SPIN";
 
 /// The process-wide ONNX Runtime: the loaded library and its environment.
 pub struct Runtime {
@@ -77,17 +79,32 @@ fn load(library: &Path) -> Result<Runtime, String> {
     // One intra-op thread pool for every session of the process: the components of a
     // pipeline run one after another, and per-session pools would leave idle threads
     // spinning on the same cores while the next component runs.
-    let env = ort::init_from(library)
-        .map_err(|e| e.to_string())?
+    let spin = spin_from_env(std::env::var(ORT_SPIN_ENV).ok().as_deref())?;
+    let builder = ort::init_from(library).map_err(|e| e.to_string())?;
+    // Spinning keeps idle pool threads busy-waiting after every run; a worker shares
+    // its cores with the broker client, Redis calls and, on small hosts, the broker.
+    let pool = GlobalThreadPoolOptions::default()
+        .with_spin_control(spin)
+        .map_err(|e| e.to_string())?;
+    let env = builder
         .with_name("warmlane")
-        .with_global_thread_pool(GlobalThreadPoolOptions::default())
+        .with_global_thread_pool(pool)
         .build()
         .map_err(|e| e.to_string())?;
-    tracing::info!(target: "warmlane::engine", library = %library.display(), "ONNX Runtime loaded");
+    tracing::info!(target: "warmlane::engine", library = %library.display(), spin, "ONNX Runtime loaded");
     Ok(Runtime {
         env,
         library: library.to_path_buf(),
     })
+}
+
+/// The value of `WARMLANE_ORT_SPIN`: unset, empty or `0` is off, `1` is on.
+fn spin_from_env(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("") | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(other) => Err(format!("{ORT_SPIN_ENV} must be 0 or 1, not `{other}`")),
+    }
 }
 
 /// The library path by the documented search order, if any candidate exists.
@@ -120,6 +137,15 @@ pub fn search_upward(start: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spin_is_off_unless_asked_for() {
+        assert_eq!(spin_from_env(None), Ok(false));
+        assert_eq!(spin_from_env(Some("0")), Ok(false));
+        assert_eq!(spin_from_env(Some("1")), Ok(true));
+        let err = spin_from_env(Some("yes please")).unwrap_err();
+        assert!(err.contains(ORT_SPIN_ENV) && err.contains("yes please"), "{err}");
+    }
 
     #[test]
     fn search_walks_up_to_the_repo() {
