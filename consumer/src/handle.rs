@@ -14,7 +14,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use warmlane_producer::amqp::{header_int, message_properties, Published, Publisher};
 use warmlane_producer::store::{FinishWhen, Started, WorkerState};
 use warmlane_producer::{ProducerError, Store};
@@ -193,15 +193,12 @@ async fn forward(ctx: &Ctx, delivery: &Delivery, req: &ValidRequest) -> Result<(
     ack(delivery).await
 }
 
-/// Prepares the model (counting a load and a switch) and generates, on the blocking pool.
+/// Prepares the model (counting a load and a switch) and generates, in one trip to
+/// the blocking pool: a resident model costs no extra thread hop. A load is recorded
+/// as soon as it ends, while the generation runs.
 async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
     let previous = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).model.clone();
-    let engine = ctx.engine.clone();
-    let model = req.model.clone();
-    let prepared = tokio::task::spawn_blocking(move || lock(&engine).prepare(&model)).await.map_err(panicked)??;
-    if let Some(load) = prepared {
-        record_load(ctx, &req.model, previous.as_deref(), load).await;
-    }
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<Duration>();
     let (tx, mut rx) = tokio::sync::watch::channel((0u32, req.steps));
     let store = ctx.store.clone();
     let task_id = req.task_id.clone();
@@ -215,22 +212,32 @@ async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
     });
     let engine = ctx.engine.clone();
     let (req2, lane, out_dir) = (req.clone(), ctx.lane.clone(), ctx.results_dir.clone());
-    let result = tokio::task::spawn_blocking(move || {
+    let work = tokio::task::spawn_blocking(move || {
+        let mut engine = lock(&engine);
+        if let Some(load) = engine.prepare(&req2.model)? {
+            let _ = loaded_tx.send(load);
+        }
         // The last step is not written: the terminal reply follows at once.
         let mut progress = |step: u32, steps: u32| {
             if step < steps {
                 let _ = tx.send((step, steps));
             }
         };
-        lock(&engine).generate(&req2, &lane, &out_dir, &mut progress)
-    })
-    .await
-    .map_err(panicked)?;
-    let _ = progress_writer.await;
-    result
+        engine.generate(&req2, &lane, &out_dir, &mut progress)
+    });
+    let record = async {
+        if let Ok(load) = loaded_rx.await {
+            record_load(ctx, &req.model, previous.as_deref(), load).await;
+        }
+    };
+    let (result, ()) = tokio::join!(work, record);
+    // A progress write still in flight is moot once the reply is written (the script
+    // only touches a processing task), so it is not waited for.
+    progress_writer.abort();
+    result.map_err(panicked)?
 }
 
-async fn record_load(ctx: &Ctx, model: &str, previous: Option<&str>, load: std::time::Duration) {
+async fn record_load(ctx: &Ctx, model: &str, previous: Option<&str>, load: Duration) {
     let ms = load.as_millis() as u64;
     {
         let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());

@@ -63,8 +63,7 @@ local s = redis.call('HGET', KEYS[1], 'status')
 if s == 'done' or s == 'failed' then return 0 end
 if ARGV[7] == 'pending' and s ~= 'pending' then return 0 end
 if ARGV[7] == 'absent' and s then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4])
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -331,7 +330,6 @@ impl Store {
         }
         if let Some(result) = &reply.result {
             pairs.push((field::RESULT, result.uri.clone()));
-            pairs.push((field::PROGRESS, String::new()));
         }
         if let Some(ms) = reply.timings.inference_ms {
             pairs.push((field::INFERENCE_MS, ms.to_string()));
@@ -340,9 +338,6 @@ impl Store {
             pairs.push((field::QUEUED_MS, ms.to_string()));
         }
         for (k, v) in pairs {
-            if k == field::PROGRESS {
-                continue;
-            }
             script.arg(k).arg(v);
         }
         let wrote: i64 = script.invoke_async(&mut c).await?;
