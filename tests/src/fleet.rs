@@ -76,6 +76,13 @@ impl Fleet {
 
     /// Starts a worker for `lane`; returns its index for [`Fleet::stop_worker`].
     pub fn spawn_worker(&mut self, lane: &str, engine: Box<dyn Engine>) -> usize {
+        self.spawn_worker_on(&tokio::runtime::Handle::current(), lane, engine)
+    }
+
+    /// Like [`Fleet::spawn_worker`], on another runtime (as a separate consumer
+    /// process would have its own), so the worker does not share scheduler threads
+    /// with the test's own tasks.
+    pub fn spawn_worker_on(&mut self, runtime: &tokio::runtime::Handle, lane: &str, engine: Box<dyn Engine>) -> usize {
         let (stop, mut rx) = watch::channel(false);
         let cfg = WorkerConfig {
             settings: self.settings.clone(),
@@ -87,7 +94,7 @@ impl Fleet {
             worker_id: format!("{}-{lane}-{}", self.prefix, self.workers.len()),
             idle_evict: None,
         };
-        let handle = tokio::spawn(async move {
+        let handle = runtime.spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };

@@ -6,7 +6,10 @@
 //!
 //! It starts its own in-process fleet (producer, reaper, one worker per model)
 //! under a fresh prefix against RabbitMQ and Redis (AMQP_URL / REDIS_URL), and
-//! removes it afterwards.
+//! removes it afterwards. `--rounds N` repeats the three measurements N times,
+//! interleaved, so a slow stretch of a shared host hits all of them alike;
+//! latencies are pooled over rounds and the throughput ratio is the median of the
+//! per-round ratios.
 //!
 //! ```text
 //! cargo run --release -p warmlane-tests --bin warmlane-loadgen -- --engine noop --models anisora --in-flight 32
@@ -73,15 +76,23 @@ struct Args {
     /// Frames.
     #[arg(long, default_value_t = 2)]
     frames: u32,
-    /// Samples of the bare confirm round trip.
+    /// Samples of the bare confirm round trip, per round.
     #[arg(long, default_value_t = 500)]
     bare_samples: usize,
+    /// Rounds of (bare figures, fleet run), interleaved so that both see the same
+    /// host; latencies are pooled over rounds, throughput ratios are per round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
 }
 
 #[derive(Default)]
 struct Samples(Vec<f64>);
 
 impl Samples {
+    fn extend(&mut self, other: Samples) {
+        self.0.extend(other.0);
+    }
+
     fn pct(&self, p: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;
@@ -97,6 +108,36 @@ impl Samples {
     }
 }
 
+/// Idle Redis connections for callers waiting on replies (BLPOP blocks its connection,
+/// so each waiter takes one): both the bare loop and the fleet run wait through it,
+/// so neither pays a connect per request.
+#[derive(Clone)]
+struct Waiters {
+    client: redis::Client,
+    idle: Arc<std::sync::Mutex<Vec<redis::aio::MultiplexedConnection>>>,
+}
+
+impl Waiters {
+    fn new() -> Waiters {
+        Waiters { client: redis::Client::open(redis_url()).expect("Redis URL"), idle: Arc::default() }
+    }
+
+    /// BLPOP `key` for up to `secs`.
+    async fn pop(&self, key: &str, secs: f64) -> Option<Vec<u8>> {
+        let pooled = self.idle.lock().unwrap().pop();
+        let mut c = match pooled {
+            Some(c) => c,
+            None => {
+                let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+                self.client.get_multiplexed_async_connection_with_config(&cfg).await.expect("Redis connection")
+            }
+        };
+        let popped: Option<(String, Vec<u8>)> = c.blpop(key, secs).await.expect("BLPOP");
+        self.idle.lock().unwrap().push(c);
+        popped.map(|(_, v)| v)
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -107,22 +148,28 @@ async fn main() {
     let p = prefix("bench");
     let settings = settings_with(|_| {});
     let mut fleet = Fleet::start(&p, settings.clone()).await;
-    println!("warmlane-loadgen: {} requests, {}, via {:?}, engine {:?}, models {:?}, {}x{}x{}",
-        args.requests,
+    println!("warmlane-loadgen: {} requests x {} rounds, {}, via {:?}, engine {:?}, models {:?}, {}x{}x{}",
+        args.requests, args.rounds,
         if args.rate > 0.0 { format!("open loop {} req/s", args.rate) } else { format!("closed loop {} in flight", args.in_flight) },
         args.via, args.engine, args.models, args.width, args.height, args.frames);
     println!("host: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), cpu_model());
 
-    let confirm = bare_confirm_rtt(&fleet, &p, args.bare_samples).await;
-    let bare_tput = bare_loop_throughput(&fleet, &p, args.requests.min(2000), args.in_flight).await;
-
     fleet.spawn_reaper();
+    // Consumers (the fleet's workers and the bare loop's) run on a runtime of their
+    // own, as a consumer process would, not on the load generator's threads.
+    let consumers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("consumers")
+        .enable_all()
+        .build()
+        .expect("consumer runtime");
+    let inference = InferenceLog::default();
     for model in &args.models {
         let engine: Box<dyn Engine> = match args.engine {
             EngineKind::Noop => Box::new(SleepEngine::new(Duration::ZERO)),
             EngineKind::Onnx => Box::new(warmlane_consumer::ort_engine::OrtEngine::new(settings.clone(), None).unwrap_or_else(|e| panic!("{}", e.message))),
         };
-        fleet.spawn_worker(model, engine);
+        fleet.spawn_worker_on(consumers.handle(), model, Box::new(Timed { inner: engine, log: inference.clone() }));
     }
     for model in &args.models {
         fleet.wait_ready(model, 1).await;
@@ -132,22 +179,74 @@ async fn main() {
         Via::Library => None,
     };
     let fleet = Arc::new(fleet);
-    let run = drive(&fleet, &args, http).await;
+    let (mut confirm, mut loop_confirm, mut run) = (Samples::default(), Samples::default(), Run::default());
+    let mut ratios = vec![];
+    let waiters = Waiters::new();
+    for round in 0..args.rounds {
+        let c = bare_confirm_rtt(&fleet, &p, args.bare_samples).await;
+        let bare = bare_loop(&fleet, consumers.handle(), &waiters, &p, round, args.requests.min(2000), args.in_flight).await;
+        let r = drive(&fleet, &waiters, &args, round, http.clone(), &inference).await;
+        println!("round {}: fleet {:>7.1} req/s, bare loop {:>7.1} req/s ({:.2}x); accept p99 {:.3} ms, confirm p99 {:.3} ms alone, {:.3} ms in the bare loop",
+            round + 1, r.throughput, bare.throughput, r.throughput / bare.throughput, r.accept.pct(99.0), c.pct(99.0), bare.confirm.pct(99.0));
+        ratios.push((r.throughput, bare.throughput));
+        confirm.extend(c);
+        loop_confirm.extend(bare.confirm);
+        run.merge(r);
+    }
+    ratios.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+    let (fleet_tput, bare_tput) = ratios[ratios.len() / 2];
 
     println!();
     println!("{}", confirm.line("bare publish-confirm round trip"));
+    println!("{}", loop_confirm.line(&format!("bare confirm, {} in flight", args.in_flight)));
     println!("{}", run.accept.line("accept latency"));
     println!("{}", run.e2e.line("end-to-end latency"));
-    println!("{}", run.inference.line("inference (reported by workers)"));
+    println!("{}", run.inference.line("inference (engine call, timed)"));
     println!("{}", run.overhead.line("fleet overhead (e2e - inference)"));
-    println!("{:<34} {:>10.1} req/s", "fleet throughput", run.throughput);
-    println!("{:<34} {:>10.1} req/s", "bare publish-consume-reply loop", bare_tput);
+    println!("{:<34} {:>10.1} req/s (median round)", "fleet throughput", fleet_tput);
+    println!("{:<34} {:>10.1} req/s (same round)", "bare publish-consume-reply loop", bare_tput);
     println!("{:<34} {:?}", "outcomes", run.outcomes);
     println!();
     println!("targets: accept p99 {:.3} ms <= 3 x confirm p99 {:.3} ms: {}", run.accept.pct(99.0), confirm.pct(99.0), verdict(run.accept.pct(99.0) <= 3.0 * confirm.pct(99.0)));
     println!("         fleet overhead p50 {:.3} ms <= 2 ms: {}", run.overhead.pct(50.0), verdict(run.overhead.pct(50.0) <= 2.0));
-    println!("         throughput {:.1} >= 0.8 x bare {:.1} = {:.1} req/s: {}", run.throughput, bare_tput, 0.8 * bare_tput, verdict(run.throughput >= 0.8 * bare_tput));
+    println!("         throughput {:.1} >= 0.8 x bare {:.1} = {:.1} req/s: {}", fleet_tput, bare_tput, 0.8 * bare_tput, verdict(fleet_tput >= 0.8 * bare_tput));
     Arc::try_unwrap(fleet).ok().expect("fleet still shared").cleanup().await;
+    consumers.shutdown_background();
+}
+
+/// Time each task spent inside the engine's `generate`, by task id.
+type InferenceLog = Arc<std::sync::Mutex<std::collections::HashMap<String, Duration>>>;
+
+/// Wraps the workers' engine to time `generate` to the microsecond (the reply's
+/// `inference_ms` is whole milliseconds, too coarse to subtract from a few ms).
+struct Timed {
+    inner: Box<dyn Engine>,
+    log: InferenceLog,
+}
+
+impl Engine for Timed {
+    fn prepare(&mut self, model: &str) -> Result<Option<Duration>, warmlane_consumer::EngineFailure> {
+        self.inner.prepare(model)
+    }
+
+    fn generate(&mut self, req: &warmlane_shared::ValidRequest, lane: &str, out_dir: &std::path::Path, progress: &mut dyn FnMut(u32, u32)) -> Result<warmlane_consumer::Output, warmlane_consumer::EngineFailure> {
+        let t = Instant::now();
+        let out = self.inner.generate(req, lane, out_dir, progress);
+        self.log.lock().unwrap().insert(req.task_id.clone(), t.elapsed());
+        out
+    }
+
+    fn resident(&self) -> Option<String> {
+        self.inner.resident()
+    }
+
+    fn release(&mut self) {
+        self.inner.release()
+    }
+
+    fn memory(&self) -> serde_json::Value {
+        self.inner.memory()
+    }
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -178,51 +277,67 @@ async fn bare_confirm_rtt(fleet: &Fleet, p: &str, n: usize) -> Samples {
     s
 }
 
+struct Bare {
+    throughput: f64,
+    confirm: Samples,
+}
+
 /// A bare loop with the fleet's shape: publish with confirm, a prefetch-1 consumer that
-/// LPUSHes a reply and acks, the caller BLPOPs it. `in_flight` callers.
-async fn bare_loop_throughput(fleet: &Fleet, p: &str, n: usize, in_flight: usize) -> f64 {
+/// LPUSHes a reply and acks, the caller BLPOPs it. `in_flight` callers. Also records
+/// each publish's confirm round trip at that concurrency.
+async fn bare_loop(fleet: &Fleet, consumers: &tokio::runtime::Handle, waiters: &Waiters, p: &str, round: u32, n: usize, in_flight: usize) -> Bare {
     let queue = format!("{p}.bare-loop");
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("connect");
-    let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap();
-    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch.basic_consume(queue.as_str().into(), "bare".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
-    let redis = redis::Client::open(redis_url()).unwrap();
-    let mut rc = redis::aio::ConnectionManager::new(redis.clone()).await.unwrap();
     let reply_prefix = format!("{p}:bare:");
-    let server = tokio::spawn(async move {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let consumer_queue = queue.clone();
+    // Connected from the consumer runtime, like the fleet's worker.
+    let server = consumers.spawn(async move {
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("connect");
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(consumer_queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = ch.basic_consume(consumer_queue.as_str().into(), "bare".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+        let mut rc = redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap()).await.unwrap();
+        let _ = ready_tx.send(());
         while let Some(Ok(d)) = consumer.next().await {
             let id = String::from_utf8_lossy(&d.data).to_string();
             let _: () = rc.lpush(format!("{reply_prefix}{id}"), b"ok".as_slice()).await.unwrap();
             d.ack(BasicAckOptions::default()).await.unwrap();
         }
     });
+    ready_rx.await.expect("the bare consumer started");
     let started = Instant::now();
     let sem = Arc::new(Semaphore::new(in_flight));
     let mut handles = vec![];
     for i in 0..n {
         let permit = sem.clone().acquire_owned().await.unwrap();
-        let (publisher_queue, redis, p) = (queue.clone(), redis.clone(), p.to_string());
+        let (publisher_queue, waiters, p) = (queue.clone(), waiters.clone(), p.to_string());
         let producer = fleet.producer.clone();
         handles.push(tokio::spawn(async move {
-            let id = format!("r{i}");
-            producer.publisher().publish("", &publisher_queue, id.as_bytes(), message_properties(&id, FieldTable::default())).await.unwrap();
-            let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-            let mut c = redis.get_multiplexed_async_connection_with_config(&cfg).await.unwrap();
-            let _: Option<(String, Vec<u8>)> = c.blpop(format!("{p}:bare:{id}"), 30.0).await.unwrap();
+            let id = format!("r{round}-{i}");
+            let t = Instant::now();
+            let answer = producer.publisher().publish("", &publisher_queue, id.as_bytes(), message_properties(&id, FieldTable::default())).await.unwrap();
+            let confirm = t.elapsed();
+            assert_eq!(answer, Published::Acked);
+            let popped = waiters.pop(&format!("{p}:bare:{id}"), 30.0).await;
+            assert!(popped.is_some(), "bare loop: no reply for {id}");
             drop(permit);
+            confirm
         }));
     }
+    let mut confirm = Samples::default();
     for h in handles {
-        h.await.unwrap();
+        confirm.0.push(ms(h.await.unwrap()));
     }
-    let tput = n as f64 / started.elapsed().as_secs_f64();
+    let throughput = n as f64 / started.elapsed().as_secs_f64();
     server.abort();
+    let ch = fleet.producer.publisher().channel_plain().await.expect("channel");
     let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-    let _ = conn.close(200, "done".into()).await;
-    tput
+    let _ = ch.close(200, "done".into()).await;
+    Bare { throughput, confirm }
 }
 
+#[derive(Default)]
 struct Run {
     accept: Samples,
     e2e: Samples,
@@ -230,6 +345,18 @@ struct Run {
     overhead: Samples,
     throughput: f64,
     outcomes: BTreeMap<String, usize>,
+}
+
+impl Run {
+    fn merge(&mut self, other: Run) {
+        self.accept.extend(other.accept);
+        self.e2e.extend(other.e2e);
+        self.inference.extend(other.inference);
+        self.overhead.extend(other.overhead);
+        for (k, v) in other.outcomes {
+            *self.outcomes.entry(k).or_default() += v;
+        }
+    }
 }
 
 async fn start_http(fleet: &Fleet) -> String {
@@ -285,7 +412,7 @@ async fn post(stream: &mut BufReader<tokio::net::TcpStream>, body: &str) -> u16 
     status
 }
 
-async fn drive(fleet: &Arc<Fleet>, args: &Args, http: Option<String>) -> Run {
+async fn drive(fleet: &Arc<Fleet>, waiters: &Waiters, args: &Args, round: u32, http: Option<String>, inference: &InferenceLog) -> Run {
     let sem = Arc::new(Semaphore::new(if args.rate > 0.0 { usize::MAX >> 4 } else { args.in_flight }));
     let started = Instant::now();
     let mut handles = vec![];
@@ -298,7 +425,8 @@ async fn drive(fleet: &Arc<Fleet>, args: &Args, http: Option<String>) -> Run {
         let fleet = fleet.clone();
         let model = args.models[i % args.models.len()].clone();
         let http = http.clone();
-        let mut body = warmlane_tests::request(&format!("{}-{i}", fleet.prefix), &model);
+        let waiters = waiters.clone();
+        let mut body = warmlane_tests::request(&format!("{}-{round}-{i}", fleet.prefix), &model);
         body["width"] = args.width.into();
         body["height"] = args.height.into();
         body["frames"] = args.frames.into();
@@ -319,12 +447,13 @@ async fn drive(fleet: &Arc<Fleet>, args: &Args, http: Option<String>) -> Run {
             let accept = t0.elapsed();
             let result = match accepted {
                 Ok(()) => {
-                    let reply = fleet.producer.store().wait_reply(&id, Duration::from_secs(120)).await.ok().flatten();
+                    let key = fleet.producer.store().keys().reply(&id);
+                    let reply = waiters.pop(&key, 120.0).await.map(|body| warmlane_shared::Reply::from_msgpack(&body).expect("a decodable reply"));
                     let e2e = t0.elapsed();
                     match reply {
                         Some(r) => {
                             let outcome = r.code.map(|c| c.as_str().to_string()).unwrap_or_else(|| "done".into());
-                            (Some(accept), Some((e2e, r.timings.inference_ms.unwrap_or(0))), outcome)
+                            (Some(accept), Some((id, e2e)), outcome)
                         }
                         None => (Some(accept), None, "no_reply".into()),
                     }
@@ -335,16 +464,17 @@ async fn drive(fleet: &Arc<Fleet>, args: &Args, http: Option<String>) -> Run {
             result
         }));
     }
-    let mut run = Run { accept: Samples::default(), e2e: Samples::default(), inference: Samples::default(), overhead: Samples::default(), throughput: 0.0, outcomes: BTreeMap::new() };
+    let mut run = Run::default();
     for h in handles {
         let (accept, e2e, outcome) = h.await.unwrap();
         if let Some(a) = accept {
             run.accept.0.push(ms(a));
         }
-        if let Some((e, inf)) = e2e {
+        if let Some((id, e)) = e2e {
+            let inf = inference.lock().unwrap().remove(&id).map(ms).unwrap_or(0.0);
             run.e2e.0.push(ms(e));
-            run.inference.0.push(inf as f64);
-            run.overhead.0.push((ms(e) - inf as f64).max(0.0));
+            run.inference.0.push(inf);
+            run.overhead.0.push((ms(e) - inf).max(0.0));
         }
         *run.outcomes.entry(outcome).or_default() += 1;
     }
