@@ -54,6 +54,11 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The degraded worker loads ONNX Runtime only in its runners: check here too.
+    if let Err(e) = warmlane_engine::runtime::spin_setting() {
+        tracing::error!("{e}");
+        return ExitCode::from(2);
+    }
     let engine = match build_engine(&args, &settings, &lane, provider) {
         Ok(e) => e,
         Err(e) => {

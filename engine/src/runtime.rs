@@ -79,7 +79,7 @@ fn load(library: &Path) -> Result<Runtime, String> {
     // One intra-op thread pool for every session of the process: the components of a
     // pipeline run one after another, and per-session pools would leave idle threads
     // spinning on the same cores while the next component runs.
-    let spin = spin_from_env(std::env::var(ORT_SPIN_ENV).ok().as_deref())?;
+    let spin = spin_setting()?;
     let builder = ort::init_from(library).map_err(|e| e.to_string())?;
     // Spinning keeps idle pool threads busy-waiting after every run; a worker shares
     // its cores with the broker client, Redis calls and, on small hosts, the broker.
@@ -96,6 +96,12 @@ fn load(library: &Path) -> Result<Runtime, String> {
         env,
         library: library.to_path_buf(),
     })
+}
+
+/// Reads `WARMLANE_ORT_SPIN`; a process that starts ONNX Runtime only later (the
+/// degraded worker's runners) checks it at start with this.
+pub fn spin_setting() -> Result<bool, String> {
+    spin_from_env(std::env::var(ORT_SPIN_ENV).ok().as_deref())
 }
 
 /// The value of `WARMLANE_ORT_SPIN`: unset, empty or `0` is off, `1` is on.
