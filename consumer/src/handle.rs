@@ -37,6 +37,9 @@ pub struct Status {
     pub tasks: u64,
     /// Last time a task ended (for idle eviction).
     pub last_active: Instant,
+    /// The engine's last memory snapshot; a heartbeat sent while a task holds the
+    /// engine repeats it (its `as_of_ms` says when it was taken).
+    pub memory: serde_json::Value,
 }
 
 /// Everything a handler needs, shared by the worker's tasks.

@@ -96,6 +96,7 @@ pub async fn run(cfg: WorkerConfig, engine: Box<dyn Engine>, shutdown: impl Futu
             loads: 0,
             tasks: 0,
             last_active: Instant::now(),
+            memory: serde_json::Value::Null,
         })),
     });
     let started_at_ms = now_ms();
@@ -166,12 +167,20 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, started_at_ms: u64) {
 }
 
 async fn write_heartbeat(ctx: &Ctx, started_at_ms: u64) {
-    let status = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    // Reading memory must not wait behind a running generation.
-    let memory = match ctx.engine.try_lock() {
-        Ok(engine) => engine.memory(),
-        Err(_) => serde_json::Value::Null,
+    // Reading memory must not wait behind a running generation: while a task holds
+    // the engine, the last snapshot is sent again, dated by its `as_of_ms`.
+    let fresh = ctx.engine.try_lock().ok().map(|engine| engine.memory());
+    let status = {
+        let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut memory) = fresh {
+            if let Some(obj) = memory.as_object_mut() {
+                obj.insert("as_of_ms".into(), now_ms().into());
+            }
+            s.memory = memory;
+        }
+        s.clone()
     };
+    let memory = status.memory.clone();
     let hb = Heartbeat {
         worker_id: ctx.worker_id.clone(),
         lane: ctx.lane.clone(),

@@ -95,7 +95,7 @@ impl Engine for GateEngine {
     }
 
     fn memory(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        serde_json::json!({ "resident": self.resident })
     }
 }
 

@@ -55,6 +55,40 @@ async fn shutdown_finishes_the_in_flight_task_and_leaves_the_ready_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_during_a_task_repeat_the_last_memory_snapshot() {
+    let p = prefix("hbmem");
+    let mut fleet = Fleet::start(&p, settings_with(|j| j["lanes"]["heartbeat_interval_ms"] = 100.into())).await;
+    let gate = Gate::default();
+    fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
+    fleet.wait_ready("anisora", 1).await;
+    let id = format!("{p}-held");
+    fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gate.entered() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the task never reached the engine");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The engine is held by the task now: heartbeats written from here on cannot read it.
+    let held_since = warmlane_shared::now_ms();
+    let hb = loop {
+        assert!(std::time::Instant::now() < deadline, "no heartbeat while the task ran");
+        let workers = fleet.producer.store().workers().await.unwrap();
+        if let Some(hb) = workers.into_iter().find(|w| w.lane == "anisora" && w.at_ms > held_since + 50) {
+            break hb;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Released before asserting, so a failed assertion does not leave the engine held.
+    gate.open();
+    assert_eq!(hb.state, warmlane_producer::store::WorkerState::Busy, "{hb:?}");
+    assert_eq!(hb.memory["resident"], "anisora", "the last snapshot, not null: {hb:?}");
+    let as_of = hb.memory["as_of_ms"].as_u64().expect("the snapshot is dated");
+    assert!(as_of <= held_since, "the snapshot predates the task ({as_of} > {held_since})");
+    assert_eq!(fleet.reply(&id, 5).await.status, ReplyStatus::Done);
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_after_the_reply_is_acked_without_a_second_answer() {
     let p = prefix("redeliver");
     let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
