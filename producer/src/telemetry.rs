@@ -3,12 +3,25 @@
 //!
 //! Metrics are emitted through the `metrics` crate macros with the names in
 //! [`warmlane_shared::metrics`]; [`init_metrics`] installs a StatsD recorder when
-//! `--statsd` is set. Without it the macros are no-ops. A bad or unreachable
-//! address never stops a service: it is logged and metrics stay off, because
-//! losing a dashboard is better than refusing requests.
+//! `--statsd` is set. Without it the macros are no-ops. A malformed address never
+//! stops a service: it is logged and metrics stay off, because losing a dashboard
+//! is better than refusing requests. The StatsD host name is resolved again every
+//! [`RESOLVE_EVERY`] (every [`RETRY_RESOLVE`] while it does not resolve), so a
+//! StatsD that starts after the service, or comes back at a new address (a
+//! recreated container), receives metrics without a restart.
 
+use cadence::{MetricSink, QueuingMetricSink};
 use metrics_exporter_statsd::StatsdBuilder;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
+
+/// How long a resolved StatsD address is used before the name is looked up again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// How soon a failed lookup is tried again.
+pub const RETRY_RESOLVE: Duration = Duration::from_secs(5);
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` filter.
 pub fn init(json: bool) {
@@ -62,12 +75,74 @@ pub fn parse_statsd_addr(addr: &str) -> Result<(String, u16), MetricsError> {
 pub fn install_statsd(addr: &str, prefix: &str) -> Result<(), MetricsError> {
     let (host, port) = parse_statsd_addr(addr)?;
     let prefix = prefix.trim_end_matches('.');
-    let recorder = StatsdBuilder::from(host, port)
-        .with_queue_size(10_000)
-        .with_buffer_size(1)
+    let sink = ResolvingUdpSink::new(host, port);
+    if let Err(e) = sink.current_target() {
+        tracing::warn!(statsd = addr, error = %e, "the StatsD host does not resolve yet; metrics are dropped until it does");
+    }
+    let recorder = StatsdBuilder::from("", 0)
+        .with_sink(QueuingMetricSink::with_capacity(sink, 10_000))
         .build((!prefix.is_empty()).then_some(prefix))
         .map_err(|e| MetricsError::Build { addr: addr.to_string(), detail: error_chain(&e) })?;
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)
+}
+
+/// Sends each metric in its own datagram to the StatsD host, looking the name up
+/// again every [`RESOLVE_EVERY`] (every [`RETRY_RESOLVE`] after a failed lookup).
+/// Runs on the queuing sink's thread, so a slow lookup never holds a request.
+pub struct ResolvingUdpSink {
+    host: String,
+    port: u16,
+    state: Mutex<Resolved>,
+}
+
+#[derive(Default)]
+struct Resolved {
+    target: Option<SocketAddr>,
+    next_lookup: Option<Instant>,
+    socket: Option<UdpSocket>,
+}
+
+impl ResolvingUdpSink {
+    /// A sink for `host:port`; nothing is looked up or bound until the first send.
+    pub fn new(host: impl Into<String>, port: u16) -> ResolvingUdpSink {
+        ResolvingUdpSink { host: host.into(), port, state: Mutex::new(Resolved::default()) }
+    }
+
+    /// The address metrics go to now, looking the name up when due.
+    pub fn current_target(&self) -> io::Result<SocketAddr> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.target(&mut state)
+    }
+
+    fn target(&self, state: &mut Resolved) -> io::Result<SocketAddr> {
+        let now = Instant::now();
+        if state.next_lookup.is_none_or(|at| now >= at) {
+            match (self.host.as_str(), self.port).to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => {
+                    state.target = Some(addr);
+                    state.next_lookup = Some(now + RESOLVE_EVERY);
+                }
+                // A failed lookup keeps the last good address until the next try.
+                Ok(None) | Err(_) => state.next_lookup = Some(now + RETRY_RESOLVE),
+            }
+        }
+        state.target.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("StatsD host `{}` does not resolve", self.host)))
+    }
+}
+
+impl MetricSink for ResolvingUdpSink {
+    fn emit(&self, metric: &str) -> io::Result<usize> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let target = self.target(&mut state)?;
+        let fits = |s: &UdpSocket| s.local_addr().is_ok_and(|a| a.is_ipv4() == target.is_ipv4());
+        if !state.socket.as_ref().is_some_and(fits) {
+            let any: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+            let socket = UdpSocket::bind(any)?;
+            socket.set_nonblocking(true)?;
+            state.socket = Some(socket);
+        }
+        state.socket.as_ref().map_or(Ok(0), |s| s.send_to(metric.as_bytes(), target))
+    }
 }
 
 /// An error with its sources (`Metrics reporting error: failed to lookup address ...`).
@@ -123,6 +198,21 @@ mod tests {
         assert!(!init_metrics(&args(None)));
         assert!(!init_metrics(&args(Some(""))));
         assert!(!init_metrics(&args(Some("no-port"))));
-        assert!(!init_metrics(&args(Some("host.invalid:8125"))));
+    }
+
+    #[test]
+    fn the_sink_sends_to_the_host_and_survives_one_that_does_not_resolve() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let sink = ResolvingUdpSink::new("127.0.0.1", server.local_addr().unwrap().port());
+        assert_eq!(sink.current_target().unwrap(), server.local_addr().unwrap());
+        sink.emit("t.tasks:1|c").unwrap();
+        let mut buf = [0u8; 64];
+        let n = server.recv(&mut buf).expect("the metric arrives");
+        assert_eq!(&buf[..n], b"t.tasks:1|c");
+
+        let nowhere = ResolvingUdpSink::new("statsd.invalid", 8125);
+        let err = nowhere.emit("t.tasks:1|c").unwrap_err();
+        assert!(err.to_string().contains("statsd.invalid"), "{err}");
     }
 }
