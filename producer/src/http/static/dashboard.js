@@ -260,6 +260,11 @@ async function refreshMemory() {
       parts.push(el("div", {}, `${(u * 100).toFixed(0)} % · used ${bytes(w.used_bytes)} / ${bytes(w.budget_bytes)} · free ${bytes(w.free_bytes)}`));
       if (u >= 0.9) parts.push(el("div", { class: "warn" }, "⚠ memory critical (≥ 90 %)"));
     }
+    // While a task holds the engine the worker repeats its last snapshot.
+    const asOf = w.memory && w.memory.as_of_ms;
+    if (asOf && w.at_ms - asOf > 2000) {
+      parts.push(el("div", { class: "muted" }, `snapshot from ${Math.round((w.at_ms - asOf) / 1000)} s ago (taken before the running task)`));
+    }
     parts.push(pipelineList(w.memory));
     return el("div", { class: "card worker", "data-worker": w.worker_id }, ...parts);
   }));
