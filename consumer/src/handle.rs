@@ -37,6 +37,10 @@ pub struct Status {
     pub tasks: u64,
     /// Last time a task ended (for idle eviction).
     pub last_active: Instant,
+    /// When the worker started, unix ms.
+    pub started_at_ms: u64,
+    /// When idle eviction unloaded the lane's model, unix ms (None while loaded).
+    pub evicted_at_ms: Option<u64>,
     /// The engine's last memory snapshot; a heartbeat sent while a task holds the
     /// engine repeats it (its `as_of_ms` says when it was taken).
     pub memory: serde_json::Value,

@@ -23,7 +23,7 @@ use warmlane_producer::store::{Heartbeat, WorkerState};
 use warmlane_producer::{ProducerError, Store};
 use warmlane_shared::metrics as m;
 use warmlane_shared::settings::DEGRADED_LANE;
-use warmlane_shared::{now_ms, Settings, Topology};
+use warmlane_shared::{now_ms, FallbackCause, Settings, Topology};
 
 /// How a worker is set up.
 #[derive(Debug, Clone)]
@@ -97,10 +97,11 @@ pub async fn run(cfg: WorkerConfig, engine: Box<dyn Engine>, shutdown: impl Futu
             tasks: 0,
             last_active: Instant::now(),
             memory: serde_json::Value::Null,
+            evicted_at_ms: None,
+            started_at_ms: now_ms(),
         })),
     });
-    let started_at_ms = now_ms();
-    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), started_at_ms));
+    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone()));
     if is_lane {
         warm_up(&ctx).await?;
     }
@@ -151,22 +152,22 @@ async fn warm_up(ctx: &Arc<Ctx>) -> Result<(), WorkerError> {
     metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => ctx.lane.clone()).record(ms as f64);
     ctx.store.count_load(&ctx.lane).await?;
     ctx.set_state(WorkerState::Warm);
-    write_heartbeat(ctx, now_ms()).await;
+    write_heartbeat(ctx).await;
     tracing::info!(lane = %ctx.lane, warmup_ms = ms, "model warm; lane ready");
     Ok(())
 }
 
-async fn heartbeat_loop(ctx: Arc<Ctx>, started_at_ms: u64) {
+async fn heartbeat_loop(ctx: Arc<Ctx>) {
     let every = Duration::from_millis(ctx.settings.lanes.heartbeat_interval_ms);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        write_heartbeat(&ctx, started_at_ms).await;
+        write_heartbeat(&ctx).await;
     }
 }
 
-async fn write_heartbeat(ctx: &Ctx, started_at_ms: u64) {
+async fn write_heartbeat(ctx: &Ctx) {
     // Reading memory must not wait behind a running generation: while a task holds
     // the engine, the last snapshot is sent again, dated by its `as_of_ms`.
     let fresh = ctx.engine.try_lock().ok().map(|engine| engine.memory());
@@ -187,7 +188,7 @@ async fn write_heartbeat(ctx: &Ctx, started_at_ms: u64) {
         model: status.model.clone(),
         state: status.state,
         pid: std::process::id(),
-        started_at_ms,
+        started_at_ms: status.started_at_ms,
         at_ms: now_ms(),
         loads: status.loads,
         tasks: status.tasks,
@@ -243,6 +244,7 @@ async fn consume_loop(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Future<
                 },
                 _ = idle_check => {
                     evict_if_idle(ctx, cfg.idle_evict);
+                    rewarm_on_demand(ctx).await;
                     maintain_engine(ctx).await;
                 }
             }
@@ -286,5 +288,37 @@ fn evict_if_idle(ctx: &Ctx, idle_evict: Option<Duration>) {
         tracing::info!(lane = %ctx.lane, idle_s = limit.as_secs(), "idle eviction: model unloaded (FR-019)");
         status.model = None;
         status.state = if ctx.lane == DEGRADED_LANE { WorkerState::Idle } else { WorkerState::Evicted };
+        status.evicted_at_ms = (ctx.lane != DEGRADED_LANE).then(now_ms);
+    }
+}
+
+/// An evicted lane is not ready, so the producer sends its model's requests to the
+/// degraded queue (`capacity`). When such a request arrives after the eviction, the
+/// lane worker loads its model again and reports `warm`, and later requests use the
+/// lane. A lane an operator disabled (`manual`, `quota`) is not re-warmed.
+async fn rewarm_on_demand(ctx: &Arc<Ctx>) {
+    let Some(evicted_at) = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).evicted_at_ms else { return };
+    let demand = match ctx.store.fallback_last(&ctx.lane).await {
+        Ok(Some((cause, last_ms))) => cause == FallbackCause::Capacity.as_str() && last_ms >= evicted_at,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read the lane's fallback record");
+            false
+        }
+    };
+    if !demand {
+        return;
+    }
+    tracing::info!(lane = %ctx.lane, "requests for an evicted lane went degraded: loading the model again");
+    ctx.set_state(WorkerState::Loading);
+    match warm_up(ctx).await {
+        Ok(()) => ctx.status.lock().unwrap_or_else(|p| p.into_inner()).evicted_at_ms = None,
+        Err(e) => {
+            // Waits for the next request rather than retrying a failing load every second.
+            tracing::error!(lane = %ctx.lane, error = %e, "re-warming the lane failed; it stays evicted");
+            let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.state = WorkerState::Evicted;
+            s.evicted_at_ms = Some(now_ms());
+        }
     }
 }

@@ -417,12 +417,21 @@ impl Store {
     pub async fn fallback_started(&self, model: &str, cause: FallbackCause) -> Result<bool, ProducerError> {
         let mut c = self.conn.clone();
         let key = self.keys.lane_fallback(model);
-        let (created, _): (bool, i64) = redis::pipe()
-            .hset_nx(&key, "since_ms", now_ms())
-            .hset(&key, "cause", cause.as_str())
+        let now = now_ms();
+        let (created, ()): (bool, ()) = redis::pipe()
+            .hset_nx(&key, "since_ms", now)
+            .hset_multiple(&key, &[("cause", cause.as_str().to_string()), ("last_ms", now.to_string())])
             .query_async(&mut c)
             .await?;
         Ok(created)
+    }
+
+    /// The cause and time of the latest request a lane's fallback sent to the degraded
+    /// queue; an evicted lane worker re-warms when one arrives after its eviction.
+    pub async fn fallback_last(&self, model: &str) -> Result<Option<(String, u64)>, ProducerError> {
+        let mut c = self.conn.clone();
+        let (cause, last): (Option<String>, Option<u64>) = redis::cmd("HMGET").arg(self.keys.lane_fallback(model)).arg("cause").arg("last_ms").query_async(&mut c).await?;
+        Ok(cause.zip(last))
     }
 
     /// Ends a lane's fallback; returns how long it lasted when one was active.

@@ -83,6 +83,11 @@ impl Fleet {
     /// process would have its own), so the worker does not share scheduler threads
     /// with the test's own tasks.
     pub fn spawn_worker_on(&mut self, runtime: &tokio::runtime::Handle, lane: &str, engine: Box<dyn Engine>) -> usize {
+        self.spawn_worker_with(runtime, lane, engine, None)
+    }
+
+    /// Starts a worker on `runtime` that unloads its model after `idle_evict` idle.
+    pub fn spawn_worker_with(&mut self, runtime: &tokio::runtime::Handle, lane: &str, engine: Box<dyn Engine>, idle_evict: Option<Duration>) -> usize {
         let (stop, mut rx) = watch::channel(false);
         let cfg = WorkerConfig {
             settings: self.settings.clone(),
@@ -92,7 +97,7 @@ impl Fleet {
             lane: lane.to_string(),
             results_dir: self.results_dir.clone(),
             worker_id: format!("{}-{lane}-{}", self.prefix, self.workers.len()),
-            idle_evict: None,
+            idle_evict,
         };
         let handle = runtime.spawn(async move {
             let shutdown = async move {

@@ -1,5 +1,6 @@
 //! The foundation's "done when", against the real RabbitMQ and Redis.
 
+use std::time::{Duration, Instant};
 use warmlane_producer::ProducerError;
 use warmlane_shared::{now_ms, ErrorCode, FallbackCause, ReplyStatus};
 use warmlane_tests::engines::{Gate, GateEngine};
@@ -126,6 +127,33 @@ async fn cold_or_disabled_lanes_fall_back_to_degraded_with_their_cause() {
         assert_eq!(task.get("lane").map(String::as_str), Some("degraded"));
     }
     assert_eq!(fleet.depth(&fleet.topology().degraded_queue()).await, 3);
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_lane_warms_again_when_its_requests_go_degraded() {
+    let p = prefix("rewarm");
+    let mut fleet = Fleet::start(&p, settings_with(|j| j["lanes"]["heartbeat_interval_ms"] = 100.into())).await;
+    let handle = tokio::runtime::Handle::current();
+    fleet.spawn_worker_with(&handle, "anisora", Box::new(GateEngine::open()), Some(Duration::from_secs(1)));
+    fleet.spawn_worker("degraded", Box::new(GateEngine::open()));
+    fleet.wait_ready("anisora", 1).await;
+    // Idle past the limit, the lane worker unloads its model and the lane is not ready.
+    let ttl = fleet.settings.lanes.heartbeat_ttl_ms;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet.producer.store().lane_health("anisora", true, ttl).await.unwrap().warm_workers > 0 {
+        assert!(Instant::now() < deadline, "the idle lane was never evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = fleet.producer.submit_json(&request(&format!("{p}-cold"), "anisora")).await.unwrap();
+    assert_eq!((a.lane.as_str(), a.fallback), ("degraded", Some(FallbackCause::Capacity)));
+    assert_eq!(fleet.reply(&a.task_id, 10).await.status, ReplyStatus::Done);
+    // That request is the demand: the lane worker loads its model again.
+    fleet.wait_ready("anisora", 1).await;
+    let b = fleet.producer.submit_json(&request(&format!("{p}-warm"), "anisora")).await.unwrap();
+    assert_eq!((b.lane.as_str(), b.fallback), ("anisora", None));
+    assert_eq!(fleet.reply(&b.task_id, 10).await.status, ReplyStatus::Done);
+    assert_eq!(fleet.producer.store().loads("anisora").await.unwrap(), 2, "the warm-up and the re-warm");
     fleet.cleanup().await;
 }
 
