@@ -297,7 +297,17 @@ fn evict_if_idle(ctx: &Ctx, idle_evict: Option<Duration>) {
 /// lane worker loads its model again and reports `warm`, and later requests use the
 /// lane. A lane an operator disabled (`manual`, `quota`) is not re-warmed.
 async fn rewarm_on_demand(ctx: &Arc<Ctx>) {
-    let Some(evicted_at) = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).evicted_at_ms else { return };
+    let evicted_at = {
+        let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+        if s.state != WorkerState::Evicted {
+            // A task delivered to the lane itself loaded the model meanwhile.
+            s.evicted_at_ms = None;
+        }
+        match s.evicted_at_ms {
+            Some(at) => at,
+            None => return,
+        }
+    };
     let demand = match ctx.store.fallback_last(&ctx.lane).await {
         Ok(Some((cause, last_ms))) => cause == FallbackCause::Capacity.as_str() && last_ms >= evicted_at,
         Ok(None) => false,
