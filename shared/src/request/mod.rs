@@ -333,7 +333,7 @@ fn int_param(fields: &BTreeMap<String, Field>, name: &str, p: &Param<u32>) -> Re
     }
     let value = value as u32;
     if let Some(m) = p.multiple_of.filter(|m| *m > 0) {
-        if value % m != 0 {
+        if !value.is_multiple_of(m) {
             return Err(Rejection::invalid(name, format!("{name} must be a multiple of {m}, got {value}")));
         }
     }

@@ -289,7 +289,7 @@ fn check_param_u32(field: &str, p: &Param<u32>, floor: u32) -> Result<(), (Strin
         ));
     }
     if let Some(m) = p.multiple_of {
-        if m == 0 || p.default % m != 0 {
+        if m == 0 || !p.default.is_multiple_of(m) {
             return Err((format!("{field}.multiple_of"), format!("default {} is not a multiple of {m}", p.default)));
         }
     }

@@ -17,10 +17,11 @@ pub(crate) fn fixture() -> Settings {
 
 fn edited(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Settings, SettingsError> {
     let path = repo_settings_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     edit(&mut json);
-    Settings::from_json(&json.to_string(), Path::new("inference_settings.json"), path.parent().unwrap())
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Settings::from_json(&json.to_string(), Path::new("inference_settings.json"), dir)
 }
 
 #[test]
