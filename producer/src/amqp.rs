@@ -113,10 +113,12 @@ pub async fn publish(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<Published, ProducerError> {
-    let confirm = channel
+    // An error before the frames are written means nothing was queued; after that,
+    // only the confirm can tell, and without it the outcome is unknown.
+    let pending = channel
         .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, properties)
-        .await?
         .await?;
+    let confirm = pending.await.map_err(|e| ProducerError::Unconfirmed(e.to_string()))?;
     Ok(match confirm {
         lapin::Confirmation::Ack(Some(_)) => Published::Returned,
         lapin::Confirmation::Ack(None) => Published::Acked,

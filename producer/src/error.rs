@@ -8,9 +8,13 @@ pub enum ProducerError {
     /// The request was refused with a contract code (validation, duplicate id, overload).
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    /// RabbitMQ failed; a publish whose confirm never arrived lands here, never as accepted.
+    /// RabbitMQ failed. From a publish: the message was not handed to the broker.
     #[error("broker: {0}")]
     Broker(String),
+    /// A publish was written but its confirm never came (the connection dropped
+    /// meanwhile): the message may or may not be queued. Never reported as accepted.
+    #[error("broker did not confirm the publish: {0}")]
+    Unconfirmed(String),
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

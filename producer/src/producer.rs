@@ -107,8 +107,25 @@ impl Producer {
         ProducerError::Rejected(rejection)
     }
 
-    /// Admits and routes a validated request (FR-020).
+    /// Admits and routes a validated request (FR-020). When the broker never took
+    /// the message (`ProducerError::Broker` or `Connect`), the admission is undone, so the caller
+    /// may retry with the same task_id; when the publish is unconfirmed
+    /// (`ProducerError::Unconfirmed`) the task stays and ends with a reply either way.
     pub async fn submit(&self, req: ValidRequest) -> SubmitOutcome {
+        let task_id = req.task_id.clone();
+        let outcome = self.admit_and_publish(req).await;
+        if let Err(e @ (ProducerError::Broker(_) | ProducerError::Connect { .. })) = &outcome {
+            let detail = e.to_string();
+            match self.store.forget_unpublished(&task_id).await {
+                Ok(true) => tracing::warn!(task_id = %task_id, error = %detail, "not queued (broker unavailable); the admission was undone"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(task_id = %task_id, error = %e, "not queued, and the admission could not be undone; the backstop will answer it"),
+            }
+        }
+        outcome
+    }
+
+    async fn admit_and_publish(&self, req: ValidRequest) -> SubmitOutcome {
         let now = now_ms();
         let req = req.admitted_at(now);
         let lanes = &self.settings.lanes;

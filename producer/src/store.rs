@@ -71,6 +71,13 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 "#;
 
+const FORGET_UNPUBLISHED: &str = r#"
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"#;
+
 const PROGRESS: &str = r#"
 if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'updated_at_ms', ARGV[2])
@@ -83,6 +90,7 @@ static ROUTED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ROUTED));
 static START_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(START));
 static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
 static PROGRESS_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROGRESS));
+static FORGET_UNPUBLISHED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_UNPUBLISHED));
 
 /// Preconditions of [`Store::finish`] besides "not yet terminal".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -512,6 +520,15 @@ impl Store {
     pub async fn overdue(&self, at_ms: u64, limit: usize) -> Result<Vec<String>, ProducerError> {
         let mut c = self.conn.clone();
         Ok(c.zrangebyscore_limit(self.keys.deadlines(), "-inf", at_ms, 0, limit as isize).await?)
+    }
+
+    /// Removes a task that was admitted but never handed to the broker (still
+    /// `pending`), so that its caller may submit the same task_id again. Returns
+    /// whether it was removed; a task in any other state is left alone.
+    pub async fn forget_unpublished(&self, task_id: &str) -> Result<bool, ProducerError> {
+        let mut c = self.conn.clone();
+        let n: i64 = FORGET_UNPUBLISHED_SCRIPT.key(self.keys.task(task_id)).key(self.keys.deadlines()).arg(task_id).invoke_async(&mut c).await?;
+        Ok(n == 1)
     }
 
     /// Drops a deadline entry (its task is gone or no longer pending).

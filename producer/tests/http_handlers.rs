@@ -258,8 +258,17 @@ async fn broker_down_is_503_service_unavailable() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let err = get(&app, "/ready", &[]).await.envelope(503, "service_unavailable");
     assert_eq!(err["reason"], "broker");
-    let err = post_json(&app, "/generate", &anisora("no broker"), &[]).await.envelope(503, "service_unavailable");
+    let mut body = anisora("no broker");
+    let id = format!("{}-nobroker", h.prefix);
+    body["task_id"] = id.clone().into();
+    let err = post_json(&app, "/generate", &body, &[]).await.envelope(503, "service_unavailable");
     assert_eq!(err["reason"], "broker");
     assert!(!err["message"].as_str().unwrap().contains("guest"), "no internals in a 5xx: {err}");
+    // Nothing was queued, so the admission was undone: the same task_id can be retried.
+    let task = h.producer.store().task(&id).await.unwrap();
+    assert!(task.is_empty(), "the unpublished task was forgotten: {task:?}");
+    body["v"] = 1.into(); // the library takes the wire message; the shim adds `v`
+    let retried = h.producer.submit_json(&body).await.expect("the retry with the same task_id is accepted");
+    assert_eq!(retried.task_id, id);
     h.cleanup().await;
 }

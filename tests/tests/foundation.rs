@@ -270,3 +270,24 @@ async fn a_task_id_in_use_is_refused_without_touching_the_first() {
     assert_eq!(fleet.producer.store().task(&id).await.unwrap().get("status").map(String::as_str), Some("pending"));
     fleet.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_pending_task_is_forgotten_after_an_unpublished_submit() {
+    let p = prefix("forget");
+    let fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    let store = fleet.producer.store();
+    let req = |id: &str| warmlane_shared::validate_json(&request(id, "anisora"), &fleet.settings).unwrap().admitted_at(now_ms());
+    let (pending, processing) = (req(&format!("{p}-pending")), req(&format!("{p}-processing")));
+    for r in [&pending, &processing] {
+        assert!(store.admit(r, now_ms() + 60_000).await.unwrap());
+    }
+    store.start(&processing, "anisora", "w1").await.unwrap();
+    // A worker has the second one: it is not the producer's to undo.
+    assert!(!store.forget_unpublished(&processing.task_id).await.unwrap());
+    assert_eq!(store.task(&processing.task_id).await.unwrap().get("status").map(String::as_str), Some("processing"));
+    assert!(store.forget_unpublished(&pending.task_id).await.unwrap());
+    assert!(store.task(&pending.task_id).await.unwrap().is_empty());
+    let overdue = store.overdue(now_ms() + 120_000, 100).await.unwrap();
+    assert!(!overdue.contains(&pending.task_id), "the deadline went with the task");
+    fleet.cleanup().await;
+}

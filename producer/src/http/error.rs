@@ -134,6 +134,11 @@ impl ApiError {
             ApiError::Unauthorized { header } => d(shim_code::UNAUTHORIZED, header, format!("the `{header}` header is required")),
             ApiError::Forbidden { header, message } => d(shim_code::FORBIDDEN, header, message.clone()),
             ApiError::MethodNotAllowed => d(shim_code::METHOD_NOT_ALLOWED, "method", "this method is not served on this path".into()),
+            ApiError::Unavailable { reason, .. } if reason == "unconfirmed" => d(
+                shim_code::SERVICE_UNAVAILABLE,
+                reason,
+                "the broker did not confirm the request, so it may or may not run: follow GET /tasks/{task_id}, which ends with a terminal reply either way; the task_id stays taken".into(),
+            ),
             ApiError::Unavailable { reason, .. } => {
                 d(shim_code::SERVICE_UNAVAILABLE, reason, "a backing service (broker or Redis) is unavailable; retry later".into())
             }
@@ -158,6 +163,7 @@ impl From<ProducerError> for ApiError {
         match e {
             ProducerError::Rejected(r) => ApiError::Rejected(r),
             ProducerError::Broker(detail) => ApiError::Unavailable { reason: "broker".into(), detail },
+            ProducerError::Unconfirmed(detail) => ApiError::Unavailable { reason: "unconfirmed".into(), detail },
             ProducerError::Redis(e) => ApiError::Unavailable { reason: "redis".into(), detail: e.to_string() },
             ProducerError::Connect { what, detail, .. } => {
                 let reason = if what == "Redis" { "redis" } else { "broker" };
@@ -214,6 +220,15 @@ mod tests {
         let r = ApiError::Rejected(Rejection::queue_full(25)).into_response();
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn an_unconfirmed_publish_says_the_task_may_still_run() {
+        let secret = "amqp://guest:hunter2@10.0.0.1";
+        let e = ApiError::from(crate::ProducerError::Unconfirmed(secret.into()));
+        let d = e.detail();
+        assert_eq!((e.status().as_u16(), d.code.as_str(), d.reason.as_str()), (503, "service_unavailable", "unconfirmed"));
+        assert!(d.message.contains("GET /tasks/") && !d.message.contains("hunter2"), "{}", d.message);
     }
 
     #[test]

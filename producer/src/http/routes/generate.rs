@@ -93,7 +93,7 @@ pub fn prepare_body(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
         (status = 403, description = "`forbidden`: wrong `x-api-key`", body = ErrorBody),
         (status = 413, description = "`malformed_message`/`body_too_large`", body = ErrorBody),
         (status = 422, description = "`invalid_parameter` (reason names the field; a task id in use is reason `task_id`) or `unknown_model`", body = ErrorBody),
-        (status = 503, description = "`queue_overloaded`/`queue_full`, or `service_unavailable` (broker or Redis down); with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`queue_overloaded`/`queue_full`, or `service_unavailable`: `reason` `broker` (nothing queued; the task_id may be reused), `redis`, or `unconfirmed` (the request may still run; follow GET /tasks/{id}); with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
