@@ -8,89 +8,16 @@
 
 use crate::error::ProducerError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Script};
+use redis::{AsyncCommands, Client};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::time::Duration;
 use warmlane_shared::keys::Keys;
 use warmlane_shared::reply::field;
 use warmlane_shared::{now_ms, FallbackCause, LaneHealth, Reply, Settings, ValidRequest};
 
-const ADMIT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'pending', 'model', ARGV[2], 'submitted_at_ms', ARGV[3], 'updated_at_ms', ARGV[3], 'deadline_ms', ARGV[4], 'progress', '0/' .. ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-return 1
-"#;
-
-/// Admission and lane health in one round trip: reserve the id, note the lane as the
-/// first choice, and read the lane's fresh ready workers, disabled cause and fallback flag.
-const ADMIT_ROUTE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0, '', 0} end
-redis.call('HSET', KEYS[1], 'status', 'pending', 'model', ARGV[2], 'lane', ARGV[2], 'submitted_at_ms', ARGV[3], 'updated_at_ms', ARGV[3], 'deadline_ms', ARGV[4], 'progress', '0/' .. ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-local warm = redis.call('ZCOUNT', KEYS[3], ARGV[7], '+inf')
-local cause = redis.call('HGET', KEYS[4], 'cause') or ''
-local fallback = redis.call('EXISTS', KEYS[5])
-return {1, warm, cause, fallback}
-"#;
-
-const ROUTED: &str = r#"
-local s = redis.call('HGET', KEYS[1], 'status')
-if s ~= 'pending' then return 0 end
-redis.call('HSET', KEYS[1], 'lane', ARGV[2], 'deadline_ms', ARGV[3], 'updated_at_ms', ARGV[5])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'fallback_cause', ARGV[4]) end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1
-"#;
-
-const START: &str = r#"
-local s = redis.call('HGET', KEYS[1], 'status')
-if s == 'done' or s == 'failed' then return -1 end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'processing', 'lane', ARGV[2], 'worker', ARGV[3], 'started_at_ms', ARGV[4], 'updated_at_ms', ARGV[4], 'model', ARGV[5], 'progress', '0/' .. ARGV[7])
-if redis.call('HEXISTS', KEYS[1], 'submitted_at_ms') == 0 then redis.call('HSET', KEYS[1], 'submitted_at_ms', ARGV[4]) end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return attempts
-"#;
-
-const FINISH: &str = r#"
-local s = redis.call('HGET', KEYS[1], 'status')
-if s == 'done' or s == 'failed' then return 0 end
-if ARGV[7] == 'pending' and s ~= 'pending' then return 0 end
-if ARGV[7] == 'absent' and s then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 8))
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('LPUSH', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return 1
-"#;
-
-const FORGET_UNPUBLISHED: &str = r#"
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-"#;
-
-const PROGRESS: &str = r#"
-if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
-redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'updated_at_ms', ARGV[2])
-return 1
-"#;
-
-static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
-static ADMIT_ROUTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT_ROUTE));
-static ROUTED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ROUTED));
-static START_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(START));
-static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
-static PROGRESS_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROGRESS));
-static FORGET_UNPUBLISHED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_UNPUBLISHED));
+mod scripts;
+use scripts::{ADMIT_SCRIPT, ADMIT_ROUTE_SCRIPT, ROUTED_SCRIPT, START_SCRIPT, FINISH_SCRIPT, PROGRESS_SCRIPT, FORGET_UNPUBLISHED_SCRIPT};
 
 /// Preconditions of [`Store::finish`] besides "not yet terminal".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
