@@ -181,18 +181,17 @@ async fn write_heartbeat(ctx: &Ctx) {
         }
         s.clone()
     };
-    let memory = status.memory.clone();
     let hb = Heartbeat {
         worker_id: ctx.worker_id.clone(),
         lane: ctx.lane.clone(),
-        model: status.model.clone(),
+        model: status.model,
         state: status.state,
         pid: std::process::id(),
         started_at_ms: status.started_at_ms,
         at_ms: now_ms(),
         loads: status.loads,
         tasks: status.tasks,
-        memory,
+        memory: status.memory,
     };
     if let Err(e) = ctx.store.heartbeat(&hb, ctx.settings.lanes.heartbeat_ttl_ms).await {
         tracing::warn!(error = %e, "heartbeat failed");

@@ -99,7 +99,8 @@ pub struct ResolvingUdpSink {
 struct Resolved {
     target: Option<SocketAddr>,
     next_lookup: Option<Instant>,
-    socket: Option<UdpSocket>,
+    /// The socket, and whether it is an IPv4 one (the target's family decides).
+    socket: Option<(UdpSocket, bool)>,
 }
 
 impl ResolvingUdpSink {
@@ -134,14 +135,19 @@ impl MetricSink for ResolvingUdpSink {
     fn emit(&self, metric: &str) -> io::Result<usize> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let target = self.target(&mut state)?;
-        let fits = |s: &UdpSocket| s.local_addr().is_ok_and(|a| a.is_ipv4() == target.is_ipv4());
-        if !state.socket.as_ref().is_some_and(fits) {
-            let any: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-            let socket = UdpSocket::bind(any)?;
-            socket.set_nonblocking(true)?;
-            state.socket = Some(socket);
-        }
-        state.socket.as_ref().map_or(Ok(0), |s| s.send_to(metric.as_bytes(), target))
+        let v4 = target.is_ipv4();
+        let socket = match state.socket.take() {
+            Some((socket, family)) if family == v4 => socket,
+            _ => {
+                let any: SocketAddr = if v4 { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+                let socket = UdpSocket::bind(any)?;
+                socket.set_nonblocking(true)?;
+                socket
+            }
+        };
+        let sent = socket.send_to(metric.as_bytes(), target);
+        state.socket = Some((socket, v4));
+        sent
     }
 }
 
