@@ -307,8 +307,8 @@ async fn rewarm_on_demand(ctx: &Arc<Ctx>) {
             None => return,
         }
     };
-    let demand = match ctx.store.fallback_last(&ctx.lane).await {
-        Ok(Some((cause, last_ms))) => cause == FallbackCause::Capacity.as_str() && last_ms >= evicted_at,
+    let demand = match ctx.store.fallback(&ctx.lane).await {
+        Ok(Some(f)) => f.cause == FallbackCause::Capacity.as_str() && f.last_ms.is_some_and(|last| last >= evicted_at),
         Ok(None) => false,
         Err(e) => {
             tracing::debug!(error = %e, "could not read the lane's fallback record");

@@ -116,7 +116,7 @@ pub async fn lanes_status(producer: &Producer) -> Result<serde_json::Value, Prod
                 "queue_depth": depths.get(&producer.topology().lane_queue(model)).copied(),
                 "cold_starts": store.loads(model).await?,
                 "disabled": disabled.map(|(cause, since, note)| serde_json::json!({"cause": cause, "since_ms": since, "note": note})),
-                "fallback": fallback.map(|(cause, since)| serde_json::json!({"active": true, "cause": cause, "since_ms": since, "for_ms": now_ms().saturating_sub(since)})),
+                "fallback": fallback.map(|f| serde_json::json!({"active": true, "cause": f.cause, "since_ms": f.since_ms, "for_ms": now_ms().saturating_sub(f.since_ms)})),
             }),
         );
     }

@@ -19,6 +19,18 @@ use warmlane_shared::{now_ms, FallbackCause, LaneHealth, Reply, Settings, ValidR
 mod scripts;
 use scripts::{ADMIT_SCRIPT, ADMIT_ROUTE_SCRIPT, ROUTED_SCRIPT, START_SCRIPT, FINISH_SCRIPT, PROGRESS_SCRIPT, FORGET_UNPUBLISHED_SCRIPT};
 
+/// A lane's active fallback: its requests go to the degraded queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveFallback {
+    /// The latest cause (`capacity`, `manual`, `quota`).
+    pub cause: String,
+    /// When the fallback began, unix ms.
+    pub since_ms: u64,
+    /// When the latest request went degraded, unix ms; an evicted lane worker
+    /// re-warms when one arrives after its eviction.
+    pub last_ms: Option<u64>,
+}
+
 /// Preconditions of [`Store::finish`] besides "not yet terminal".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishWhen {
@@ -361,14 +373,6 @@ impl Store {
         Ok(created)
     }
 
-    /// The cause and time of the latest request a lane's fallback sent to the degraded
-    /// queue; an evicted lane worker re-warms when one arrives after its eviction.
-    pub async fn fallback_last(&self, model: &str) -> Result<Option<(String, u64)>, ProducerError> {
-        let mut c = self.conn.clone();
-        let (cause, last): (Option<String>, Option<u64>) = redis::cmd("HMGET").arg(self.keys.lane_fallback(model)).arg("cause").arg("last_ms").query_async(&mut c).await?;
-        Ok(cause.zip(last))
-    }
-
     /// Ends a lane's fallback; returns how long it lasted when one was active.
     pub async fn fallback_ended(&self, model: &str) -> Result<Option<(FallbackCause, u64)>, ProducerError> {
         let mut c = self.conn.clone();
@@ -379,11 +383,12 @@ impl Store {
         Ok(since.zip(cause).map(|(since, cause)| (cause, now_ms().saturating_sub(since))))
     }
 
-    /// The active fallback of a lane: (cause, since_ms).
-    pub async fn fallback(&self, model: &str) -> Result<Option<(String, u64)>, ProducerError> {
+    /// The active fallback of a lane, if any.
+    pub async fn fallback(&self, model: &str) -> Result<Option<ActiveFallback>, ProducerError> {
         let mut c = self.conn.clone();
         let h: HashMap<String, String> = c.hgetall(self.keys.lane_fallback(model)).await?;
-        Ok(h.get("cause").map(|cause| (cause.clone(), h.get("since_ms").and_then(|s| s.parse().ok()).unwrap_or(0))))
+        let ms = |k: &str| h.get(k).and_then(|s| s.parse().ok());
+        Ok(h.get("cause").map(|cause| ActiveFallback { cause: cause.clone(), since_ms: ms("since_ms").unwrap_or(0), last_ms: ms("last_ms") }))
     }
 
     /// Writes a heartbeat: the worker's JSON with a TTL, and its rank in the lane's ready set.
