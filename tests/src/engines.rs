@@ -32,6 +32,15 @@ impl Gate {
         self.inner.0.lock().unwrap().entered
     }
 
+    /// Waits (polling, up to 10 s) until `n` generations have reached the gate.
+    pub async fn wait_entered(&self, n: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.entered() < n {
+            assert!(std::time::Instant::now() < deadline, "{n} generations never reached the gate");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn pass(&self) {
         let (m, c) = &*self.inner;
         let mut s = m.lock().unwrap();

@@ -76,17 +76,12 @@ impl Fleet {
 
     /// Starts a worker for `lane`; returns its index for [`Fleet::stop_worker`].
     pub fn spawn_worker(&mut self, lane: &str, engine: Box<dyn Engine>) -> usize {
-        self.spawn_worker_on(&tokio::runtime::Handle::current(), lane, engine)
+        self.spawn_worker_with(&tokio::runtime::Handle::current(), lane, engine, None)
     }
 
-    /// Like [`Fleet::spawn_worker`], on another runtime (as a separate consumer
-    /// process would have its own), so the worker does not share scheduler threads
-    /// with the test's own tasks.
-    pub fn spawn_worker_on(&mut self, runtime: &tokio::runtime::Handle, lane: &str, engine: Box<dyn Engine>) -> usize {
-        self.spawn_worker_with(runtime, lane, engine, None)
-    }
-
-    /// Starts a worker on `runtime` that unloads its model after `idle_evict` idle.
+    /// Like [`Fleet::spawn_worker`], on `runtime` (another runtime keeps the worker
+    /// off the test's scheduler threads, as a separate consumer process would), and
+    /// unloading its model after `idle_evict` idle.
     pub fn spawn_worker_with(&mut self, runtime: &tokio::runtime::Handle, lane: &str, engine: Box<dyn Engine>, idle_evict: Option<Duration>) -> usize {
         let (stop, mut rx) = watch::channel(false);
         let cfg = WorkerConfig {

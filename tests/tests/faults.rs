@@ -40,9 +40,7 @@ async fn shutdown_finishes_the_in_flight_task_and_leaves_the_ready_set() {
     fleet.wait_ready("phr00t", 1).await;
     let id = format!("{p}-inflight");
     fleet.producer.submit_json(&request(&id, "phr00t")).await.unwrap();
-    while gate.entered() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    gate.wait_entered(1).await;
     // SIGTERM arrives mid-task; the task is released only afterwards, and must still finish.
     fleet.request_stop(w);
     gate.open();
@@ -63,13 +61,10 @@ async fn heartbeats_during_a_task_repeat_the_last_memory_snapshot() {
     fleet.wait_ready("anisora", 1).await;
     let id = format!("{p}-held");
     fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gate.entered() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the task never reached the engine");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    gate.wait_entered(1).await;
     // The engine is held by the task now: heartbeats written from here on cannot read it.
     let held_since = warmlane_shared::now_ms();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let hb = loop {
         assert!(std::time::Instant::now() < deadline, "no heartbeat while the task ran");
         let workers = fleet.producer.store().workers().await.unwrap();

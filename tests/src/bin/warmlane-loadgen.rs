@@ -169,7 +169,7 @@ async fn main() {
             EngineKind::Noop => Box::new(SleepEngine::new(Duration::ZERO)),
             EngineKind::Onnx => Box::new(warmlane_consumer::ort_engine::OrtEngine::new(settings.clone(), None).unwrap_or_else(|e| panic!("{}", e.message))),
         };
-        fleet.spawn_worker_on(consumers.handle(), model, Box::new(Timed { inner: engine, log: inference.clone() }));
+        fleet.spawn_worker_with(consumers.handle(), model, Box::new(Timed { inner: engine, log: inference.clone() }), None);
     }
     for model in &args.models {
         fleet.wait_ready(model, 1).await;
