@@ -9,7 +9,9 @@
 //! removes it afterwards. `--rounds N` repeats the three measurements N times,
 //! interleaved, so a slow stretch of a shared host hits all of them alike;
 //! latencies are pooled over rounds and the throughput ratio is the median of the
-//! per-round ratios.
+//! per-round ratios. It also prints the CPU time per request of its own process
+//! (producer, workers, callers), the broker and Redis, read from /proc, for the
+//! bare loop and the fleet.
 //!
 //! ```text
 //! cargo run --release -p warmlane-tests --bin warmlane-loadgen -- --engine noop --models anisora --in-flight 32
@@ -182,12 +184,23 @@ async fn main() {
     let (mut confirm, mut loop_confirm, mut run) = (Samples::default(), Samples::default(), Run::default());
     let mut ratios = vec![];
     let waiters = Waiters::new();
+    let (mut cpu_bare, mut cpu_fleet) = (CpuPerRequest::default(), CpuPerRequest::default());
     for round in 0..args.rounds {
         let c = bare_confirm_rtt(&fleet, &p, args.bare_samples).await;
-        let bare = bare_loop(&fleet, consumers.handle(), &waiters, &p, round, args.requests.min(2000), args.in_flight).await;
+        let cpu0 = Cpu::now();
+        let n_bare = args.requests.min(2000);
+        let bare = bare_loop(&fleet, consumers.handle(), &waiters, &p, round, n_bare, args.in_flight).await;
+        let cpu1 = Cpu::now();
         let r = drive(&fleet, &waiters, &args, round, http.clone(), &inference).await;
-        println!("round {}: fleet {:>7.1} req/s, bare loop {:>7.1} req/s ({:.2}x); accept p99 {:.3} ms, confirm p99 {:.3} ms alone, {:.3} ms in the bare loop",
-            round + 1, r.throughput, bare.throughput, r.throughput / bare.throughput, r.accept.pct(99.0), c.pct(99.0), bare.confirm.pct(99.0));
+        let cpu2 = Cpu::now();
+        let (mut round_bare, mut round_fleet) = (CpuPerRequest::default(), CpuPerRequest::default());
+        round_bare.add(&cpu1, &cpu0, n_bare);
+        round_fleet.add(&cpu2, &cpu1, args.requests);
+        println!("round {}: fleet {:>7.1} req/s, bare loop {:>7.1} req/s ({:.2}x); CPU per request {:.2} ms vs {:.2} ms ({:.2}x); accept p99 {:.3} ms, confirm p99 {:.3} ms alone, {:.3} ms in the bare loop",
+            round + 1, r.throughput, bare.throughput, r.throughput / bare.throughput, round_fleet.total(), round_bare.total(), round_bare.total() / round_fleet.total(),
+            r.accept.pct(99.0), c.pct(99.0), bare.confirm.pct(99.0));
+        cpu_bare.merge(&round_bare);
+        cpu_fleet.merge(&round_fleet);
         ratios.push((r.throughput, bare.throughput));
         confirm.extend(c);
         loop_confirm.extend(bare.confirm);
@@ -206,6 +219,8 @@ async fn main() {
     println!("{:<34} {:>10.1} req/s (median round)", "fleet throughput", fleet_tput);
     println!("{:<34} {:>10.1} req/s (same round)", "bare publish-consume-reply loop", bare_tput);
     println!("{:<34} {:?}", "outcomes", run.outcomes);
+    println!("{:<34} bare loop: {}", "CPU per request", cpu_bare);
+    println!("{:<34} fleet:     {}", "", cpu_fleet);
     println!();
     println!("targets: accept p99 {:.3} ms <= 3 x confirm p99 {:.3} ms: {}", run.accept.pct(99.0), confirm.pct(99.0), verdict(run.accept.pct(99.0) <= 3.0 * confirm.pct(99.0)));
     println!("         fleet overhead p50 {:.3} ms <= 2 ms: {}", run.overhead.pct(50.0), verdict(run.overhead.pct(50.0) <= 2.0));
@@ -249,6 +264,79 @@ impl Engine for Timed {
     }
 }
 
+/// CPU time (utime + stime, in USER_HZ ticks of 10 ms) of this process, the broker
+/// (`beam.smp`) and Redis (`redis-server`), read from /proc; zero for a server on
+/// another host. On a shared host it shows what each side costs the machine.
+struct Cpu {
+    ticks: [u64; 3],
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let mut ticks = [proc_ticks("self"), 0, 0];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let comm = std::fs::read_to_string(format!("/proc/{name}/comm")).unwrap_or_default();
+                match comm.trim() {
+                    "beam.smp" => ticks[1] += proc_ticks(&name),
+                    "redis-server" => ticks[2] += proc_ticks(&name),
+                    _ => {}
+                }
+            }
+        }
+        Cpu { ticks }
+    }
+}
+
+/// CPU ticks summed over rounds, and the requests they served.
+#[derive(Default)]
+struct CpuPerRequest {
+    ticks: [u64; 3],
+    requests: usize,
+}
+
+impl CpuPerRequest {
+    fn add(&mut self, after: &Cpu, before: &Cpu, requests: usize) {
+        for i in 0..3 {
+            self.ticks[i] += after.ticks[i].saturating_sub(before.ticks[i]);
+        }
+        self.requests += requests;
+    }
+
+    fn merge(&mut self, other: &CpuPerRequest) {
+        for i in 0..3 {
+            self.ticks[i] += other.ticks[i];
+        }
+        self.requests += other.requests;
+    }
+
+    fn per(&self, i: usize) -> f64 {
+        self.ticks[i] as f64 * 10.0 / self.requests.max(1) as f64
+    }
+
+    /// Milliseconds of CPU per request, all three processes.
+    fn total(&self) -> f64 {
+        self.per(0) + self.per(1) + self.per(2)
+    }
+}
+
+impl std::fmt::Display for CpuPerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loadgen {:.3} ms, broker {:.3} ms, redis {:.3} ms, total {:.3} ms", self.per(0), self.per(1), self.per(2), self.total())
+    }
+}
+
+fn proc_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
@@ -289,6 +377,7 @@ async fn bare_loop(fleet: &Fleet, consumers: &tokio::runtime::Handle, waiters: &
     let queue = format!("{p}.bare-loop");
     let reply_prefix = format!("{p}:bare:");
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let consumer_queue = queue.clone();
     // Connected from the consumer runtime, like the fleet's worker.
     let server = consumers.spawn(async move {
@@ -299,11 +388,19 @@ async fn bare_loop(fleet: &Fleet, consumers: &tokio::runtime::Handle, waiters: &
         let mut consumer = ch.basic_consume(consumer_queue.as_str().into(), "bare".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
         let mut rc = redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap()).await.unwrap();
         let _ = ready_tx.send(());
-        while let Some(Ok(d)) = consumer.next().await {
-            let id = String::from_utf8_lossy(&d.data).to_string();
-            let _: () = rc.lpush(format!("{reply_prefix}{id}"), b"ok".as_slice()).await.unwrap();
-            d.ack(BasicAckOptions::default()).await.unwrap();
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                next = consumer.next() => {
+                    let Some(Ok(d)) = next else { break };
+                    let id = String::from_utf8_lossy(&d.data).to_string();
+                    let _: () = rc.lpush(format!("{reply_prefix}{id}"), b"ok".as_slice()).await.unwrap();
+                    d.ack(BasicAckOptions::default()).await.unwrap();
+                }
+            }
         }
+        // Closed, not dropped: each round starts from one bare connection.
+        let _ = conn.close(200, "done".into()).await;
     });
     ready_rx.await.expect("the bare consumer started");
     let started = Instant::now();
@@ -330,7 +427,8 @@ async fn bare_loop(fleet: &Fleet, consumers: &tokio::runtime::Handle, waiters: &
         confirm.0.push(ms(h.await.unwrap()));
     }
     let throughput = n as f64 / started.elapsed().as_secs_f64();
-    server.abort();
+    let _ = stop_tx.send(());
+    let _ = server.await;
     let ch = fleet.producer.publisher().channel_plain().await.expect("channel");
     let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     let _ = ch.close(200, "done".into()).await;
