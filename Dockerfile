@@ -7,7 +7,7 @@
 #   docker build -t warmlane:gpu --build-arg ORT_FLAVOUR=gpu \
 #       --build-arg RUNTIME_BASE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 .
 #
-# The GPU flavour needs the CUDA 12 runtime and cuDNN 9 beside onnxruntime-gpu,
+# The GPU flavour needs the CUDA 13 runtime and cuDNN 9 beside onnxruntime-gpu 1.31,
 # hence the CUDA base image; the host needs the NVIDIA container toolkit.
 
 ARG RUNTIME_BASE=debian:bookworm-slim
