@@ -47,9 +47,10 @@ impl Field {
 
 /// A request whose every field passed the rules of its model.
 ///
-/// Built only by [`validate`]; the private field keeps other crates from
+/// Built only by [`validate`]; `non_exhaustive` keeps other crates from
 /// constructing one by hand.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ValidRequest {
     /// Wire version.
     pub v: u32,
@@ -75,8 +76,6 @@ pub struct ValidRequest {
     pub frames: u32,
     /// When the producer admitted the request (unix ms).
     pub submitted_at_ms: Option<u64>,
-    #[serde(skip)]
-    _sealed: (),
 }
 
 impl ValidRequest {
@@ -303,7 +302,6 @@ fn check_model_fields(fields: &BTreeMap<String, Field>, model: &ModelSettings) -
         height,
         frames,
         submitted_at_ms,
-        _sealed: (),
     })
 }
 
