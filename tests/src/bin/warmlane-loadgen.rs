@@ -193,9 +193,7 @@ async fn main() {
         let cpu1 = Cpu::now();
         let r = drive(&fleet, &waiters, &args, round, http.clone(), &inference).await;
         let cpu2 = Cpu::now();
-        let (mut round_bare, mut round_fleet) = (CpuPerRequest::default(), CpuPerRequest::default());
-        round_bare.add(&cpu1, &cpu0, n_bare);
-        round_fleet.add(&cpu2, &cpu1, args.requests);
+        let (round_bare, round_fleet) = (CpuPerRequest::between(&cpu0, &cpu1, n_bare), CpuPerRequest::between(&cpu1, &cpu2, args.requests));
         println!("round {}: fleet {:>7.1} req/s, bare loop {:>7.1} req/s ({:.2}x); CPU per request {:.2} ms vs {:.2} ms ({:.2}x); accept p99 {:.3} ms, confirm p99 {:.3} ms alone, {:.3} ms in the bare loop",
             round + 1, r.throughput, bare.throughput, r.throughput / bare.throughput, round_fleet.total(), round_bare.total(), round_bare.total() / round_fleet.total(),
             r.accept.pct(99.0), c.pct(99.0), bare.confirm.pct(99.0));
@@ -300,11 +298,8 @@ struct CpuPerRequest {
 }
 
 impl CpuPerRequest {
-    fn add(&mut self, after: &Cpu, before: &Cpu, requests: usize) {
-        for i in 0..3 {
-            self.ticks[i] += after.ticks[i].saturating_sub(before.ticks[i]);
-        }
-        self.requests += requests;
+    fn between(before: &Cpu, after: &Cpu, requests: usize) -> CpuPerRequest {
+        CpuPerRequest { ticks: std::array::from_fn(|i| after.ticks[i].saturating_sub(before.ticks[i])), requests }
     }
 
     fn merge(&mut self, other: &CpuPerRequest) {
