@@ -12,6 +12,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// Whether process `pid` exists and has not exited (a zombie waiting to be reaped
+/// counts as exited).
+pub fn process_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
@@ -31,6 +40,8 @@ pub struct RabbitNode {
     dist_port: u16,
     node: String,
     dir: PathBuf,
+    /// The node's OS process, from its pid file once it has started.
+    pid: Option<u32>,
 }
 
 impl RabbitNode {
@@ -46,10 +57,12 @@ impl RabbitNode {
         std::fs::create_dir_all(dir.join("log")).unwrap();
         std::fs::write(dir.join("enabled_plugins"), "[].").unwrap();
         std::fs::write(dir.join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n")).unwrap();
-        let n = RabbitNode { port, dist_port: free_port(), node, dir: dir.to_path_buf() };
+        let mut n = RabbitNode { port, dist_port: free_port(), node, dir: dir.to_path_buf(), pid: None };
         let status = n.command("rabbitmq-server").arg("-detached").status().expect("rabbitmq-server");
         assert!(status.success(), "rabbitmq-server -detached failed");
         n.await_startup();
+        n.pid = std::fs::read_to_string(dir.join("pid")).ok().and_then(|s| s.trim().parse().ok());
+        assert!(n.pid.is_some(), "RabbitMQ node {} wrote no pid file in {}", n.node, dir.display());
         n
     }
 
@@ -84,6 +97,11 @@ impl RabbitNode {
         wait_port(self.port, "RabbitMQ", 30);
     }
 
+    /// The node's OS process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
     /// The AMQP URL of this node.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
@@ -99,8 +117,23 @@ impl RabbitNode {
 }
 
 impl Drop for RabbitNode {
+    /// Stops the node with `rabbitmqctl stop`, or, when that fails (its data
+    /// directory, which holds the Erlang cookie, may be gone), with SIGTERM and then
+    /// SIGKILL, so no node outlives its test.
     fn drop(&mut self) {
-        let _ = self.ctl(&["stop"]);
+        if self.ctl(&["stop"]) {
+            return;
+        }
+        let Some(pid) = self.pid else { return };
+        let alive = || process_running(pid);
+        let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if alive() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+        }
     }
 }
 

@@ -46,6 +46,7 @@ fn write_settings(dir: &std::path::Path) -> std::path::PathBuf {
         let abs = repo_root().join("models").join(model).canonicalize().unwrap();
         json["models"][model]["pipeline"]["dir"] = abs.display().to_string().into();
     }
+    std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("inference_settings.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     path
@@ -55,8 +56,11 @@ fn write_settings(dir: &std::path::Path) -> std::path::PathBuf {
 async fn every_task_gets_exactly_one_reply_through_kills_and_restarts() {
     let p = prefix("chaos");
     let dir = repo_root().join("target/test-output").join(&p);
-    let rabbit = RabbitNode::start(&dir.join("rabbit"));
-    let mut redis_server = RedisServer::start(&dir.join("redis"));
+    // The servers' data lives beside the fleet's results directory, which
+    // `Fleet::cleanup` removes while the node still runs.
+    let servers = repo_root().join("target/test-output").join(format!("{p}-servers"));
+    let rabbit = RabbitNode::start(&servers.join("rabbit"));
+    let mut redis_server = RedisServer::start(&servers.join("redis"));
     let settings_path = write_settings(&dir);
     let settings = std::sync::Arc::new(warmlane_shared::Settings::load(&settings_path).unwrap());
     let mut fleet = Fleet::start_on(&p, settings.clone(), &rabbit.url(), &redis_server.url()).await;
@@ -161,4 +165,5 @@ async fn every_task_gets_exactly_one_reply_through_kills_and_restarts() {
     drop(rabbit);
     drop(redis_server);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&servers);
 }
