@@ -119,20 +119,27 @@ impl RabbitNode {
 impl Drop for RabbitNode {
     /// Stops the node with `rabbitmqctl stop`, or, when that fails (its data
     /// directory, which holds the Erlang cookie, may be gone), with SIGTERM and then
-    /// SIGKILL, so no node outlives its test.
+    /// SIGKILL, and waits until the process has exited, so no node outlives its test.
     fn drop(&mut self) {
-        if self.ctl(&["stop"]) {
+        let stopped = self.ctl(&["stop"]);
+        let Some(pid) = self.pid else { return };
+        let exited = |secs: u64| {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            while process_running(pid) {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            true
+        };
+        if stopped && exited(15) {
             return;
         }
-        let Some(pid) = self.pid else { return };
-        let alive = || process_running(pid);
         let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if alive() {
+        if !exited(15) {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+            exited(5);
         }
     }
 }

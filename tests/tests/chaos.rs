@@ -17,6 +17,14 @@ struct Worker {
     child: Child,
 }
 
+/// A failing test still leaves no consumer process behind.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn_worker(lane: &'static str, amqp: &str, redis: &str, prefix: &str, settings: &std::path::Path, results: &std::path::Path, n: u32) -> Worker {
     let child = Command::new(consumer_binary())
         .args(["--lane", lane])
