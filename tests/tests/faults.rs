@@ -1,5 +1,5 @@
 //! Faults a worker must survive: poison messages, shutdown mid-task, a redelivery
-//! after the reply was written.
+//! after the reply was written, a generation longer than the AMQP heartbeat timeout.
 
 use redis::AsyncCommands;
 use std::time::Duration;
@@ -122,4 +122,39 @@ async fn an_engine_failure_is_answered_with_its_code_and_the_worker_goes_on() {
         assert_eq!((reply.status, reply.code), (ReplyStatus::Failed, Some(ErrorCode::InferenceTimeout)));
     }
     fleet.cleanup().await;
+}
+
+/// A generation that outlasts the AMQP heartbeat timeout keeps its delivery: the
+/// engine runs off the worker's runtime, which goes on answering heartbeats, so the
+/// broker neither closes the connection nor hands the task to the lane's other
+/// worker. Each worker gets a runtime of one thread, as on a one-core host, and the
+/// connections a 1 s heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_longer_than_the_amqp_heartbeat_timeout_keeps_its_delivery() {
+    let p = prefix("longgen");
+    let amqp = format!("{}?heartbeat=1", warmlane_tests::amqp_url());
+    let mut fleet = Fleet::start_on(&p, settings_with(|_| {}), &amqp, &warmlane_tests::redis_url()).await;
+    let gate = Gate::default();
+    let runtimes: Vec<_> = (0..2).map(|_| tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()).collect();
+    for rt in &runtimes {
+        fleet.spawn_worker_with(rt.handle(), "anisora", Box::new(GateEngine::new(gate.clone())), None);
+    }
+    fleet.wait_ready("anisora", 2).await;
+    let id = format!("{p}-long");
+    fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();
+    gate.wait_entered(1).await;
+    // The broker drops a connection after two missed heartbeats (about 2 s here) and
+    // requeues its unacked delivery, which the idle worker would take at once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let entered = gate.entered();
+    gate.open();
+    assert_eq!(entered, 1, "the task reached the engine again while the first generation ran");
+    let reply = fleet.reply(&id, 10).await;
+    assert_eq!(reply.status, ReplyStatus::Done, "{reply:?}");
+    let task = fleet.producer.store().task(&id).await.unwrap();
+    assert_eq!(task.get("attempts").map(String::as_str), Some("1"), "the task was delivered again: {task:?}");
+    fleet.cleanup().await;
+    for rt in runtimes {
+        rt.shutdown_background();
+    }
 }
