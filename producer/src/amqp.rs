@@ -106,8 +106,17 @@ pub fn message_properties(task_id: &str, headers: FieldTable) -> BasicProperties
 }
 
 /// Publishes `mandatory` on a confirm channel and waits for the broker's answer.
+///
+/// The broker numbers a channel's publishes in the order their frames arrive, while
+/// lapin takes a publish's confirm tag when the publish starts; two publishes racing
+/// on one channel from different threads can therefore swap tags, and with them
+/// their acks and nacks (a refused message reported stored, a stored one refused).
+/// `order` keeps taking the tag and writing the frames together: every publisher
+/// sharing `channel` must pass the same lock. It is released once the frames are
+/// written, before the confirm is awaited, so confirms still overlap.
 pub async fn publish(
     channel: &Channel,
+    order: &Mutex<()>,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
@@ -115,9 +124,12 @@ pub async fn publish(
 ) -> Result<Published, ProducerError> {
     // An error before the frames are written means nothing was queued; after that,
     // only the confirm can tell, and without it the outcome is unknown.
-    let pending = channel
-        .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, properties)
-        .await?;
+    let pending = {
+        let _in_order = order.lock().await;
+        channel
+            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, properties)
+            .await?
+    };
     let confirm = pending.await.map_err(|e| ProducerError::Unconfirmed(e.to_string()))?;
     Ok(match confirm {
         lapin::Confirmation::Ack(Some(_)) => Published::Returned,
@@ -153,11 +165,13 @@ pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
 /// A pooled connection with one cached confirm channel, rebuilt after a failure.
 ///
 /// lapin channels multiplex concurrent publishes, each with its own confirm, so one
-/// channel serves every caller; a channel error drops it and the next publish opens
-/// a new one on a (possibly new) pooled connection.
+/// channel serves every caller (their frames written one publish at a time, see
+/// [`publish`]); a channel error drops it and the next publish opens a new one on a
+/// (possibly new) pooled connection.
 pub struct Publisher {
     pool: Pool,
     cached: Mutex<Option<(deadpool_lapin::Object, Channel)>>,
+    order: Mutex<()>,
     url: String,
 }
 
@@ -167,7 +181,7 @@ impl Publisher {
         let pool = Config { url: Some(url.to_string()), pool: None }
             .create_pool(ConnectionProperties::default, Runtime::Tokio1)
             .map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: redact_url(url), detail: e.to_string() })?;
-        Ok(Publisher { pool, cached: Mutex::new(None), url: redact_url(url) })
+        Ok(Publisher { pool, cached: Mutex::new(None), order: Mutex::new(()), url: redact_url(url) })
     }
 
     /// The confirm channel, opening one when there is none or it closed.
@@ -193,7 +207,7 @@ impl Publisher {
     /// Publishes and waits for the confirm; a channel failure drops the cached channel.
     pub async fn publish(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) -> Result<Published, ProducerError> {
         let channel = self.channel().await?;
-        let result = publish(&channel, exchange, key, body, props).await;
+        let result = publish(&channel, &self.order, exchange, key, body, props).await;
         if result.is_err() {
             *self.cached.lock().await = None;
         }
