@@ -12,13 +12,20 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (`pid` may also be
+/// `self` or `self/task/<tid>`): field 0 is the state, 11 and 12 the user and system
+/// CPU ticks. `None` when the process is gone.
+pub fn proc_stat(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces or ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
 /// Whether process `pid` exists and has not exited (a zombie waiting to be reaped
 /// counts as exited).
 pub fn process_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    proc_stat(&pid.to_string()).is_some_and(|f| f.first().is_some_and(|state| state != "Z"))
 }
 
 fn port_open(port: u16) -> bool {
