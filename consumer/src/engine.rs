@@ -35,8 +35,8 @@ pub struct EngineFailure {
     pub message: String,
 }
 
-/// What the worker loop drives. Calls are blocking; the worker runs them on the
-/// blocking pool, one at a time.
+/// What the worker loop drives. Calls are blocking; the worker makes them one at a
+/// time, `generate` inline on its lane thread, warm-up and upkeep on the blocking pool.
 pub trait Engine: Send + 'static {
     /// Makes `model` resident. Returns the load time when a load happened (a cold start).
     fn prepare(&mut self, model: &str) -> Result<Option<Duration>, EngineFailure>;

@@ -47,13 +47,23 @@ pub struct Status {
 }
 
 /// Everything a handler needs, shared by the worker's tasks.
+///
+/// A worker has two runtimes: the background one (heartbeats, progress writes, the
+/// broker connections' own tasks) and the lane thread's, which consumes and runs the
+/// engine inline. Each has a `Ctx` with a Redis connection of its own; both share
+/// the engine and the status.
 pub struct Ctx {
     /// Settings in force.
     pub settings: Arc<Settings>,
-    /// Redis.
+    /// Redis, served by the runtime this `Ctx` is used on.
     pub store: Store,
-    /// Publisher for dead letters and lane forwarding.
-    pub publisher: Publisher,
+    /// The background runtime, which stays responsive while the engine runs.
+    pub background: tokio::runtime::Handle,
+    /// Redis, served by the background runtime.
+    pub background_store: Store,
+    /// Publisher for dead letters and lane forwarding (its connections live on the
+    /// background runtime).
+    pub publisher: Arc<Publisher>,
     /// Names.
     pub topology: Topology,
     /// `degraded` or a model.
@@ -62,13 +72,31 @@ pub struct Ctx {
     pub worker_id: String,
     /// Where videos go.
     pub results_dir: PathBuf,
-    /// The engine, used from the blocking pool.
+    /// The engine, called inline on the lane thread (warm-up and maintenance use the
+    /// blocking pool).
     pub engine: Arc<Mutex<Box<dyn Engine>>>,
     /// Heartbeat state.
     pub status: Arc<Mutex<Status>>,
 }
 
 impl Ctx {
+    /// The same worker, with `store` for Redis calls made on another runtime.
+    pub fn with_store(&self, store: Store) -> Ctx {
+        Ctx {
+            settings: self.settings.clone(),
+            store,
+            background: self.background.clone(),
+            background_store: self.background_store.clone(),
+            publisher: self.publisher.clone(),
+            topology: self.topology.clone(),
+            lane: self.lane.clone(),
+            worker_id: self.worker_id.clone(),
+            results_dir: self.results_dir.clone(),
+            engine: self.engine.clone(),
+            status: self.status.clone(),
+        }
+    }
+
     /// Updates the heartbeat state.
     pub fn set_state(&self, state: WorkerState) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -200,66 +228,93 @@ async fn forward(ctx: &Ctx, delivery: &Delivery, req: &ValidRequest) -> Result<(
     ack(delivery).await
 }
 
-/// Prepares the model (counting a load and a switch) and generates, in one trip to
-/// the blocking pool: a resident model costs no extra thread hop. A load is recorded
-/// as soon as it ends, while the generation runs.
+/// Prepares the model (counting a load and a switch) and generates, inline on the
+/// lane thread: no thread hop per task. What must go on while the engine runs goes
+/// to the background runtime: a load is recorded there as soon as it ends, and
+/// progress is written there (a writer is started at the first step reported).
 async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
     let previous = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).model.clone();
-    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<Duration>();
-    let (tx, mut rx) = tokio::sync::watch::channel((0u32, req.steps));
-    let store = ctx.store.clone();
-    let task_id = req.task_id.clone();
-    let progress_writer = tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let (step, steps) = *rx.borrow_and_update();
-            if let Err(e) = store.progress(&task_id, step, steps).await {
-                tracing::debug!(error = %e, "progress update failed");
+    let mut load_record = None;
+    let mut progress_writer: Option<(tokio::sync::watch::Sender<(u32, u32)>, tokio::task::JoinHandle<()>)> = None;
+    let result = {
+        let mut engine = lock(&ctx.engine);
+        let mut run = || {
+            if let Some(load) = engine.prepare(&req.model)? {
+                let record = LoadRecord { status: ctx.status.clone(), store: ctx.background_store.clone(), lane: ctx.lane.clone(), model: req.model.clone(), previous: previous.clone(), load };
+                load_record = Some(ctx.background.spawn(record.write()));
             }
-        }
-    });
-    let engine = ctx.engine.clone();
-    let (req2, lane, out_dir) = (req.clone(), ctx.lane.clone(), ctx.results_dir.clone());
-    let work = tokio::task::spawn_blocking(move || {
-        let mut engine = lock(&engine);
-        if let Some(load) = engine.prepare(&req2.model)? {
-            let _ = loaded_tx.send(load);
-        }
-        // The last step is not written: the terminal reply follows at once.
-        let mut progress = |step: u32, steps: u32| {
-            if step < steps {
-                let _ = tx.send((step, steps));
-            }
+            // The last step is not written: the terminal reply follows at once.
+            let mut progress = |step: u32, steps: u32| {
+                if step >= steps {
+                    return;
+                }
+                match &progress_writer {
+                    Some((tx, _)) => {
+                        let _ = tx.send((step, steps));
+                    }
+                    None => {
+                        let (tx, rx) = tokio::sync::watch::channel((step, steps));
+                        let writer = ctx.background.spawn(write_progress(ctx.background_store.clone(), req.task_id.clone(), rx));
+                        progress_writer = Some((tx, writer));
+                    }
+                }
+            };
+            engine.generate(req, &ctx.lane, &ctx.results_dir, &mut progress)
         };
-        engine.generate(&req2, &lane, &out_dir, &mut progress)
-    });
-    let record = async {
-        if let Ok(load) = loaded_rx.await {
-            record_load(ctx, &req.model, previous.as_deref(), load).await;
-        }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut run)).unwrap_or_else(|panic| Err(panicked(panic)))
     };
-    let (result, ()) = tokio::join!(work, record);
     // A progress write still in flight is moot once the reply is written (the script
     // only touches a processing task), so it is not waited for.
-    progress_writer.abort();
-    result.map_err(panicked)?
+    if let Some((_, writer)) = progress_writer {
+        writer.abort();
+    }
+    if let Some(record) = load_record {
+        let _ = record.await;
+    }
+    result
 }
 
-async fn record_load(ctx: &Ctx, model: &str, previous: Option<&str>, load: Duration) {
-    let ms = load.as_millis() as u64;
-    {
-        let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.loads += 1;
-        s.model = Some(model.to_string());
+async fn write_progress(store: Store, task_id: String, mut rx: tokio::sync::watch::Receiver<(u32, u32)>) {
+    loop {
+        let (step, steps) = *rx.borrow_and_update();
+        if let Err(e) = store.progress(&task_id, step, steps).await {
+            tracing::debug!(error = %e, "progress update failed");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
-    metrics::counter!(m::COLD_STARTS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => model.to_string()).increment(1);
-    metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => model.to_string()).record(ms as f64);
-    if previous.is_some_and(|p| p != model) {
-        metrics::histogram!(m::MODEL_SWITCH_MS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => model.to_string()).record(ms as f64);
+}
+
+/// A model load, recorded on the background runtime while the generation runs.
+struct LoadRecord {
+    status: Arc<Mutex<Status>>,
+    store: Store,
+    lane: String,
+    model: String,
+    previous: Option<String>,
+    load: Duration,
+}
+
+impl LoadRecord {
+    async fn write(self) {
+        let LoadRecord { status, store, lane, model, previous, load } = self;
+        let ms = load.as_millis() as u64;
+        {
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            s.loads += 1;
+            s.model = Some(model.clone());
+        }
+        metrics::counter!(m::COLD_STARTS, m::TAG_LANE => lane.clone(), m::TAG_MODEL => model.clone()).increment(1);
+        metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => lane.clone(), m::TAG_MODEL => model.clone()).record(ms as f64);
+        if previous.as_deref().is_some_and(|p| p != model) {
+            metrics::histogram!(m::MODEL_SWITCH_MS, m::TAG_LANE => lane.clone(), m::TAG_MODEL => model.clone()).record(ms as f64);
+        }
+        if let Err(e) = store.count_load(&lane).await {
+            tracing::warn!(error = %e, "could not count the load");
+        }
+        tracing::info!(lane = %lane, model, from = previous.as_deref().unwrap_or("-"), load_ms = ms, "model loaded (cold start)");
     }
-    if let Err(e) = ctx.store.count_load(&ctx.lane).await {
-        tracing::warn!(error = %e, "could not count the load");
-    }
-    tracing::info!(lane = %ctx.lane, model, from = previous.unwrap_or("-"), load_ms = ms, "model loaded (cold start)");
 }
 
 /// Locks the engine; a panic in an earlier call does not make it unusable.
@@ -267,6 +322,7 @@ pub fn lock(engine: &Mutex<Box<dyn Engine>>) -> std::sync::MutexGuard<'_, Box<dy
     engine.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn panicked(e: tokio::task::JoinError) -> EngineFailure {
-    EngineFailure { code: ErrorCode::InferenceFailed, message: format!("the engine panicked: {e}") }
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> EngineFailure {
+    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "no message".into());
+    EngineFailure { code: ErrorCode::InferenceFailed, message: format!("the engine panicked: {what}") }
 }

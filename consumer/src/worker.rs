@@ -7,6 +7,12 @@
 //! topology re-declared; a delivery whose outcome could not be recorded is
 //! requeued. On shutdown the in-flight task finishes, the consumer is cancelled,
 //! and the worker leaves the lane's ready set at once.
+//!
+//! The consume loop runs on a lane thread of its own (a one-thread runtime) and
+//! calls the engine inline, without a hop to another thread per task. The runtime
+//! that called [`run`] keeps everything that must go on while a generation runs:
+//! the broker connection's own tasks (AMQP heartbeats, so a long generation does not
+//! cost the delivery), the worker's heartbeat, progress writes and load records.
 
 use crate::engine::Engine;
 use crate::handle::{self, Ctx, Status};
@@ -71,6 +77,9 @@ pub enum WorkerError {
     /// Redis or the broker failed at start.
     #[error(transparent)]
     Infra(#[from] ProducerError),
+    /// The lane thread could not start or ended abnormally.
+    #[error("lane thread: {0}")]
+    Lane(String),
 }
 
 /// Runs a worker until `shutdown` resolves.
@@ -83,8 +92,10 @@ pub async fn run(cfg: WorkerConfig, engine: Box<dyn Engine>, shutdown: impl Futu
     let store = connect_store(&cfg).await?;
     let ctx = Arc::new(Ctx {
         settings: cfg.settings.clone(),
-        store,
-        publisher: Publisher::new(&cfg.amqp_url)?,
+        store: store.clone(),
+        background: tokio::runtime::Handle::current(),
+        background_store: store,
+        publisher: Arc::new(Publisher::new(&cfg.amqp_url)?),
         topology: Topology::new(&cfg.prefix),
         lane: cfg.lane.clone(),
         worker_id: cfg.worker_id.clone(),
@@ -105,7 +116,7 @@ pub async fn run(cfg: WorkerConfig, engine: Box<dyn Engine>, shutdown: impl Futu
     if is_lane {
         warm_up(&ctx).await?;
     }
-    let result = consume_loop(&ctx, &cfg, shutdown).await;
+    let result = run_lane_thread(&ctx, &cfg, shutdown).await;
     heartbeat.abort();
     ctx.set_state(WorkerState::Draining);
     if let Err(e) = ctx.store.remove_worker(&ctx.worker_id, &ctx.lane).await {
@@ -198,7 +209,44 @@ async fn write_heartbeat(ctx: &Ctx) {
     }
 }
 
-async fn consume_loop(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+/// Runs the consume loop on a thread of its own with a one-thread runtime, which
+/// calls the engine inline. The calling runtime keeps the broker connection's own
+/// tasks (AMQP heartbeats among them), the worker's heartbeat and progress writes, so
+/// a generation of any length blocks none of them. Resolves when the lane thread
+/// ends: on `shutdown` after the in-flight task, or on an error. If this future is
+/// dropped, the lane thread stops after its in-flight task as well.
+async fn run_lane_thread(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let (ctx, cfg) = (ctx.clone(), cfg.clone());
+    let lane = cfg.lane.clone();
+    std::thread::Builder::new()
+        .name(format!("lane-{lane}"))
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(consume_loop(&ctx, &cfg, stop_rx)),
+                Err(e) => Err(WorkerError::Lane(format!("cannot build the lane runtime: {e}"))),
+            };
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| WorkerError::Lane(format!("cannot start the lane thread: {e}")))?;
+    tokio::pin!(shutdown);
+    let ended = tokio::select! {
+        _ = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            done_rx.await
+        }
+        r = &mut done_rx => r,
+    };
+    ended.unwrap_or_else(|_| Err(WorkerError::Lane(format!("the lane thread of `{lane}` ended without a result (it panicked)"))))
+}
+
+async fn consume_loop(outer: &Arc<Ctx>, cfg: &WorkerConfig, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), WorkerError> {
+    // Redis for this thread's own calls (start, finish): served by this runtime.
+    let ctx = &Arc::new(outer.with_store(connect_store(cfg).await?));
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
     tokio::pin!(shutdown);
     let mut backoff = Backoff::reconnect();
     let queue = ctx.topology.queue_of_lane(&ctx.lane);
@@ -254,7 +302,13 @@ async fn consume_loop(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Future<
 type Session = (lapin::Connection, lapin::Channel, lapin::Consumer);
 
 async fn open_consumer(ctx: &Ctx, url: &str, queue: &str) -> Result<Session, ProducerError> {
-    let conn = amqp::connect(url, Duration::from_secs(5)).await?;
+    // Opened on the background runtime, which then runs the connection's heartbeats.
+    let url = url.to_string();
+    let conn = ctx
+        .background
+        .spawn(async move { amqp::connect(&url, Duration::from_secs(5)).await })
+        .await
+        .map_err(|e| ProducerError::Broker(format!("connecting: {e}")))??;
     let channel = conn.create_channel().await?;
     amqp::declare(&channel, &ctx.topology.declarations(&ctx.settings)).await?;
     channel.basic_qos(1, BasicQosOptions::default()).await?;

@@ -168,8 +168,14 @@ pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
 /// channel serves every caller (their frames written one publish at a time, see
 /// [`publish`]); a channel error drops it and the next publish opens a new one on a
 /// (possibly new) pooled connection.
+///
+/// Connections are opened on the runtime the publisher was created on, whichever
+/// runtime publishes later: lapin runs a connection's heartbeats on the runtime that
+/// opened it, and a worker publishes from a lane thread that is busy while its
+/// engine runs.
 pub struct Publisher {
     pool: Pool,
+    home: Option<tokio::runtime::Handle>,
     cached: Mutex<Option<(deadpool_lapin::Object, Channel)>>,
     order: Mutex<()>,
     url: String,
@@ -181,7 +187,8 @@ impl Publisher {
         let pool = Config { url: Some(url.to_string()), pool: None }
             .create_pool(ConnectionProperties::default, Runtime::Tokio1)
             .map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: redact_url(url), detail: e.to_string() })?;
-        Ok(Publisher { pool, cached: Mutex::new(None), order: Mutex::new(()), url: redact_url(url) })
+        let home = tokio::runtime::Handle::try_current().ok();
+        Ok(Publisher { pool, home, cached: Mutex::new(None), order: Mutex::new(()), url: redact_url(url) })
     }
 
     /// The confirm channel, opening one when there is none or it closed.
@@ -193,11 +200,7 @@ impl Publisher {
             }
         }
         *cached = None;
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: self.url.clone(), detail: e.to_string() })?;
+        let conn = self.pooled().await?;
         let channel = conn.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         *cached = Some((conn, channel.clone()));
@@ -224,13 +227,18 @@ impl Publisher {
         result
     }
 
+    async fn pooled(&self) -> Result<deadpool_lapin::Object, ProducerError> {
+        let pool = self.pool.clone();
+        let got = match &self.home {
+            Some(home) => home.spawn(async move { pool.get().await }).await.map_err(|e| ProducerError::Broker(format!("connecting: {e}")))?,
+            None => pool.get().await,
+        };
+        got.map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: self.url.clone(), detail: e.to_string() })
+    }
+
     /// A fresh channel without confirms on the pooled connection, for passive checks.
     pub async fn channel_plain(&self) -> Result<Channel, ProducerError> {
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: self.url.clone(), detail: e.to_string() })?;
+        let conn = self.pooled().await?;
         Ok(conn.create_channel().await?)
     }
 
