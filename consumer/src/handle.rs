@@ -9,6 +9,7 @@
 //! The ack comes only after the reply is written, so a crash before it means a
 //! redelivery, never a lost request.
 
+use crate::claim::{self, Claims};
 use crate::engine::{Engine, EngineFailure, Output};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warmlane_producer::amqp::{header_int, message_properties, Published, Publisher};
-use warmlane_producer::store::{FinishWhen, Started, WorkerState};
+use warmlane_producer::store::{FinishWhen, Started, StartedBy, WorkerState};
 use warmlane_producer::{ProducerError, Store};
 use warmlane_shared::error::reason;
 use warmlane_shared::metrics as m;
@@ -77,6 +78,8 @@ pub struct Ctx {
     pub engine: Arc<Mutex<Box<dyn Engine>>>,
     /// Heartbeat state.
     pub status: Arc<Mutex<Status>>,
+    /// The run going unclaimed, for the late claim on the background runtime.
+    pub claims: Arc<Claims>,
 }
 
 impl Ctx {
@@ -94,6 +97,7 @@ impl Ctx {
             results_dir: self.results_dir.clone(),
             engine: self.engine.clone(),
             status: self.status.clone(),
+            claims: self.claims.clone(),
         }
     }
 
@@ -139,7 +143,17 @@ pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError>
             return ack(delivery).await;
         }
     }
-    match ctx.store.start(&req, &ctx.lane, &ctx.worker_id).await? {
+    let started_at_ms = now_ms();
+    // A first delivery on a warm lane starts at once and is claimed only if it runs
+    // long (crate::claim); every other delivery is claimed before the engine runs.
+    let unclaimed = !ctx.is_degraded() && claim::may_start_unclaimed(&ctx.settings, &req, delivery.redelivered, started_at_ms);
+    let started = if unclaimed {
+        Started::Attempt(1)
+    } else {
+        let by = StartedBy { redelivered: delivery.redelivered && !ctx.is_degraded(), started_at_ms };
+        ctx.store.start_as(&req, &ctx.lane, &ctx.worker_id, by).await?
+    };
+    match started {
         Started::AlreadyFinished => {
             tracing::info!(task_id = %req.task_id, "redelivered task already has its reply; acking");
             return ack(delivery).await;
@@ -159,7 +173,13 @@ pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError>
     metrics::histogram!(m::QUEUE_WAIT_MS, m::TAG_LANE => ctx.lane.clone()).record(queued as f64);
     tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, queued_ms = queued, "processing");
     ctx.set_state(WorkerState::Busy);
+    if unclaimed {
+        ctx.claims.arm(&req, started_at_ms);
+    }
     let result = infer(ctx, &req).await;
+    if unclaimed {
+        ctx.claims.disarm();
+    }
     ctx.set_state(WorkerState::Warm);
     let reply = match &result {
         Ok(out) => Reply::done(
@@ -176,7 +196,11 @@ pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError>
             Timings { queued_ms: Some(queued), inference_ms: None },
         ),
     };
-    ctx.store.finish(&reply, FinishWhen::NotTerminal).await?;
+    if unclaimed {
+        ctx.store.finish_first_delivery(&reply, &ctx.worker_id, started_at_ms).await?;
+    } else {
+        ctx.store.finish(&reply, FinishWhen::NotTerminal).await?;
+    }
     let (outcome, code) = match &result {
         Ok(out) => {
             metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone()).record(out.inference_ms as f64);
@@ -235,7 +259,7 @@ async fn forward(ctx: &Ctx, delivery: &Delivery, req: &ValidRequest) -> Result<(
 async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
     let previous = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).model.clone();
     let mut load_record = None;
-    let mut progress_writer: Option<(tokio::sync::watch::Sender<(u32, u32)>, tokio::task::JoinHandle<()>)> = None;
+    let mut progress_writer: Option<ProgressWriter> = None;
     let result = {
         let mut engine = lock(&ctx.engine);
         let mut run = || {
@@ -273,6 +297,9 @@ async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
     }
     result
 }
+
+/// The latest `(step, steps)` and the task on the background runtime writing it.
+type ProgressWriter = (tokio::sync::watch::Sender<(u32, u32)>, tokio::task::JoinHandle<()>);
 
 async fn write_progress(store: Store, task_id: String, mut rx: tokio::sync::watch::Receiver<(u32, u32)>) {
     loop {

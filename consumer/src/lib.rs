@@ -16,6 +16,7 @@
 #![warn(unreachable_pub, clippy::unwrap_in_result)]
 
 pub mod args;
+pub mod claim;
 pub mod engine;
 pub mod handle;
 pub mod managed;

@@ -14,6 +14,7 @@
 //! the broker connection's own tasks (AMQP heartbeats, so a long generation does not
 //! cost the delivery), the worker's heartbeat, progress writes and load records.
 
+use crate::claim;
 use crate::engine::Engine;
 use crate::handle::{self, Ctx, Status};
 use futures_util::StreamExt;
@@ -111,13 +112,27 @@ pub async fn run(cfg: WorkerConfig, engine: Box<dyn Engine>, shutdown: impl Futu
             evicted_at_ms: None,
             started_at_ms: now_ms(),
         })),
+        claims: Arc::default(),
     });
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone()));
+    // Only a lane worker starts first deliveries unclaimed (crate::claim).
+    let claimer = claim::claim_after(&cfg.settings)
+        .filter(|_| is_lane)
+        .map(|after| tokio::spawn(claim::claim_late_runs(ctx.claims.clone(), after, ctx.store.clone(), ctx.lane.clone(), ctx.worker_id.clone())));
+    let stop_background = || {
+        heartbeat.abort();
+        if let Some(claimer) = &claimer {
+            claimer.abort();
+        }
+    };
     if is_lane {
-        warm_up(&ctx).await?;
+        if let Err(e) = warm_up(&ctx).await {
+            stop_background();
+            return Err(e);
+        }
     }
     let result = run_lane_thread(&ctx, &cfg, shutdown).await;
-    heartbeat.abort();
+    stop_background();
     ctx.set_state(WorkerState::Draining);
     if let Err(e) = ctx.store.remove_worker(&ctx.worker_id, &ctx.lane).await {
         tracing::warn!(error = %e, "could not remove the worker's heartbeat");

@@ -129,9 +129,8 @@ impl Producer {
         let now = now_ms();
         let req = req.admitted_at(now);
         let lanes = &self.settings.lanes;
-        let degraded = &self.settings.degraded;
-        let lane_deadline = now + lanes.lane_wait_ms + degraded.max_wait_ms + degraded.expiry_grace_ms;
-        let degraded_deadline = now + degraded.max_wait_ms + degraded.expiry_grace_ms;
+        let lane_deadline = self.settings.lane_deadline_ms(now);
+        let degraded_deadline = self.settings.degraded_deadline_ms(now);
         let dedicated = self.settings.model(&req.model).is_some_and(|m| m.dedicated_lane);
         let Some((health, fallback_active)) = self.store.admit_and_read_lane(&req, lane_deadline, dedicated, lanes.heartbeat_ttl_ms).await? else {
             return Err(Rejection::invalid("task_id", format!("task_id `{}` is already in use", req.task_id)).into());
@@ -193,8 +192,7 @@ impl Producer {
 
     /// Republishes a request whose lane wait ran out to the degraded queue (FR-021c).
     pub async fn move_to_degraded(&self, req: &ValidRequest) -> SubmitOutcome {
-        let degraded = &self.settings.degraded;
-        let deadline = now_ms() + degraded.max_wait_ms + degraded.expiry_grace_ms;
+        let deadline = self.settings.degraded_deadline_ms(now_ms());
         self.publish_degraded(req, &req.to_msgpack(), FallbackCause::Capacity, deadline).await
     }
 

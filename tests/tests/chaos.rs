@@ -50,6 +50,8 @@ fn write_settings(dir: &std::path::Path) -> std::path::PathBuf {
     json["lanes"]["heartbeat_interval_ms"] = 250.into();
     json["lanes"]["heartbeat_ttl_ms"] = 2_000.into();
     json["degraded"]["max_wait_ms"] = 10_000.into();
+    // The kill is timed by a task reading `processing`: claim every run before it starts.
+    json["lanes"]["late_claim_ms"] = 0.into();
     for model in ["anisora", "phr00t"] {
         let abs = repo_root().join("models").join(model).canonicalize().unwrap();
         json["models"][model]["pipeline"]["dir"] = abs.display().to_string().into();

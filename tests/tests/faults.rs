@@ -1,29 +1,61 @@
 //! Faults a worker must survive: poison messages, shutdown mid-task, a redelivery
-//! after the reply was written, a generation longer than the AMQP heartbeat timeout.
+//! after the reply was written, a generation longer than the AMQP heartbeat timeout;
+//! and how a first delivery is claimed late (attempts still counted when a worker
+//! crashes mid-run).
 
+use futures_util::StreamExt;
+use lapin::options::BasicConsumeOptions;
+use lapin::types::FieldTable;
 use redis::AsyncCommands;
-use std::time::Duration;
-use warmlane_producer::amqp::message_properties;
-use warmlane_shared::{ErrorCode, ReplyStatus};
+use std::time::{Duration, Instant};
+use warmlane_producer::amqp::{message_properties, Published};
+use warmlane_shared::{now_ms, ErrorCode, ReplyStatus, ValidRequest};
 use warmlane_tests::engines::{Gate, GateEngine};
 use warmlane_tests::fleet::Fleet;
 use warmlane_tests::{prefix, request, settings_with};
+
+/// Publishes `req` to its lane; a bare consumer takes it and closes its connection
+/// without an ack, as a worker that crashed mid-run would: the broker requeues the
+/// message marked redelivered.
+async fn publish_and_crash_once(fleet: &Fleet, req: &ValidRequest) {
+    let props = message_properties(&req.task_id, Default::default());
+    let answer = fleet.producer.publisher().publish(&fleet.topology().lanes_exchange(), &req.model, &req.to_msgpack(), props).await.unwrap();
+    assert_eq!(answer, Published::Acked);
+    let conn = lapin::Connection::connect(&warmlane_tests::amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let queue = fleet.topology().lane_queue(&req.model);
+    let mut deliveries = channel.basic_consume(queue.as_str().into(), "crashed".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), deliveries.next()).await.expect("the message was delivered").unwrap().unwrap();
+    assert!(!first.redelivered);
+    conn.close(200, "crashed".into()).await.unwrap();
+}
+
+/// Waits until the task's hash has `field` = `value`; panics after `secs`.
+async fn wait_task_field(fleet: &Fleet, task_id: &str, field: &str, value: &str, secs: u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let task = fleet.producer.store().task(task_id).await.unwrap();
+        if task.get(field).map(String::as_str) == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < until, "task {task_id} never had {field} = {value}: {task:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_redelivered_past_the_limit_is_poison_and_goes_dead() {
     let p = prefix("poison");
     let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
     let id = format!("{p}-poison");
-    let req = warmlane_shared::validate_json(&request(&id, "anisora"), &fleet.settings).unwrap();
-    // Three earlier deliveries crashed their workers before finishing.
+    let req = warmlane_shared::validate_json(&request(&id, "anisora"), &fleet.settings).unwrap().admitted_at(now_ms());
+    // Three deliveries crashed their workers before finishing; the last one here.
     let mut c = fleet.producer.store().connection();
     let _: () = c.hset(fleet.producer.store().keys().task(&id), "attempts", 3).await.unwrap();
+    publish_and_crash_once(&fleet, &req).await;
     let gate = Gate::default();
     gate.open();
     fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
-    fleet.wait_ready("anisora", 1).await;
-    let props = message_properties(&id, Default::default());
-    fleet.producer.publisher().publish(&fleet.topology().lanes_exchange(), "anisora", &req.to_msgpack(), props).await.unwrap();
     let reply = fleet.reply(&id, 10).await;
     assert_eq!((reply.status, reply.code, reply.reason.as_deref()), (ReplyStatus::Failed, Some(ErrorCode::InferenceFailed), Some("poison")));
     assert_eq!(gate.entered(), 0, "poison never reaches the engine again");
@@ -157,4 +189,69 @@ async fn a_generation_longer_than_the_amqp_heartbeat_timeout_keeps_its_delivery(
     for rt in runtimes {
         rt.shutdown_background();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_first_delivery_records_its_attempt_with_the_reply() {
+    let p = prefix("shortrun");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    fleet.spawn_worker("anisora", Box::new(GateEngine::open()));
+    fleet.wait_ready("anisora", 1).await;
+    let id = format!("{p}-short");
+    let before = now_ms();
+    fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();
+    assert_eq!(fleet.reply(&id, 10).await.status, ReplyStatus::Done);
+    let task = fleet.producer.store().task(&id).await.unwrap();
+    assert_eq!(task.get("status").map(String::as_str), Some("done"), "{task:?}");
+    assert_eq!(task.get("attempts").map(String::as_str), Some("1"), "{task:?}");
+    assert_eq!(task.get("worker").map(String::as_str), Some(format!("{p}-anisora-0").as_str()), "{task:?}");
+    let started: u64 = task.get("started_at_ms").and_then(|v| v.parse().ok()).expect("started_at_ms");
+    assert!(started >= before && started <= now_ms(), "{task:?}");
+    let mut c = fleet.producer.store().connection();
+    let score: Option<f64> = c.zscore(fleet.producer.store().keys().deadlines(), &id).await.unwrap();
+    assert_eq!(score, None, "the reply takes the task out of the deadline index");
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_first_delivery_is_claimed_processing_while_it_runs() {
+    let p = prefix("longrun");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    let gate = Gate::default();
+    fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
+    fleet.wait_ready("anisora", 1).await;
+    let id = format!("{p}-long");
+    fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();
+    gate.wait_entered(1).await;
+    // The late claim comes a quarter second into the run.
+    wait_task_field(&fleet, &id, "status", "processing", 5).await;
+    let task = fleet.producer.store().task(&id).await.unwrap();
+    assert_eq!(task.get("attempts").map(String::as_str), Some("1"), "{task:?}");
+    assert_eq!(task.get("worker").map(String::as_str), Some(format!("{p}-anisora-0").as_str()), "{task:?}");
+    let mut c = fleet.producer.store().connection();
+    let score: Option<f64> = c.zscore(fleet.producer.store().keys().deadlines(), &id).await.unwrap();
+    assert_eq!(score, None, "a claimed task is out of the backstop's reach");
+    gate.open();
+    assert_eq!(fleet.reply(&id, 10).await.status, ReplyStatus::Done);
+    let task = fleet.producer.store().task(&id).await.unwrap();
+    assert_eq!(task.get("attempts").map(String::as_str), Some("1"), "{task:?}");
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_delivery_that_crashed_unclaimed_counts_as_an_attempt() {
+    let p = prefix("crashrun");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    let id = format!("{p}-crashed");
+    let req = warmlane_shared::validate_json(&request(&id, "anisora"), &fleet.settings).unwrap().admitted_at(now_ms());
+    // Its first worker crashed within the run, before any claim or reply.
+    publish_and_crash_once(&fleet, &req).await;
+    let gate = Gate::default();
+    gate.open();
+    fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
+    assert_eq!(fleet.reply(&id, 10).await.status, ReplyStatus::Done);
+    let task = fleet.producer.store().task(&id).await.unwrap();
+    assert_eq!(task.get("attempts").map(String::as_str), Some("2"), "the crashed delivery counts: {task:?}");
+    assert_eq!(gate.entered(), 1);
+    fleet.cleanup().await;
 }

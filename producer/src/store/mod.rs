@@ -61,6 +61,15 @@ pub enum Started {
     Attempt(u32),
 }
 
+/// How a worker came to start a task, for [`Store::start_as`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartedBy {
+    /// The broker marked the delivery redelivered.
+    pub redelivered: bool,
+    /// When the run began, unix ms.
+    pub started_at_ms: u64,
+}
+
 /// A worker's state as its heartbeat reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,6 +242,15 @@ impl Store {
 
     /// Marks a delivered task `processing` and counts the attempt.
     pub async fn start(&self, req: &ValidRequest, lane: &str, worker_id: &str) -> Result<Started, ProducerError> {
+        let now = now_ms();
+        self.start_as(req, lane, worker_id, StartedBy { redelivered: false, started_at_ms: now }).await
+    }
+
+    /// [`Store::start`] with how the delivery came: a redelivery of a task with no
+    /// attempt count yet counts its earlier delivery too (a lane worker runs a first
+    /// delivery without this call and records the attempt with the reply, see
+    /// [`Store::finish_first_delivery`]); a late claim gives the time its run began.
+    pub async fn start_as(&self, req: &ValidRequest, lane: &str, worker_id: &str, by: StartedBy) -> Result<Started, ProducerError> {
         let mut c = self.conn.clone();
         let n: i64 = START_SCRIPT
             .key(self.keys.task(&req.task_id))
@@ -244,6 +262,8 @@ impl Store {
             .arg(&req.model)
             .arg(self.task_ttl_s)
             .arg(req.steps)
+            .arg(if by.redelivered { "1" } else { "0" })
+            .arg(by.started_at_ms)
             .invoke_async(&mut c)
             .await?;
         Ok(if n < 0 { Started::AlreadyFinished } else { Started::Attempt(n as u32) })
@@ -265,6 +285,17 @@ impl Store {
     /// `when` narrows it further: the backstop leaves started tasks alone, and a
     /// refusal of a new request never touches a task that already exists.
     pub async fn finish(&self, reply: &Reply, when: FinishWhen) -> Result<bool, ProducerError> {
+        self.finish_with(reply, when, None).await
+    }
+
+    /// [`Store::finish`] for a first delivery a lane worker ran without
+    /// [`Store::start`]: the task also records attempt 1, `worker_id` and when the
+    /// run began, unless a late start already recorded them.
+    pub async fn finish_first_delivery(&self, reply: &Reply, worker_id: &str, started_at_ms: u64) -> Result<bool, ProducerError> {
+        self.finish_with(reply, FinishWhen::NotTerminal, Some((worker_id, started_at_ms))).await
+    }
+
+    async fn finish_with(&self, reply: &Reply, when: FinishWhen, first: Option<(&str, u64)>) -> Result<bool, ProducerError> {
         let mut c = self.conn.clone();
         let mut script = FINISH_SCRIPT.prepare_invoke();
         script
@@ -277,7 +308,9 @@ impl Store {
             .arg(now_ms())
             .arg(self.reply_ttl_s)
             .arg(self.task_ttl_s)
-            .arg(when.as_arg());
+            .arg(when.as_arg())
+            .arg(first.map(|(worker, _)| worker).unwrap_or(""))
+            .arg(first.map(|(_, at)| at).unwrap_or(0));
         let mut pairs: Vec<(&str, String)> = vec![(field::MESSAGE, reply.message.clone())];
         if let Some(code) = reply.code {
             pairs.push((field::CODE, code.as_str().to_string()));

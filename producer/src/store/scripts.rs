@@ -34,23 +34,36 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 "#;
 
+/// ARGV[8] `1`: a redelivery whose task has no count yet was first delivered to a
+/// lane worker that started it without this script (see `FINISH`), so that
+/// delivery counts. ARGV[9]: when the engine started (a late claim gives the time
+/// the run began, not its own).
 const START: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'status')
 if s == 'done' or s == 'failed' then return -1 end
+if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'attempts') == 0 then redis.call('HSET', KEYS[1], 'attempts', 1) end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'processing', 'lane', ARGV[2], 'worker', ARGV[3], 'started_at_ms', ARGV[4], 'updated_at_ms', ARGV[4], 'model', ARGV[5], 'progress', '0/' .. ARGV[7])
+redis.call('HSET', KEYS[1], 'status', 'processing', 'lane', ARGV[2], 'worker', ARGV[3], 'started_at_ms', ARGV[9], 'updated_at_ms', ARGV[4], 'model', ARGV[5], 'progress', '0/' .. ARGV[7])
 if redis.call('HEXISTS', KEYS[1], 'submitted_at_ms') == 0 then redis.call('HSET', KEYS[1], 'submitted_at_ms', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return attempts
 "#;
 
+/// ARGV[8], when not empty: the worker that ran a first delivery without `START`;
+/// the task then records attempt 1, that worker and ARGV[9] as its start, unless a
+/// late `START` already did.
 const FINISH: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'status')
 if s == 'done' or s == 'failed' then return 0 end
 if ARGV[7] == 'pending' and s ~= 'pending' then return 0 end
 if ARGV[7] == 'absent' and s then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 10))
+if ARGV[8] ~= '' then
+  redis.call('HSETNX', KEYS[1], 'attempts', 1)
+  redis.call('HSETNX', KEYS[1], 'worker', ARGV[8])
+  redis.call('HSETNX', KEYS[1], 'started_at_ms', ARGV[9])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[5])

@@ -58,6 +58,11 @@ pub struct LaneSettings {
     pub heartbeat_ttl_ms: u64,
     /// Deliveries of one message before it is treated as poison.
     pub max_attempts: u32,
+    /// A lane worker starts a first delivery without claiming it in Redis and
+    /// claims it (`processing`) once it has run this long; shorter runs go from
+    /// `pending` to `done` directly. 0 claims every delivery before its run.
+    #[serde(default = "default_late_claim_ms")]
+    pub late_claim_ms: u64,
     /// Reply lists expire this long after the push (contract: 1 hour).
     pub reply_ttl_s: u64,
     /// Task hashes expire this long after the last update (contract: 24 hours).
@@ -154,7 +159,22 @@ impl fmt::Display for SettingsError {
     }
 }
 
+fn default_late_claim_ms() -> u64 {
+    250
+}
+
 impl Settings {
+    /// When the backstop may answer a task admitted to a warm lane at `admitted_at_ms`
+    /// and not yet started: the lane's wait, then the degraded wait, plus the grace.
+    pub fn lane_deadline_ms(&self, admitted_at_ms: u64) -> u64 {
+        admitted_at_ms + self.lanes.lane_wait_ms + self.degraded.max_wait_ms + self.degraded.expiry_grace_ms
+    }
+
+    /// The same for a task published to the degraded queue at `routed_at_ms`.
+    pub fn degraded_deadline_ms(&self, routed_at_ms: u64) -> u64 {
+        routed_at_ms + self.degraded.max_wait_ms + self.degraded.expiry_grace_ms
+    }
+
     /// Reads and checks the settings file.
     pub fn load(path: &Path) -> Result<Settings, SettingsError> {
         let err = |field: &str, message: String| SettingsError {

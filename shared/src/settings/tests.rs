@@ -38,6 +38,18 @@ fn repository_settings_hold_the_contract_defaults() {
 }
 
 #[test]
+fn late_claims_default_to_a_quarter_second_when_the_file_predates_them() {
+    assert_eq!(fixture().lanes.late_claim_ms, 250);
+    let older = edited(|j| {
+        j["lanes"].as_object_mut().unwrap().remove("late_claim_ms");
+    })
+    .unwrap();
+    assert_eq!(older.lanes.late_claim_ms, 250);
+    assert_eq!(edited(|j| j["lanes"]["late_claim_ms"] = 0.into()).unwrap().lanes.late_claim_ms, 0);
+    assert!(edited(|j| j["lanes"]["late_claim_ms"] = (-1).into()).is_err());
+}
+
+#[test]
 fn errors_name_file_model_and_field() {
     let err = edited(|j| j["models"]["phr00t"]["prompt_max_chars"] = 5000.into()).unwrap_err();
     assert_eq!(err.model.as_deref(), Some("phr00t"));
