@@ -12,6 +12,7 @@
 use crate::claim::{self, Claims};
 use crate::engine::{Engine, EngineFailure, Output};
 use lapin::message::Delivery;
+use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -117,17 +118,17 @@ impl Ctx {
 
 /// Handles one delivery and acks it. An error means Redis or the broker failed
 /// before the outcome was recorded; the caller nacks with requeue.
-pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError> {
+pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result<(), ProducerError> {
     let req = match warmlane_shared::decode_msgpack(&delivery.data, &ctx.settings) {
         Ok(req) => req,
         Err(failure) => {
             metrics::counter!(m::VALIDATION_REJECTIONS, m::TAG_CODE => failure.rejection.code.as_str(), m::TAG_REASON => failure.rejection.reason.clone()).increment(1);
             warmlane_producer::dead::dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &failure.rejection, failure.task_id.as_deref(), Some(&ctx.lane)).await?;
-            return ack(delivery).await;
+            return ack(channel, delivery).await;
         }
     };
     if !ctx.is_degraded() && req.model != ctx.lane {
-        return forward(ctx, delivery, &req).await;
+        return forward(ctx, channel, delivery, &req).await;
     }
     if ctx.is_degraded() {
         let enqueued = header_int(&delivery.properties, HEADER_ENQUEUED_MS).map(|v| v as u64).or(req.submitted_at_ms).unwrap_or_else(now_ms);
@@ -140,7 +141,7 @@ pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError>
                 metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => reason::WAIT_TIMEOUT).increment(1);
                 tracing::warn!(task_id = %req.task_id, waited_ms = waited, "delivered past the degraded wait: queue_overloaded/wait_timeout");
             }
-            return ack(delivery).await;
+            return ack(channel, delivery).await;
         }
     }
     let started_at_ms = now_ms();
@@ -156,7 +157,7 @@ pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError>
     match started {
         Started::AlreadyFinished => {
             tracing::info!(task_id = %req.task_id, "redelivered task already has its reply; acking");
-            return ack(delivery).await;
+            return ack(channel, delivery).await;
         }
         Started::Attempt(n) if n > ctx.settings.lanes.max_attempts => {
             let rejection = Rejection::new(
@@ -165,7 +166,7 @@ pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError>
                 format!("delivered {n} times without finishing (limit {}); moved to the dead queue", ctx.settings.lanes.max_attempts),
             );
             warmlane_producer::dead::dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &rejection, Some(&req.task_id), Some(&ctx.lane)).await?;
-            return ack(delivery).await;
+            return ack(channel, delivery).await;
         }
         Started::Attempt(_) => {}
     }
@@ -214,7 +215,7 @@ pub async fn handle(ctx: &Ctx, delivery: &Delivery) -> Result<(), ProducerError>
         s.tasks += 1;
     }
     tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, outcome, code, "task finished");
-    ack(delivery).await
+    ack(channel, delivery).await
 }
 
 fn queued_ms(req: &ValidRequest) -> u64 {
@@ -226,8 +227,11 @@ fn file_uri(path: &std::path::Path) -> String {
     format!("file://{}", abs.display())
 }
 
-async fn ack(delivery: &Delivery) -> Result<(), ProducerError> {
-    delivery.ack(BasicAckOptions::default()).await?;
+/// Acks on the channel itself, from the calling thread: lapin's `Acker` would route
+/// the ack through a task on the connection's (background) runtime, one more
+/// thread wake-up per task.
+async fn ack(channel: &Channel, delivery: &Delivery) -> Result<(), ProducerError> {
+    channel.basic_ack(delivery.delivery_tag, BasicAckOptions::default()).await?;
     Ok(())
 }
 
@@ -240,7 +244,7 @@ pub async fn requeue(delivery: &Delivery) {
 
 /// A lane worker got a request for another model (a publisher used the wrong
 /// routing key): send it to the right lane, or to the dead queue when there is none.
-async fn forward(ctx: &Ctx, delivery: &Delivery, req: &ValidRequest) -> Result<(), ProducerError> {
+async fn forward(ctx: &Ctx, channel: &Channel, delivery: &Delivery, req: &ValidRequest) -> Result<(), ProducerError> {
     let props = message_properties(&req.task_id, Default::default());
     let answer = ctx.publisher.publish(&ctx.topology.lanes_exchange(), &req.model, &delivery.data, props).await?;
     if answer != Published::Acked {
@@ -249,7 +253,7 @@ async fn forward(ctx: &Ctx, delivery: &Delivery, req: &ValidRequest) -> Result<(
     } else {
         tracing::info!(task_id = %req.task_id, from = %ctx.lane, to = %req.model, "forwarded a request to its model's lane");
     }
-    ack(delivery).await
+    ack(channel, delivery).await
 }
 
 /// Prepares the model (counting a load and a switch) and generates, inline on the

@@ -293,7 +293,7 @@ async fn consume_loop(outer: &Arc<Ctx>, cfg: &WorkerConfig, mut stop: tokio::syn
                 }
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => {
-                        if let Err(e) = handle::handle(ctx, &delivery).await {
+                        if let Err(e) = handle::handle(ctx, &channel, &delivery).await {
                             tracing::warn!(error = %e, "could not record a task's outcome; requeueing it");
                             handle::requeue(&delivery).await;
                             tokio::time::sleep(backoff.next_delay()).await;
