@@ -257,12 +257,17 @@ async fn run_lane_thread(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Futu
 }
 
 async fn consume_loop(outer: &Arc<Ctx>, cfg: &WorkerConfig, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), WorkerError> {
-    // Redis for this thread's own calls (start, finish): served by this runtime.
-    let ctx = &Arc::new(outer.with_store(connect_store(cfg).await?));
+    // Resolves on a stop request, or when `run` is gone (the sender dropped).
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
     tokio::pin!(shutdown);
+    // Redis for this thread's own calls (start, finish): served by this runtime.
+    let store = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        store = connect_store(cfg) => store?,
+    };
+    let ctx = &Arc::new(outer.with_store(store));
     let mut backoff = Backoff::reconnect();
     let queue = ctx.topology.queue_of_lane(&ctx.lane);
     loop {
