@@ -54,6 +54,7 @@ pub struct Status {
 /// broker connections' own tasks) and the lane thread's, which consumes and runs the
 /// engine inline. Each has a `Ctx` with a Redis connection of its own; both share
 /// the engine and the status.
+#[derive(Clone)]
 pub struct Ctx {
     /// Settings in force.
     pub settings: Arc<Settings>,
@@ -86,20 +87,7 @@ pub struct Ctx {
 impl Ctx {
     /// The same worker, with `store` for Redis calls made on another runtime.
     pub fn with_store(&self, store: Store) -> Ctx {
-        Ctx {
-            settings: self.settings.clone(),
-            store,
-            background: self.background.clone(),
-            background_store: self.background_store.clone(),
-            publisher: self.publisher.clone(),
-            topology: self.topology.clone(),
-            lane: self.lane.clone(),
-            worker_id: self.worker_id.clone(),
-            results_dir: self.results_dir.clone(),
-            engine: self.engine.clone(),
-            status: self.status.clone(),
-            claims: self.claims.clone(),
-        }
+        Ctx { store, ..self.clone() }
     }
 
     /// Updates the heartbeat state.
@@ -330,14 +318,7 @@ struct LoadRecord {
 impl LoadRecord {
     async fn write(self) {
         let LoadRecord { status, store, lane, model, previous, load } = self;
-        let ms = load.as_millis() as u64;
-        {
-            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-            s.loads += 1;
-            s.model = Some(model.clone());
-        }
-        metrics::counter!(m::COLD_STARTS, m::TAG_LANE => lane.clone(), m::TAG_MODEL => model.clone()).increment(1);
-        metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => lane.clone(), m::TAG_MODEL => model.clone()).record(ms as f64);
+        let ms = note_load(&status, &lane, &model, load);
         if previous.as_deref().is_some_and(|p| p != model) {
             metrics::histogram!(m::MODEL_SWITCH_MS, m::TAG_LANE => lane.clone(), m::TAG_MODEL => model.clone()).record(ms as f64);
         }
@@ -346,6 +327,20 @@ impl LoadRecord {
         }
         tracing::info!(lane = %lane, model, from = previous.as_deref().unwrap_or("-"), load_ms = ms, "model loaded (cold start)");
     }
+}
+
+/// Records a model load in the heartbeat state and the cold-start metrics; returns
+/// its duration in ms. Counting it in Redis is the caller's (whose errors differ).
+pub fn note_load(status: &Mutex<Status>, lane: &str, model: &str, load: Duration) -> u64 {
+    let ms = load.as_millis() as u64;
+    {
+        let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+        s.loads += 1;
+        s.model = Some(model.to_string());
+    }
+    metrics::counter!(m::COLD_STARTS, m::TAG_LANE => lane.to_string(), m::TAG_MODEL => model.to_string()).increment(1);
+    metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => lane.to_string(), m::TAG_MODEL => model.to_string()).record(ms as f64);
+    ms
 }
 
 /// Locks the engine; a panic in an earlier call does not make it unusable.

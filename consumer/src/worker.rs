@@ -28,7 +28,6 @@ use warmlane_producer::amqp::{self, Publisher};
 use warmlane_producer::backoff::Backoff;
 use warmlane_producer::store::{Heartbeat, WorkerState};
 use warmlane_producer::{ProducerError, Store};
-use warmlane_shared::metrics as m;
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::{now_ms, FallbackCause, Settings, Topology};
 
@@ -168,14 +167,7 @@ async fn warm_up(ctx: &Arc<Ctx>) -> Result<(), WorkerError> {
         Ok(Err(e)) => return Err(WorkerError::WarmUp { model: ctx.lane.clone(), detail: e.to_string() }),
         Err(e) => return Err(WorkerError::WarmUp { model: ctx.lane.clone(), detail: e.to_string() }),
     };
-    {
-        let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.loads += 1;
-        s.model = Some(ctx.lane.clone());
-    }
-    let ms = load.as_millis() as u64;
-    metrics::counter!(m::COLD_STARTS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => ctx.lane.clone()).increment(1);
-    metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => ctx.lane.clone(), m::TAG_MODEL => ctx.lane.clone()).record(ms as f64);
+    let ms = handle::note_load(&ctx.status, &ctx.lane, &ctx.lane, load);
     ctx.store.count_load(&ctx.lane).await?;
     ctx.set_state(WorkerState::Warm);
     write_heartbeat(ctx).await;
