@@ -103,8 +103,16 @@ mod tests {
 
     #[test]
     fn memory_flags_and_runner_subcommand() {
-        let a = Args::try_parse_from(["warmlane-consumer", "--lane", "degraded", "--memory-budget-bytes", "1000", "--component-idle-s", "0"])
-            .expect("parses");
+        let a = Args::try_parse_from([
+            "warmlane-consumer",
+            "--lane",
+            "degraded",
+            "--memory-budget-bytes",
+            "1000",
+            "--component-idle-s",
+            "0",
+        ])
+        .expect("parses");
         assert_eq!(a.memory_budget_bytes, Some(1000));
         assert_eq!(a.memory_margin_bytes, 1_500_000_000);
         let p = a.memory_policy();

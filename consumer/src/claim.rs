@@ -90,9 +90,16 @@ pub async fn claim_late_runs(claims: Arc<Claims>, after: Duration, store: Store,
         tick.tick().await;
         let Some(run) = claims.take_due(after) else { continue };
         let task_id = &run.req.task_id;
-        match store.start_as(&run.req, &lane, &worker_id, StartedBy { redelivered: false, started_at_ms: run.started_at_ms }).await {
-            Ok(Started::Attempt(n)) => tracing::debug!(task_id = %task_id, attempt = n, running_ms = now_ms().saturating_sub(run.started_at_ms), "claimed a long run"),
-            Ok(Started::AlreadyFinished) => tracing::debug!(task_id = %task_id, "a long run's task was answered meanwhile"),
+        match store
+            .start_as(&run.req, &lane, &worker_id, StartedBy { redelivered: false, started_at_ms: run.started_at_ms })
+            .await
+        {
+            Ok(Started::Attempt(n)) => {
+                tracing::debug!(task_id = %task_id, attempt = n, running_ms = now_ms().saturating_sub(run.started_at_ms), "claimed a long run")
+            }
+            Ok(Started::AlreadyFinished) => {
+                tracing::debug!(task_id = %task_id, "a long run's task was answered meanwhile")
+            }
             // The reply still records the attempt; until then the task reads `pending`.
             Err(e) => tracing::warn!(task_id = %task_id, error = %e, "could not claim a long run"),
         }

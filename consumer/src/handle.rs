@@ -12,8 +12,8 @@
 use crate::claim::{self, Claims};
 use crate::engine::{Engine, EngineFailure, Output};
 use lapin::message::Delivery;
-use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::Channel;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,9 @@ use warmlane_shared::error::reason;
 use warmlane_shared::metrics as m;
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::topology::HEADER_ENQUEUED_MS;
-use warmlane_shared::{now_ms, ErrorCode, Rejection, Reply, ReplyStatus, ResultInfo, Settings, Timings, Topology, ValidRequest};
+use warmlane_shared::{
+    now_ms, ErrorCode, Rejection, Reply, ReplyStatus, ResultInfo, Settings, Timings, Topology, ValidRequest,
+};
 
 /// Live state the heartbeat reports.
 #[derive(Debug, Clone)]
@@ -111,7 +113,16 @@ pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result
         Ok(req) => req,
         Err(failure) => {
             metrics::counter!(m::VALIDATION_REJECTIONS, m::TAG_CODE => failure.rejection.code.as_str(), m::TAG_REASON => failure.rejection.reason.clone()).increment(1);
-            warmlane_producer::dead::dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &failure.rejection, failure.task_id.as_deref(), Some(&ctx.lane)).await?;
+            warmlane_producer::dead::dead_letter(
+                &ctx.publisher,
+                &ctx.store,
+                &ctx.topology,
+                delivery,
+                &failure.rejection,
+                failure.task_id.as_deref(),
+                Some(&ctx.lane),
+            )
+            .await?;
             return ack(channel, delivery).await;
         }
     };
@@ -119,11 +130,20 @@ pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result
         return forward(ctx, channel, delivery, &req).await;
     }
     if ctx.is_degraded() {
-        let enqueued = header_int(&delivery.properties, HEADER_ENQUEUED_MS).map(|v| v as u64).or(req.submitted_at_ms).unwrap_or_else(now_ms);
+        let enqueued = header_int(&delivery.properties, HEADER_ENQUEUED_MS)
+            .map(|v| v as u64)
+            .or(req.submitted_at_ms)
+            .unwrap_or_else(now_ms);
         let waited = now_ms().saturating_sub(enqueued);
         if waited > ctx.settings.degraded.max_wait_ms {
             let rejection = Rejection::wait_timeout(waited, ctx.settings.degraded.max_wait_ms);
-            let reply = Reply::coded(&req.task_id, ReplyStatus::Failed, Some(DEGRADED_LANE), &rejection, Timings { queued_ms: Some(queued_ms(&req)), inference_ms: None });
+            let reply = Reply::coded(
+                &req.task_id,
+                ReplyStatus::Failed,
+                Some(DEGRADED_LANE),
+                &rejection,
+                Timings { queued_ms: Some(queued_ms(&req)), inference_ms: None },
+            );
             if ctx.store.finish(&reply, FinishWhen::NotTerminal).await? {
                 metrics::counter!(m::WAIT_TIMEOUT_DROPS).increment(1);
                 metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => reason::WAIT_TIMEOUT).increment(1);
@@ -135,7 +155,8 @@ pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result
     let started_at_ms = now_ms();
     // A first delivery on a warm lane starts at once and is claimed only if it runs
     // long (crate::claim); every other delivery is claimed before the engine runs.
-    let unclaimed = !ctx.is_degraded() && claim::may_start_unclaimed(&ctx.settings, &req, delivery.redelivered, started_at_ms);
+    let unclaimed =
+        !ctx.is_degraded() && claim::may_start_unclaimed(&ctx.settings, &req, delivery.redelivered, started_at_ms);
     let started = if unclaimed {
         Started::Attempt(1)
     } else {
@@ -151,9 +172,21 @@ pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result
             let rejection = Rejection::new(
                 ErrorCode::InferenceFailed,
                 reason::POISON,
-                format!("delivered {n} times without finishing (limit {}); moved to the dead queue", ctx.settings.lanes.max_attempts),
+                format!(
+                    "delivered {n} times without finishing (limit {}); moved to the dead queue",
+                    ctx.settings.lanes.max_attempts
+                ),
             );
-            warmlane_producer::dead::dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &rejection, Some(&req.task_id), Some(&ctx.lane)).await?;
+            warmlane_producer::dead::dead_letter(
+                &ctx.publisher,
+                &ctx.store,
+                &ctx.topology,
+                delivery,
+                &rejection,
+                Some(&req.task_id),
+                Some(&ctx.lane),
+            )
+            .await?;
             return ack(channel, delivery).await;
         }
         Started::Attempt(_) => {}
@@ -174,7 +207,13 @@ pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result
         Ok(out) => Reply::done(
             &req.task_id,
             &ctx.lane,
-            ResultInfo { uri: file_uri(&out.path), frames: out.frames, width: out.width, height: out.height, bytes: out.bytes },
+            ResultInfo {
+                uri: file_uri(&out.path),
+                frames: out.frames,
+                width: out.width,
+                height: out.height,
+                bytes: out.bytes,
+            },
             Timings { queued_ms: Some(queued), inference_ms: Some(out.inference_ms) },
         ),
         Err(f) => Reply::coded(
@@ -192,7 +231,8 @@ pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result
     }
     let (outcome, code) = match &result {
         Ok(out) => {
-            metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone()).record(out.inference_ms as f64);
+            metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone())
+                .record(out.inference_ms as f64);
             ("done", "none")
         }
         Err(f) => ("failed", f.code.as_str()),
@@ -236,8 +276,20 @@ async fn forward(ctx: &Ctx, channel: &Channel, delivery: &Delivery, req: &ValidR
     let props = message_properties(&req.task_id, Default::default());
     let answer = ctx.publisher.publish(&ctx.topology.lanes_exchange(), &req.model, &delivery.data, props).await?;
     if answer != Published::Acked {
-        let rejection = Rejection::invalid("model", format!("model `{}` was published to lane `{}` and has no lane of its own", req.model, ctx.lane));
-        warmlane_producer::dead::dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &rejection, Some(&req.task_id), Some(&ctx.lane)).await?;
+        let rejection = Rejection::invalid(
+            "model",
+            format!("model `{}` was published to lane `{}` and has no lane of its own", req.model, ctx.lane),
+        );
+        warmlane_producer::dead::dead_letter(
+            &ctx.publisher,
+            &ctx.store,
+            &ctx.topology,
+            delivery,
+            &rejection,
+            Some(&req.task_id),
+            Some(&ctx.lane),
+        )
+        .await?;
     } else {
         tracing::info!(task_id = %req.task_id, from = %ctx.lane, to = %req.model, "forwarded a request to its model's lane");
     }
@@ -256,7 +308,14 @@ async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
         let mut engine = lock(&ctx.engine);
         let mut run = || {
             if let Some(load) = engine.prepare(&req.model)? {
-                let record = LoadRecord { status: ctx.status.clone(), store: ctx.background_store.clone(), lane: ctx.lane.clone(), model: req.model.clone(), previous: previous.clone(), load };
+                let record = LoadRecord {
+                    status: ctx.status.clone(),
+                    store: ctx.background_store.clone(),
+                    lane: ctx.lane.clone(),
+                    model: req.model.clone(),
+                    previous: previous.clone(),
+                    load,
+                };
                 load_record = Some(ctx.background.spawn(record.write()));
             }
             // The last step is not written: the terminal reply follows at once.
@@ -270,7 +329,8 @@ async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
                     }
                     None => {
                         let (tx, rx) = tokio::sync::watch::channel((step, steps));
-                        let writer = ctx.background.spawn(write_progress(ctx.background_store.clone(), req.task_id.clone(), rx));
+                        let writer =
+                            ctx.background.spawn(write_progress(ctx.background_store.clone(), req.task_id.clone(), rx));
                         progress_writer = Some((tx, writer));
                     }
                 }
@@ -320,7 +380,8 @@ impl LoadRecord {
         let LoadRecord { status, store, lane, model, previous, load } = self;
         let ms = note_load(&status, &lane, &model, load);
         if previous.as_deref().is_some_and(|p| p != model) {
-            metrics::histogram!(m::MODEL_SWITCH_MS, m::TAG_LANE => lane.clone(), m::TAG_MODEL => model.clone()).record(ms as f64);
+            metrics::histogram!(m::MODEL_SWITCH_MS, m::TAG_LANE => lane.clone(), m::TAG_MODEL => model.clone())
+                .record(ms as f64);
         }
         if let Err(e) = store.count_load(&lane).await {
             tracing::warn!(error = %e, "could not count the load");
@@ -339,7 +400,8 @@ pub fn note_load(status: &Mutex<Status>, lane: &str, model: &str, load: Duration
         s.model = Some(model.to_string());
     }
     metrics::counter!(m::COLD_STARTS, m::TAG_LANE => lane.to_string(), m::TAG_MODEL => model.to_string()).increment(1);
-    metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => lane.to_string(), m::TAG_MODEL => model.to_string()).record(ms as f64);
+    metrics::histogram!(m::WARMUP_MS, m::TAG_LANE => lane.to_string(), m::TAG_MODEL => model.to_string())
+        .record(ms as f64);
     ms
 }
 
@@ -349,6 +411,10 @@ pub fn lock(engine: &Mutex<Box<dyn Engine>>) -> std::sync::MutexGuard<'_, Box<dy
 }
 
 fn panicked(panic: Box<dyn std::any::Any + Send>) -> EngineFailure {
-    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "no message".into());
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
     EngineFailure { code: ErrorCode::InferenceFailed, message: format!("the engine panicked: {what}") }
 }

@@ -73,7 +73,10 @@ async fn serve(args: Args) -> ExitCode {
         prefix: args.connect.prefix.clone(),
         lane,
         results_dir: args.results_dir.clone(),
-        worker_id: args.worker_id.clone().unwrap_or_else(|| format!("{}-{}", args.lane.as_deref().unwrap_or("w"), uuid_short())),
+        worker_id: args
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", args.lane.as_deref().unwrap_or("w"), uuid_short())),
         idle_evict: (args.idle_evict_s > 0).then(|| Duration::from_secs(args.idle_evict_s)),
     };
     match run(cfg, engine, shutdown_signal()).await {
@@ -87,8 +90,14 @@ async fn serve(args: Args) -> ExitCode {
 
 /// The degraded lane runs pipelines in runner children; a lane worker runs its model
 /// in-process. Both are under the memory manager.
-fn build_engine(args: &Args, settings: &Arc<Settings>, lane: &str, provider: Option<Provider>) -> Result<Box<dyn Engine>, String> {
-    let manager = MemoryManager::from_host(args.memory_budget_bytes, args.memory_margin_bytes, args.memory_policy()).map_err(|e| e.to_string())?;
+fn build_engine(
+    args: &Args,
+    settings: &Arc<Settings>,
+    lane: &str,
+    provider: Option<Provider>,
+) -> Result<Box<dyn Engine>, String> {
+    let manager = MemoryManager::from_host(args.memory_budget_bytes, args.memory_margin_bytes, args.memory_policy())
+        .map_err(|e| e.to_string())?;
     let budget = manager.budget();
     tracing::info!(lane, budget_bytes = budget.bytes, source = ?budget.source, "memory budget");
     let manager = Arc::new(manager);

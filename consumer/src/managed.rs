@@ -141,7 +141,9 @@ impl<E: Managed> Engine for ManagedEngine<E> {
                 self.manager.lock().admit(model, &ms.memory, ms.width.default, ms.height.default, ms.frames.default);
             self.last_admission = Some(admission.clone());
             match admission {
-                Admission::Never(check) => return Err(oom(format!("memory budget refuses the load: {}", check.message))),
+                Admission::Never(check) => {
+                    return Err(oom(format!("memory budget refuses the load: {}", check.message)))
+                }
                 Admission::AfterReleasing(models) => {
                     tracing::info!(model, release = ?models, "the budget holds one of these pipelines, not both: releasing first");
                     if self.inner.resident().is_some_and(|r| models.contains(&r)) {
@@ -157,7 +159,13 @@ impl<E: Managed> Engine for ManagedEngine<E> {
         result
     }
 
-    fn generate(&mut self, req: &ValidRequest, lane: &str, out_dir: &Path, progress: &mut dyn FnMut(u32, u32)) -> Result<Output, EngineFailure> {
+    fn generate(
+        &mut self,
+        req: &ValidRequest,
+        lane: &str,
+        out_dir: &Path,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Output, EngineFailure> {
         self.prepare(&req.model)?;
         let model = req.model.clone();
         if let Some(ms) = self.settings.model(&model) {
@@ -195,7 +203,8 @@ impl<E: Managed> Engine for ManagedEngine<E> {
         };
         self.manager.lock().mark_idle(&model, now_ms());
         self.sync();
-        let after: Vec<Victim> = self.manager.lock().after_generation_plan(&model).into_iter().map(|r| (model.clone(), r)).collect();
+        let after: Vec<Victim> =
+            self.manager.lock().after_generation_plan(&model).into_iter().map(|r| (model.clone(), r)).collect();
         self.release_victims(after, "between prompts");
         let headroom = self.manager.lock().headroom_plan();
         self.release_victims(headroom, "headroom");

@@ -70,21 +70,31 @@ impl Engine for OrtEngine {
             return Ok(None);
         }
         let Some(model_settings) = self.settings.model(model) else {
-            return Err(EngineFailure { code: ErrorCode::InferenceFailed, message: format!("model `{model}` is not in the settings") });
+            return Err(EngineFailure {
+                code: ErrorCode::InferenceFailed,
+                message: format!("model `{model}` is not in the settings"),
+            });
         };
         if let Some(old) = self.slot.take() {
             tracing::info!(from = old.model(), to = model, "releasing the resident pipeline before loading another");
             drop(old);
         }
         let started = Instant::now();
-        let mut pipeline = Pipeline::load(model, &model_settings.pipeline, &self.settings.base_dir, &self.options).map_err(failure)?;
+        let mut pipeline =
+            Pipeline::load(model, &model_settings.pipeline, &self.settings.base_dir, &self.options).map_err(failure)?;
         pipeline.warm_up().map_err(failure)?;
         self.slot = Some(pipeline);
         self.loads += 1;
         Ok(Some(started.elapsed()))
     }
 
-    fn generate(&mut self, req: &ValidRequest, lane: &str, out_dir: &Path, progress: &mut dyn FnMut(u32, u32)) -> Result<Output, EngineFailure> {
+    fn generate(
+        &mut self,
+        req: &ValidRequest,
+        lane: &str,
+        out_dir: &Path,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Output, EngineFailure> {
         self.prepare(&req.model)?;
         let timeout_ms = self.settings.model(&req.model).map(|m| m.inference_timeout_ms).unwrap_or(600_000);
         let Some(pipeline) = self.slot.as_mut() else {
@@ -105,7 +115,14 @@ impl Engine for OrtEngine {
             out_dir: out_dir.to_path_buf(),
         };
         let g = pipeline.generate(&job, progress).map_err(failure)?;
-        Ok(Output { path: g.path, bytes: g.bytes, frames: g.frames, width: g.width, height: g.height, inference_ms: g.inference_ms })
+        Ok(Output {
+            path: g.path,
+            bytes: g.bytes,
+            frames: g.frames,
+            width: g.width,
+            height: g.height,
+            inference_ms: g.inference_ms,
+        })
     }
 
     fn resident(&self) -> Option<String> {
@@ -120,7 +137,8 @@ impl Engine for OrtEngine {
 
     fn memory(&self) -> serde_json::Value {
         let rss = warmlane_engine::memory::rss_bytes();
-        let pipelines: Vec<serde_json::Value> = self.slot.iter().filter_map(|p| serde_json::to_value(p.memory()).ok()).collect();
+        let pipelines: Vec<serde_json::Value> =
+            self.slot.iter().filter_map(|p| serde_json::to_value(p.memory()).ok()).collect();
         serde_json::json!({ "process_rss_bytes": rss, "loads": self.loads, "pipelines": pipelines })
     }
 

@@ -103,7 +103,9 @@ impl Slot {
             (S::Serving(_), E::RunnerDied) => (S::Empty, vec![]),
             (S::Loading(m), E::Loaded) => (S::Serving(m.clone()), vec![A::Serve(m)]),
             (S::Loading(_), E::LoadFailed(why)) => (S::Empty, vec![A::Fail(why)]),
-            (S::Loading(m), E::RunnerDied) => (S::Empty, vec![A::Fail(format!("the runner for `{m}` died while loading"))]),
+            (S::Loading(m), E::RunnerDied) => {
+                (S::Empty, vec![A::Fail(format!("the runner for `{m}` died while loading"))])
+            }
             (S::Releasing { next: Some(m), .. }, E::Released) => (S::Loading(m.clone()), vec![A::StartRunner(m)]),
             (S::Releasing { next: None, .. }, E::Released) => (S::Empty, vec![]),
             (S::Releasing { model, .. }, E::ReleaseUnconfirmed(why)) => {

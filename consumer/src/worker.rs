@@ -83,12 +83,17 @@ pub enum WorkerError {
 }
 
 /// Runs a worker until `shutdown` resolves.
-pub async fn run(cfg: WorkerConfig, engine: Box<dyn Engine>, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+pub async fn run(
+    cfg: WorkerConfig,
+    engine: Box<dyn Engine>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
     let is_lane = cfg.lane != DEGRADED_LANE;
     if is_lane && !cfg.settings.model(&cfg.lane).is_some_and(|m| m.dedicated_lane) {
         return Err(WorkerError::UnknownLane(cfg.lane.clone()));
     }
-    std::fs::create_dir_all(&cfg.results_dir).map_err(|e| WorkerError::Results { path: cfg.results_dir.display().to_string(), detail: e.to_string() })?;
+    std::fs::create_dir_all(&cfg.results_dir)
+        .map_err(|e| WorkerError::Results { path: cfg.results_dir.display().to_string(), detail: e.to_string() })?;
     let store = connect_store(&cfg).await?;
     let ctx = Arc::new(Ctx {
         settings: cfg.settings.clone(),
@@ -115,9 +120,15 @@ pub async fn run(cfg: WorkerConfig, engine: Box<dyn Engine>, shutdown: impl Futu
     });
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone()));
     // Only a lane worker starts first deliveries unclaimed (crate::claim).
-    let claimer = claim::claim_after(&cfg.settings)
-        .filter(|_| is_lane)
-        .map(|after| tokio::spawn(claim::claim_late_runs(ctx.claims.clone(), after, ctx.store.clone(), ctx.lane.clone(), ctx.worker_id.clone())));
+    let claimer = claim::claim_after(&cfg.settings).filter(|_| is_lane).map(|after| {
+        tokio::spawn(claim::claim_late_runs(
+            ctx.claims.clone(),
+            after,
+            ctx.store.clone(),
+            ctx.lane.clone(),
+            ctx.worker_id.clone(),
+        ))
+    });
     let stop_background = || {
         heartbeat.abort();
         if let Some(claimer) = &claimer {
@@ -222,7 +233,11 @@ async fn write_heartbeat(ctx: &Ctx) {
 /// a generation of any length blocks none of them. Resolves when the lane thread
 /// ends: on `shutdown` after the in-flight task, or on an error. If this future is
 /// dropped, the lane thread stops after its in-flight task as well.
-async fn run_lane_thread(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+async fn run_lane_thread(
+    ctx: &Arc<Ctx>,
+    cfg: &WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let (ctx, cfg) = (ctx.clone(), cfg.clone());
@@ -245,10 +260,16 @@ async fn run_lane_thread(ctx: &Arc<Ctx>, cfg: &WorkerConfig, shutdown: impl Futu
         }
         r = &mut done_rx => r,
     };
-    ended.unwrap_or_else(|_| Err(WorkerError::Lane(format!("the lane thread of `{lane}` ended without a result (it panicked)"))))
+    ended.unwrap_or_else(|_| {
+        Err(WorkerError::Lane(format!("the lane thread of `{lane}` ended without a result (it panicked)")))
+    })
 }
 
-async fn consume_loop(outer: &Arc<Ctx>, cfg: &WorkerConfig, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), WorkerError> {
+async fn consume_loop(
+    outer: &Arc<Ctx>,
+    cfg: &WorkerConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
     // Resolves on a stop request, or when `run` is gone (the sender dropped).
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -325,7 +346,12 @@ async fn open_consumer(ctx: &Ctx, url: &str, queue: &str) -> Result<Session, Pro
     amqp::declare(&channel, &ctx.topology.declarations(&ctx.settings)).await?;
     channel.basic_qos(1, BasicQosOptions::default()).await?;
     let consumer = channel
-        .basic_consume(queue.into(), ctx.worker_id.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            ctx.worker_id.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     Ok((conn, channel, consumer))
 }

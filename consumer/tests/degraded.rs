@@ -104,7 +104,13 @@ fn sc001_alternating_heavy_pipelines_never_hold_two() {
         mb(steady["phr00t"]),
         mb(two_resident),
     );
-    assert!(peak <= alone + margin, "peak {:.0} MiB is above the larger pipeline's {:.0} MiB + {:.0} MiB", mb(peak), mb(alone), mb(margin));
+    assert!(
+        peak <= alone + margin,
+        "peak {:.0} MiB is above the larger pipeline's {:.0} MiB + {:.0} MiB",
+        mb(peak),
+        mb(alone),
+        mb(margin)
+    );
 }
 
 /// A budget for one heavy pipeline but not two: the manager refuses to keep the
@@ -137,7 +143,11 @@ fn one_pipeline_budget_swaps_and_too_small_budget_refuses() {
     let req = request(&settings, "anisora", "budget-small");
     let err = small.generate(&req, "degraded", &out, &mut |_, _| {}).expect_err("does not fit");
     assert_eq!(err.code, ErrorCode::GpuOom);
-    assert!(err.message.contains("memory budget refuses the load") && err.message.contains("budget is 157.3 MB"), "{}", err.message);
+    assert!(
+        err.message.contains("memory budget refuses the load") && err.message.contains("budget is 157.3 MB"),
+        "{}",
+        err.message
+    );
     assert_eq!(small.loads(), 0, "nothing was started");
     assert!(small.resident().is_none());
 }
@@ -154,7 +164,8 @@ fn crashed_and_hung_runners_fail_their_task_and_are_replaced() {
     let manager = Arc::new(MemoryManager::new(budget(1 << 30), Policy::default()));
     let mut cfg = runner_config();
     cfg.deadline_margin = Duration::from_millis(500);
-    let mut engine = ManagedEngine::new(RunnerEngine::new(settings.clone(), cfg).expect("engine"), settings.clone(), manager);
+    let mut engine =
+        ManagedEngine::new(RunnerEngine::new(settings.clone(), cfg).expect("engine"), settings.clone(), manager);
 
     let pid = engine.inner().pid_handle();
     let current = || pid.load(std::sync::atomic::Ordering::SeqCst);
@@ -162,7 +173,9 @@ fn crashed_and_hung_runners_fail_their_task_and_are_replaced() {
     engine.inner_mut().set_faults(RunnerFaults { exit_at_step: Some(2), ..RunnerFaults::default() });
     engine.prepare("anisora").expect("load");
     let crashed = current();
-    let err = engine.generate(&request(&settings, "anisora", "crash-1"), "degraded", &out, &mut |_, _| {}).expect_err("crash");
+    let err = engine
+        .generate(&request(&settings, "anisora", "crash-1"), "degraded", &out, &mut |_, _| {})
+        .expect_err("crash");
     assert_eq!(err.code, ErrorCode::InferenceFailed, "{}", err.message);
     assert!(err.message.contains("crashed"), "{}", err.message);
     assert!(probe::rss_of(crashed).is_none() && !children_of(me).contains(&crashed), "the crashed runner is reaped");
@@ -173,14 +186,17 @@ fn crashed_and_hung_runners_fail_their_task_and_are_replaced() {
     let hung = current();
     assert_ne!(hung, crashed);
     let started = Instant::now();
-    let err = engine.generate(&request(&settings, "anisora", "hang-1"), "degraded", &out, &mut |_, _| {}).expect_err("hang");
+    let err =
+        engine.generate(&request(&settings, "anisora", "hang-1"), "degraded", &out, &mut |_, _| {}).expect_err("hang");
     assert_eq!(err.code, ErrorCode::InferenceTimeout, "{}", err.message);
     assert!(started.elapsed() < Duration::from_secs(30), "killed at the deadline, took {:?}", started.elapsed());
     assert!(probe::rss_of(hung).is_none() && !children_of(me).contains(&hung), "the hung runner is killed and reaped");
 
     engine.inner_mut().set_faults(RunnerFaults::default());
     let mut steps = 0;
-    engine.generate(&request(&settings, "anisora", "after-1"), "degraded", &out, &mut |s, _| steps = s).expect("a fresh runner serves");
+    engine
+        .generate(&request(&settings, "anisora", "after-1"), "degraded", &out, &mut |s, _| steps = s)
+        .expect("a fresh runner serves");
     assert_eq!(steps, 8, "progress frames reach the caller");
     assert_eq!(engine.loads(), 3);
     let last = current();
@@ -202,14 +218,18 @@ fn same_model_reuses_the_runner_and_oom_is_retried() {
     let pid = engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst);
     for i in 0..3 {
         assert_eq!(engine.prepare("phr00t").expect("resident"), None, "request {i} waits for no load");
-        engine.generate(&request(&settings, "phr00t", &format!("reuse-{i}")), "degraded", &out, &mut |_, _| {}).expect("generate");
+        engine
+            .generate(&request(&settings, "phr00t", &format!("reuse-{i}")), "degraded", &out, &mut |_, _| {})
+            .expect("generate");
     }
     assert_eq!(engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst), pid, "same runner");
     assert_eq!(engine.loads(), 1);
     engine.release();
 
     engine.inner_mut().set_faults(RunnerFaults { oom_next_runs: 2, ..RunnerFaults::default() });
-    engine.generate(&request(&settings, "phr00t", "oom-2"), "degraded", &out, &mut |_, _| {}).expect("recovers after 2 retries");
+    engine
+        .generate(&request(&settings, "phr00t", "oom-2"), "degraded", &out, &mut |_, _| {})
+        .expect("recovers after 2 retries");
     let snap = engine.memory();
     assert_eq!(snap["oom_retries"], 2, "{snap}");
     assert!(snap["evictions"].as_u64() >= Some(1), "{snap}");

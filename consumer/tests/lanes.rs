@@ -40,14 +40,21 @@ fn two_lanes_load_once_and_never_wait() {
         let comps = snap["pipelines"][0]["components"].as_array().cloned().unwrap_or_default();
         assert_eq!(comps.len(), 3, "{snap}");
         assert!(comps.iter().all(|c| c["device"] == "cpu"), "nothing offloaded on a warm CPU lane: {snap}");
-        println!("{model} lane memory: used {} of {} bytes, loads {}", snap["used_bytes"], snap["budget_bytes"], snap["loads"]);
+        println!(
+            "{model} lane memory: used {} of {} bytes, loads {}",
+            snap["used_bytes"], snap["budget_bytes"], snap["loads"]
+        );
     }
 }
 
 fn devices(snap: &serde_json::Value) -> Vec<(String, String)> {
     snap["pipelines"][0]["components"]
         .as_array()
-        .map(|cs| cs.iter().map(|c| (c["role"].as_str().unwrap_or("").to_string(), c["device"].as_str().unwrap_or("").to_string())).collect())
+        .map(|cs| {
+            cs.iter()
+                .map(|c| (c["role"].as_str().unwrap_or("").to_string(), c["device"].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -64,17 +71,31 @@ fn placement_policies_release_components_not_the_pipeline() {
     use warmlane_consumer::memory::policy::BetweenPrompts;
     let settings = demo_settings();
     let out = scratch("policies");
-    let policy = Policy { idle_release: Some(Duration::ZERO), between_prompts: BetweenPrompts::Always, headroom_bytes: 0, ..Policy::default() };
+    let policy = Policy {
+        idle_release: Some(Duration::ZERO),
+        between_prompts: BetweenPrompts::Always,
+        headroom_bytes: 0,
+        ..Policy::default()
+    };
     let budget = Budget { bytes: 2 << 30, source: BudgetSource::Flag, total_bytes: None, margin_bytes: 0 };
     let manager = Arc::new(MemoryManager::new(budget, policy));
-    let mut engine = ManagedEngine::new(OrtEngine::new(settings.clone(), None).expect("ort"), settings.clone(), manager);
+    let mut engine =
+        ManagedEngine::new(OrtEngine::new(settings.clone(), None).expect("ort"), settings.clone(), manager);
     engine.generate(&request(&settings, "anisora", "pol-1"), "anisora", &out, &mut |_, _| {}).expect("first");
-    assert_eq!(devices(&engine.memory()), pairs(&[("text_encoder", "offloaded"), ("denoiser", "cpu"), ("vae_decoder", "cpu")]));
+    assert_eq!(
+        devices(&engine.memory()),
+        pairs(&[("text_encoder", "offloaded"), ("denoiser", "cpu"), ("vae_decoder", "cpu")])
+    );
     engine.maintain();
     let snap = engine.memory();
-    assert_eq!(devices(&snap), pairs(&[("text_encoder", "offloaded"), ("denoiser", "offloaded"), ("vae_decoder", "cpu")]));
+    assert_eq!(
+        devices(&snap),
+        pairs(&[("text_encoder", "offloaded"), ("denoiser", "offloaded"), ("vae_decoder", "cpu")])
+    );
     assert_eq!(snap["used_bytes"], snap["pipelines"][0]["components"][2]["bytes"], "only the VAE is accounted: {snap}");
-    engine.generate(&request(&settings, "anisora", "pol-2"), "anisora", &out, &mut |_, _| {}).expect("second reloads components");
+    engine
+        .generate(&request(&settings, "anisora", "pol-2"), "anisora", &out, &mut |_, _| {})
+        .expect("second reloads components");
     assert_eq!(devices(&engine.memory())[1], ("denoiser".to_string(), "cpu".to_string()));
     assert_eq!(engine.loads(), 1, "components come back without a pipeline load");
 
@@ -88,6 +109,10 @@ fn placement_policies_release_components_not_the_pipeline() {
     );
     engine.generate(&request(&settings, "phr00t", "pol-3"), "phr00t", &out, &mut |_, _| {}).expect("fits");
     let snap = engine.memory();
-    assert_eq!(devices(&snap), pairs(&[("text_encoder", "offloaded"), ("denoiser", "offloaded"), ("vae_decoder", "cpu")]), "{snap}");
+    assert_eq!(
+        devices(&snap),
+        pairs(&[("text_encoder", "offloaded"), ("denoiser", "offloaded"), ("vae_decoder", "cpu")]),
+        "{snap}"
+    );
     assert!(snap["evictions"].as_u64() >= Some(2), "{snap}");
 }

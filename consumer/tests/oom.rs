@@ -19,7 +19,8 @@ fn oom_retries_up_to_three_then_fails_and_serves_the_next() {
     let out = scratch("oom");
     let budget = Budget { bytes: 1 << 30, source: BudgetSource::Flag, total_bytes: None, margin_bytes: 0 };
     let manager = Arc::new(MemoryManager::new(budget, Policy::default()));
-    let mut engine = ManagedEngine::new(OrtEngine::new(settings.clone(), None).expect("ort"), settings.clone(), manager);
+    let mut engine =
+        ManagedEngine::new(OrtEngine::new(settings.clone(), None).expect("ort"), settings.clone(), manager);
     engine.prepare("anisora").expect("load");
     let mut retries = 0;
     for (n, ok) in [(0, true), (1, true), (3, true), (4, false), (0, true), (7, false)] {

@@ -26,11 +26,7 @@ pub(crate) struct Report<'a> {
 /// Returns freed heap to the OS, reads memory, logs the cleanup line and returns the
 /// figures. Run-time tensors are already dropped when this is called: they live only
 /// inside the stage functions.
-pub(crate) fn finish(
-    report: &Report<'_>,
-    before: MemorySample,
-    after_run: MemorySample,
-) -> MemoryFigures {
+pub(crate) fn finish(report: &Report<'_>, before: MemorySample, after_run: MemorySample) -> MemoryFigures {
     let trimmed = trim::release_free_heap();
     let after = memory::sample();
     tracing::info!(
@@ -52,9 +48,5 @@ pub(crate) fn finish(
         trimmed,
         "post-generation cleanup"
     );
-    MemoryFigures {
-        before,
-        after_run,
-        after_cleanup: after,
-    }
+    MemoryFigures { before, after_run, after_cleanup: after }
 }

@@ -33,12 +33,7 @@ pub(crate) struct Component {
 }
 
 impl Component {
-    pub(crate) fn new(
-        role: ComponentRole,
-        path: PathBuf,
-        placement: Placement,
-        requested: Provider,
-    ) -> Self {
+    pub(crate) fn new(role: ComponentRole, path: PathBuf, placement: Placement, requested: Provider) -> Self {
         let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Component {
             role,
@@ -55,18 +50,13 @@ impl Component {
     }
 
     /// Creates the session if it is not loaded, measuring what it cost.
-    pub(crate) fn ensure(
-        &mut self,
-        model: &str,
-        memory_limit: Option<u64>,
-    ) -> Result<(), EngineError> {
+    pub(crate) fn ensure(&mut self, model: &str, memory_limit: Option<u64>) -> Result<(), EngineError> {
         if self.session.is_some() {
             return Ok(());
         }
         let before = memory::sample();
         let started = Instant::now();
-        let (session, effective) =
-            build_session(model, self.role, &self.path, self.requested, memory_limit)?;
+        let (session, effective) = build_session(model, self.role, &self.path, self.requested, memory_limit)?;
         let after = memory::sample();
         self.session = Some(session);
         self.effective = effective;
@@ -106,11 +96,8 @@ pub(crate) fn build_session(
     memory_limit: Option<u64>,
 ) -> Result<(Session, Provider), EngineError> {
     let runtime = Runtime::init()?;
-    let load_error = |message: String| EngineError::Load {
-        component: role.as_str(),
-        path: path.display().to_string(),
-        message,
-    };
+    let load_error =
+        |message: String| EngineError::Load { component: role.as_str(), path: path.display().to_string(), message };
     if requested == Provider::Cuda {
         match build_cuda(runtime, path, memory_limit) {
             Ok(session) => return Ok((session, Provider::Cuda)),
@@ -138,28 +125,18 @@ pub(crate) fn build_session(
 /// grow by exactly what is requested, cap at `memory_limit`. Any failure is returned
 /// as text for the fallback log.
 #[cfg(feature = "cuda")]
-fn build_cuda(
-    runtime: &Runtime,
-    path: &Path,
-    memory_limit: Option<u64>,
-) -> Result<Session, String> {
+fn build_cuda(runtime: &Runtime, path: &Path, memory_limit: Option<u64>) -> Result<Session, String> {
     use ort::ep::{ArenaExtendStrategy, CUDA};
     let mut ep = CUDA::default().with_arena_extend_strategy(ArenaExtendStrategy::SameAsRequested);
     if let Some(limit) = memory_limit {
         ep = ep.with_memory_limit(usize::try_from(limit).unwrap_or(usize::MAX));
     }
     let builder = Session::builder(runtime.environment()).map_err(|e| e.to_string())?;
-    let mut builder = builder
-        .with_execution_providers([ep.build().error_on_failure()])
-        .map_err(|e| e.to_string())?;
+    let mut builder = builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| e.to_string())?;
     builder.commit_from_file(path).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "cuda"))]
-fn build_cuda(
-    _runtime: &Runtime,
-    _path: &Path,
-    _memory_limit: Option<u64>,
-) -> Result<Session, String> {
+fn build_cuda(_runtime: &Runtime, _path: &Path, _memory_limit: Option<u64>) -> Result<Session, String> {
     Err("this build of warmlane-engine has no CUDA support (feature `cuda` disabled)".into())
 }

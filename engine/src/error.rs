@@ -114,13 +114,8 @@ impl EngineError {
 }
 
 /// Substrings of ONNX Runtime / CUDA messages that mean an allocation failed.
-const OOM_MARKERS: [&str; 5] = [
-    "failed to allocate memory",
-    "out of memory",
-    "cuda failure 2",
-    "bfcarena",
-    "cudaerrormemoryallocation",
-];
+const OOM_MARKERS: [&str; 5] =
+    ["failed to allocate memory", "out of memory", "cuda failure 2", "bfcarena", "cudaerrormemoryallocation"];
 
 /// Maps an ONNX Runtime error message to `gpu_oom` or `inference_failed`.
 pub fn classify_ort_message(message: &str) -> ErrorCode {
@@ -139,19 +134,10 @@ mod tests {
     #[test]
     fn classifies_allocation_failures() {
         let cases = [
-            (
-                "Failed to allocate memory for requested buffer of size 123",
-                ErrorCode::GpuOom,
-            ),
+            ("Failed to allocate memory for requested buffer of size 123", ErrorCode::GpuOom),
             ("CUDA failure 2: out of memory ; GPU=0", ErrorCode::GpuOom),
-            (
-                "BFCArena::AllocateRawInternal Available memory of 0 is smaller",
-                ErrorCode::GpuOom,
-            ),
-            (
-                "Got invalid dimensions for input: latent",
-                ErrorCode::InferenceFailed,
-            ),
+            ("BFCArena::AllocateRawInternal Available memory of 0 is smaller", ErrorCode::GpuOom),
+            ("Got invalid dimensions for input: latent", ErrorCode::InferenceFailed),
             ("", ErrorCode::InferenceFailed),
         ];
         for (text, want) in cases {
@@ -161,20 +147,10 @@ mod tests {
 
     #[test]
     fn codes_are_exhaustive() {
-        let timeout = EngineError::Timeout {
-            stage: "step 1/2".into(),
-            elapsed_ms: 2,
-            limit_ms: 1,
-        };
+        let timeout = EngineError::Timeout { stage: "step 1/2".into(), elapsed_ms: 2, limit_ms: 1 };
         assert_eq!(timeout.code(), ErrorCode::InferenceTimeout);
-        assert_eq!(
-            EngineError::from_ort("denoiser", "CUDA failure 2").code(),
-            ErrorCode::GpuOom
-        );
-        assert_eq!(
-            EngineError::from_ort("denoiser", "shape mismatch").code(),
-            ErrorCode::InferenceFailed
-        );
+        assert_eq!(EngineError::from_ort("denoiser", "CUDA failure 2").code(), ErrorCode::GpuOom);
+        assert_eq!(EngineError::from_ort("denoiser", "shape mismatch").code(), ErrorCode::InferenceFailed);
         assert_eq!(EngineError::LibraryNotFound.to_string(), LIBRARY_NOT_FOUND);
     }
 }

@@ -124,11 +124,8 @@ pub enum ComponentRole {
 
 impl ComponentRole {
     /// All roles in load order.
-    pub const ALL: [ComponentRole; 3] = [
-        ComponentRole::TextEncoder,
-        ComponentRole::Denoiser,
-        ComponentRole::VaeDecoder,
-    ];
+    pub const ALL: [ComponentRole; 3] =
+        [ComponentRole::TextEncoder, ComponentRole::Denoiser, ComponentRole::VaeDecoder];
 
     /// The settings and log name.
     pub fn as_str(self) -> &'static str {
@@ -189,10 +186,6 @@ pub struct PipelineMemory {
 impl PipelineMemory {
     /// Sum of the measured RSS of the loaded components, bytes.
     pub fn resident_bytes(&self) -> i64 {
-        self.components
-            .iter()
-            .filter(|c| c.loaded)
-            .map(|c| c.rss_bytes)
-            .sum()
+        self.components.iter().filter(|c| c.loaded).map(|c| c.rss_bytes).sum()
     }
 }

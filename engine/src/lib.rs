@@ -37,8 +37,8 @@ mod trim;
 
 pub use error::{classify_ort_message, EngineError, LIBRARY_NOT_FOUND};
 pub use job::{
-    ComponentMemory, ComponentRole, FaultPlan, Generation, Job, LoadOptions, MemoryFigures,
-    PipelineMemory, StageTimings,
+    ComponentMemory, ComponentRole, FaultPlan, Generation, Job, LoadOptions, MemoryFigures, PipelineMemory,
+    StageTimings,
 };
 pub use memory::MemorySample;
 pub use pipeline::Pipeline;

@@ -25,19 +25,13 @@ pub struct MemorySample {
 /// Reads process RSS and device memory now.
 pub fn sample() -> MemorySample {
     let (device_used, device_process) = device_figures();
-    MemorySample {
-        rss: rss_bytes(),
-        device_used,
-        device_process,
-    }
+    MemorySample { rss: rss_bytes(), device_used, device_process }
 }
 
 /// Resident set size of this process in bytes (0 where `/proc` is unavailable).
 /// `VmRSS` is in kB, which avoids assuming a page size (64 KiB on some arm64 hosts).
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .map_or(0, |text| parse_vm_rss(&text))
+    std::fs::read_to_string("/proc/self/status").ok().map_or(0, |text| parse_vm_rss(&text))
 }
 
 fn parse_vm_rss(status: &str) -> u64 {
@@ -63,9 +57,7 @@ fn nvml() -> Option<&'static Nvml> {
 
 /// True when NVML found at least one device.
 pub fn device_available() -> bool {
-    nvml()
-        .and_then(|n| n.device_count().ok())
-        .is_some_and(|count| count > 0)
+    nvml().and_then(|n| n.device_count().ok()).is_some_and(|count| count > 0)
 }
 
 fn device_figures() -> (Option<u64>, Option<u64>) {
@@ -75,13 +67,10 @@ fn device_figures() -> (Option<u64>, Option<u64>) {
     let used = device.memory_info().ok().map(|m| m.used);
     let pid = std::process::id();
     let process = device.running_compute_processes().ok().and_then(|procs| {
-        procs
-            .into_iter()
-            .find(|p| p.pid == pid)
-            .and_then(|p| match p.used_gpu_memory {
-                UsedGpuMemory::Used(bytes) => Some(bytes),
-                UsedGpuMemory::Unavailable => None,
-            })
+        procs.into_iter().find(|p| p.pid == pid).and_then(|p| match p.used_gpu_memory {
+            UsedGpuMemory::Used(bytes) => Some(bytes),
+            UsedGpuMemory::Unavailable => None,
+        })
     });
     (used, process)
 }

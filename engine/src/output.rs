@@ -63,11 +63,7 @@ impl Video {
         let (r, g, b) = (channel(0), channel(1), channel(2));
         (0..plane)
             .map(|i| {
-                let rgb = [
-                    to_byte(self.data[r + i]),
-                    to_byte(self.data[g + i]),
-                    to_byte(self.data[b + i]),
-                ];
+                let rgb = [to_byte(self.data[r + i]), to_byte(self.data[g + i]), to_byte(self.data[b + i])];
                 palette_index(rgb, i % self.width, i / self.width)
             })
             .collect()
@@ -77,18 +73,12 @@ impl Video {
     pub(crate) fn to_gif(&self, frames: usize) -> Result<Vec<u8>, String> {
         let (w, h) = (u16::try_from(self.width), u16::try_from(self.height));
         let (Ok(w), Ok(h)) = (w, h) else {
-            return Err(format!(
-                "frame {}x{} exceeds GIF limits",
-                self.width, self.height
-            ));
+            return Err(format!("frame {}x{} exceeds GIF limits", self.width, self.height));
         };
         let mut bytes = Vec::new();
         {
-            let mut encoder =
-                gif::Encoder::new(&mut bytes, w, h, &palette()).map_err(|e| e.to_string())?;
-            encoder
-                .set_repeat(gif::Repeat::Infinite)
-                .map_err(|e| e.to_string())?;
+            let mut encoder = gif::Encoder::new(&mut bytes, w, h, &palette()).map_err(|e| e.to_string())?;
+            encoder.set_repeat(gif::Repeat::Infinite).map_err(|e| e.to_string())?;
             for f in 0..frames.min(self.frames) {
                 let frame = gif::Frame {
                     width: w,
@@ -114,10 +104,7 @@ fn to_byte(v: f32) -> u8 {
 /// Writes `bytes` to `dir/name` through a temporary file and a rename.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, EngineError> {
     let path = dir.join(name);
-    let fail = |e: std::io::Error| EngineError::Output {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
+    let fail = |e: std::io::Error| EngineError::Output { path: path.display().to_string(), message: e.to_string() };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
@@ -140,15 +127,8 @@ mod tests {
     #[test]
     fn gif_round_trips_dimensions_and_frames() {
         let (frames, height, width) = (3, 8, 16);
-        let data: Vec<f32> = (0..3 * frames * height * width)
-            .map(|i| ((i % 7) as f32 / 3.0) - 1.0)
-            .collect();
-        let video = Video {
-            data,
-            frames,
-            height,
-            width,
-        };
+        let data: Vec<f32> = (0..3 * frames * height * width).map(|i| ((i % 7) as f32 / 3.0) - 1.0).collect();
+        let video = Video { data, frames, height, width };
         let bytes = video.to_gif(frames).expect("encode");
         assert_eq!(&bytes[..6], b"GIF89a");
         let mut options = gif::DecodeOptions::new();
@@ -174,10 +154,7 @@ mod tests {
 
     #[test]
     fn bytes_clamp() {
-        assert_eq!(
-            [to_byte(-2.0), to_byte(0.0), to_byte(1.0), to_byte(f32::NAN)],
-            [0, 128, 255, 0]
-        );
+        assert_eq!([to_byte(-2.0), to_byte(0.0), to_byte(1.0), to_byte(f32::NAN)], [0, 128, 255, 0]);
     }
 
     #[test]
@@ -185,10 +162,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("warmlane-atomic-{}", std::process::id()));
         let path = write_atomic(&dir, "a.json", b"{}").expect("write");
         assert_eq!(std::fs::read(&path).expect("read"), b"{}");
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .expect("dir")
-            .filter_map(|e| e.ok())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(&dir).expect("dir").filter_map(|e| e.ok()).collect();
         assert_eq!(names.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

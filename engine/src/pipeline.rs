@@ -9,9 +9,7 @@
 use crate::cleanup::{self, Report};
 use crate::components::Component;
 use crate::error::EngineError;
-use crate::job::{
-    ComponentMemory, ComponentRole, FaultPlan, Generation, Job, LoadOptions, PipelineMemory,
-};
+use crate::job::{ComponentMemory, ComponentRole, FaultPlan, Generation, Job, LoadOptions, PipelineMemory};
 use crate::memory::{self, MemorySample};
 use crate::output::{self, Video};
 use crate::runtime::Runtime;
@@ -38,10 +36,7 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline")
-            .field("model", &self.model)
-            .field("memory", &self.memory())
-            .finish()
+        f.debug_struct("Pipeline").field("model", &self.model).field("memory", &self.memory()).finish()
     }
 }
 
@@ -59,13 +54,11 @@ impl Pipeline {
         opts: &LoadOptions,
     ) -> Result<Pipeline, EngineError> {
         Runtime::init()?;
-        settings
-            .check(base_dir)
-            .map_err(|(field, message)| EngineError::Load {
-                component: "pipeline",
-                path: format!("models.{model}.pipeline.{field}"),
-                message,
-            })?;
+        settings.check(base_dir).map_err(|(field, message)| EngineError::Load {
+            component: "pipeline",
+            path: format!("models.{model}.pipeline.{field}"),
+            message,
+        })?;
         if let Some(tokenizer) = &settings.tokenizer {
             return Err(EngineError::Unsupported(format!(
                 "models.{model}.pipeline.tokenizer = {tokenizer:?}: tokenizer.json files need the `tokenizers` crate, \
@@ -75,12 +68,7 @@ impl Pipeline {
         let dir = settings.dir_path(base_dir);
         let make = |role: ComponentRole| {
             let (_, c) = settings.components()[role.index()];
-            Component::new(
-                role,
-                dir.join(&c.file),
-                c.placement,
-                opts.provider_override.unwrap_or(c.provider),
-            )
+            Component::new(role, dir.join(&c.file), c.placement, opts.provider_override.unwrap_or(c.provider))
         };
         let mut pipeline = Pipeline {
             model: model.to_string(),
@@ -140,24 +128,18 @@ impl Pipeline {
             timeout: Duration::from_secs(600),
             out_dir: std::env::temp_dir(),
         };
-        self.run_with_cleanup(&job, &request_of(&job), &mut |_, _| {}, false)
-            .map(|_| ())
+        self.run_with_cleanup(&job, &request_of(&job), &mut |_, _| {}, false).map(|_| ())
     }
 
     /// Generates `job` and writes `<task_id>.gif` and `<task_id>.json` into its
     /// `out_dir`. `progress(step, steps)` is called after every denoising step.
-    pub fn generate(
-        &mut self,
-        job: &Job,
-        progress: &mut dyn FnMut(u32, u32),
-    ) -> Result<Generation, EngineError> {
+    pub fn generate(&mut self, job: &Job, progress: &mut dyn FnMut(u32, u32)) -> Result<Generation, EngineError> {
         let req = request_of(job);
         match self.run_with_cleanup(job, &req, progress, true)? {
             Some(generation) => Ok(generation),
-            None => Err(EngineError::Output {
-                path: job.out_dir.display().to_string(),
-                message: "nothing written".into(),
-            }),
+            None => {
+                Err(EngineError::Output { path: job.out_dir.display().to_string(), message: "nothing written".into() })
+            }
         }
     }
 
@@ -209,9 +191,7 @@ impl Pipeline {
     }
 
     fn ensure_all(&mut self) -> Result<(), EngineError> {
-        ComponentRole::ALL
-            .into_iter()
-            .try_for_each(|role| self.ensure_component(role))
+        ComponentRole::ALL.into_iter().try_for_each(|role| self.ensure_component(role))
     }
 
     /// Validates, ensures sessions, runs, writes (if `write`), then always cleans up.
@@ -244,12 +224,7 @@ impl Pipeline {
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
         let figures = cleanup::finish(&report, before, after_run);
-        result.map(|generation| {
-            generation.map(|g| Generation {
-                memory: figures,
-                ..g
-            })
-        })
+        result.map(|generation| generation.map(|g| Generation { memory: figures, ..g }))
     }
 
     /// After a failure: an allocation failure on a device provider may leave a grown
@@ -312,35 +287,19 @@ impl Pipeline {
     }
 
     fn run_options(&self) -> Result<RunOptions, EngineError> {
-        let fail = |e: ort::Error| EngineError::Inference {
-            stage: "run options".into(),
-            message: e.to_string(),
-        };
+        let fail = |e: ort::Error| EngineError::Inference { stage: "run options".into(), message: e.to_string() };
         let mut options = RunOptions::new().map_err(fail)?;
         if self.provider() == Provider::Cuda {
             // Give the CUDA arena's unused chunks back to the device after every run.
-            options
-                .set("memory.enable_memory_arena_shrinkage", "gpu:0")
-                .map_err(fail)?;
+            options.set("memory.enable_memory_arena_shrinkage", "gpu:0").map_err(fail)?;
         }
         Ok(options)
     }
 
-    fn write(
-        &self,
-        job: &Job,
-        video: &Video,
-        calls: u32,
-        started: Instant,
-    ) -> Result<Generation, EngineError> {
+    fn write(&self, job: &Job, video: &Video, calls: u32, started: Instant) -> Result<Generation, EngineError> {
         let frames = (job.frames as usize).min(video.frames);
         let gif_name = format!("{}.gif", job.task_id);
-        let gif = video
-            .to_gif(frames)
-            .map_err(|message| EngineError::Output {
-                path: gif_name.clone(),
-                message,
-            })?;
+        let gif = video.to_gif(frames).map_err(|message| EngineError::Output { path: gif_name.clone(), message })?;
         let path = output::write_atomic(&job.out_dir, &gif_name, &gif)?;
         let generation = Generation {
             path,
@@ -363,10 +322,8 @@ impl Pipeline {
             "sampler": self.settings.sampler, "denoiser_calls": calls,
             "inference_ms": generation.inference_ms,
         });
-        let text = serde_json::to_vec_pretty(&meta).map_err(|e| EngineError::Output {
-            path: job.task_id.clone(),
-            message: e.to_string(),
-        })?;
+        let text = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| EngineError::Output { path: job.task_id.clone(), message: e.to_string() })?;
         output::write_atomic(&job.out_dir, &format!("{}.json", job.task_id), &text)?;
         Ok(generation)
     }
@@ -374,27 +331,17 @@ impl Pipeline {
 
 /// The job rules the engine itself needs (the contract's limits are checked upstream).
 fn validate(job: &Job, settings: &PipelineSettings) -> Result<(), EngineError> {
-    let invalid =
-        |field: &'static str, message: String| Err(EngineError::InvalidJob { field, message });
+    let invalid = |field: &'static str, message: String| Err(EngineError::InvalidJob { field, message });
     let id_ok = !job.task_id.is_empty()
         && job.task_id.len() <= 64
-        && job
-            .task_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && job.task_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !id_ok {
-        return invalid(
-            "task_id",
-            format!("must be 1-64 chars of [A-Za-z0-9_-], got {:?}", job.task_id),
-        );
+        return invalid("task_id", format!("must be 1-64 chars of [A-Za-z0-9_-], got {:?}", job.task_id));
     }
     let down = settings.spatial_downsample;
     for (field, value) in [("width", job.width), ("height", job.height)] {
         if value == 0 || value % down != 0 || value > MAX_SIDE {
-            return invalid(
-                field,
-                format!("must be a positive multiple of {down} up to {MAX_SIDE}, got {value}"),
-            );
+            return invalid(field, format!("must be a positive multiple of {down} up to {MAX_SIDE}, got {value}"));
         }
     }
     if job.frames == 0 {

@@ -66,11 +66,7 @@ mod tests {
     fn normals_look_standard() {
         let xs = Pcg32::new(7).normals(20_000);
         let mean = xs.iter().map(|&x| f64::from(x)).sum::<f64>() / xs.len() as f64;
-        let var = xs
-            .iter()
-            .map(|&x| (f64::from(x) - mean).powi(2))
-            .sum::<f64>()
-            / xs.len() as f64;
+        let var = xs.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / xs.len() as f64;
         assert!(mean.abs() < 0.05, "mean {mean}");
         assert!((var - 1.0).abs() < 0.05, "var {var}");
     }

@@ -34,9 +34,7 @@ static RUNTIME: OnceLock<Result<Runtime, InitFailure>> = OnceLock::new();
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("library", &self.library)
-            .finish()
+        f.debug_struct("Runtime").field("library", &self.library).finish()
     }
 }
 
@@ -46,18 +44,14 @@ impl Runtime {
     pub fn init() -> Result<&'static Runtime, EngineError> {
         let slot = RUNTIME.get_or_init(|| {
             let library = find_library().ok_or(InitFailure::NotFound)?;
-            load(&library).map_err(|message| InitFailure::Failed {
-                path: library.display().to_string(),
-                message,
-            })
+            load(&library).map_err(|message| InitFailure::Failed { path: library.display().to_string(), message })
         });
         match slot {
             Ok(runtime) => Ok(runtime),
             Err(InitFailure::NotFound) => Err(EngineError::LibraryNotFound),
-            Err(InitFailure::Failed { path, message }) => Err(EngineError::RuntimeInit {
-                path: path.clone(),
-                message: message.clone(),
-            }),
+            Err(InitFailure::Failed { path, message }) => {
+                Err(EngineError::RuntimeInit { path: path.clone(), message: message.clone() })
+            }
         }
     }
 
@@ -83,19 +77,10 @@ fn load(library: &Path) -> Result<Runtime, String> {
     let builder = ort::init_from(library).map_err(|e| e.to_string())?;
     // Spinning keeps idle pool threads busy-waiting after every run; a worker shares
     // its cores with the broker client, Redis calls and, on small hosts, the broker.
-    let pool = GlobalThreadPoolOptions::default()
-        .with_spin_control(spin)
-        .map_err(|e| e.to_string())?;
-    let env = builder
-        .with_name("warmlane")
-        .with_global_thread_pool(pool)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let pool = GlobalThreadPoolOptions::default().with_spin_control(spin).map_err(|e| e.to_string())?;
+    let env = builder.with_name("warmlane").with_global_thread_pool(pool).build().map_err(|e| e.to_string())?;
     tracing::info!(target: "warmlane::engine", library = %library.display(), spin, "ONNX Runtime loaded");
-    Ok(Runtime {
-        env,
-        library: library.to_path_buf(),
-    })
+    Ok(Runtime { env, library: library.to_path_buf() })
 }
 
 /// Reads `WARMLANE_ORT_SPIN`; a process that starts ONNX Runtime only later (the
@@ -123,10 +108,7 @@ pub fn find_library() -> Option<PathBuf> {
     if let Ok(dir) = std::env::current_dir() {
         starts.push(dir);
     }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
         starts.push(dir);
     }
     starts.iter().find_map(|start| search_upward(start))
@@ -134,10 +116,7 @@ pub fn find_library() -> Option<PathBuf> {
 
 /// `<ancestor>/.ort/libonnxruntime.so.1.31.1` for the nearest ancestor of `start` that has it.
 pub fn search_upward(start: &Path) -> Option<PathBuf> {
-    start
-        .ancestors()
-        .map(|dir| dir.join(".ort").join(ORT_LIBRARY_FILE))
-        .find(|candidate| candidate.is_file())
+    start.ancestors().map(|dir| dir.join(".ort").join(ORT_LIBRARY_FILE)).find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]
@@ -161,10 +140,7 @@ mod tests {
         assert_eq!(search_upward(&deep), None);
         std::fs::create_dir_all(root.join(".ort")).expect("dir");
         std::fs::write(root.join(".ort").join(ORT_LIBRARY_FILE), b"").expect("file");
-        assert_eq!(
-            search_upward(&deep),
-            Some(root.join(".ort").join(ORT_LIBRARY_FILE))
-        );
+        assert_eq!(search_upward(&deep), Some(root.join(".ort").join(ORT_LIBRARY_FILE)));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -90,23 +90,13 @@ pub(crate) fn run(
     let t0 = Instant::now();
     let text = session(text_encoder)?;
     let cond = encode(text, ctx, req.prompt)?;
-    let uncond = if guided {
-        Some(encode(text, ctx, req.negative_prompt)?)
-    } else {
-        None
-    };
+    let uncond = if guided { Some(encode(text, ctx, req.negative_prompt)?) } else { None };
     ctx.timings.encode_us = t0.elapsed().as_micros() as u64;
 
     let t1 = Instant::now();
     let down = s.spatial_downsample as usize;
     let latent_frames = (req.frames as usize - 1) / s.temporal_downsample as usize + 1;
-    let shape = [
-        1,
-        s.latent_channels as usize,
-        latent_frames,
-        req.height as usize / down,
-        req.width as usize / down,
-    ];
+    let shape = [1, s.latent_channels as usize, latent_frames, req.height as usize / down, req.width as usize / down];
     let mut latent = Pcg32::new(req.seed).normals(shape.iter().product());
     let plan = schedule::plan(s.sampler, req.steps, s.flow_shift);
     let den = session(denoiser)?;
@@ -115,10 +105,7 @@ pub(crate) fn run(
         let stage = format!("denoiser step {n}/{}", req.steps);
         ctx.check_deadline(&stage)?;
         if ctx.faults.fail_at_step == Some(n) {
-            return Err(EngineError::Inference {
-                stage,
-                message: "injected fault (FaultPlan.fail_at_step)".into(),
-            });
+            return Err(EngineError::Inference { stage, message: "injected fault (FaultPlan.fail_at_step)".into() });
         }
         let mut prediction = denoise(den, ctx, &stage, &latent, shape, step.timestep, &cond)?;
         if let Some(uncond) = &uncond {
@@ -139,13 +126,10 @@ pub(crate) fn run(
 
 fn session(component: &mut Component) -> Result<&mut Session, EngineError> {
     let role = component.role.as_str();
-    component
-        .session
-        .as_mut()
-        .ok_or_else(|| EngineError::Inference {
-            stage: role.to_string(),
-            message: format!("{role} session is not loaded"),
-        })
+    component.session.as_mut().ok_or_else(|| EngineError::Inference {
+        stage: role.to_string(),
+        message: format!("{role} session is not loaded"),
+    })
 }
 
 /// Text embeddings `[1, T, D]` of `prompt`.
@@ -154,19 +138,10 @@ pub(crate) struct Embedding {
     data: Vec<f32>,
 }
 
-fn encode(
-    session: &mut Session,
-    ctx: &Context<'_>,
-    prompt: &str,
-) -> Result<Embedding, EngineError> {
+fn encode(session: &mut Session, ctx: &Context<'_>, prompt: &str) -> Result<Embedding, EngineError> {
     let stage = "text_encoder";
-    let ids = tokenizer::encode(
-        prompt,
-        ctx.settings.max_tokens as usize,
-        ctx.settings.vocab_size,
-    );
-    let input =
-        TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| ctx.fail(stage, &e))?;
+    let ids = tokenizer::encode(prompt, ctx.settings.max_tokens as usize, ctx.settings.vocab_size);
+    let input = TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| ctx.fail(stage, &e))?;
     let outputs = session
         .run_with_options(ort::inputs!["input_ids" => input], ctx.run_options)
         .map_err(|e| ctx.fail(stage, &e))?;
@@ -192,8 +167,7 @@ fn denoise(
     let latent_in = TensorRef::from_array_view((shape, latent)).map_err(|e| fail(ctx, e))?;
     let t = [timestep];
     let t_in = TensorRef::from_array_view(([1], &t[..])).map_err(|e| fail(ctx, e))?;
-    let text_in = TensorRef::from_array_view((text.shape.clone(), &text.data[..]))
-        .map_err(|e| fail(ctx, e))?;
+    let text_in = TensorRef::from_array_view((text.shape.clone(), &text.data[..])).map_err(|e| fail(ctx, e))?;
     let outputs = session
         .run_with_options(
             ort::inputs!["latent" => latent_in, "timestep" => t_in, "text_embeds" => text_in],
@@ -211,25 +185,14 @@ fn denoise(
     Ok(velocity)
 }
 
-fn decode(
-    session: &mut Session,
-    ctx: &Context<'_>,
-    latent: &[f32],
-    shape: [usize; 5],
-) -> Result<Video, EngineError> {
+fn decode(session: &mut Session, ctx: &Context<'_>, latent: &[f32], shape: [usize; 5]) -> Result<Video, EngineError> {
     let stage = "vae_decoder";
     let input = TensorRef::from_array_view((shape, latent)).map_err(|e| ctx.fail(stage, &e))?;
-    let outputs = session
-        .run_with_options(ort::inputs!["latent" => input], ctx.run_options)
-        .map_err(|e| ctx.fail(stage, &e))?;
+    let outputs =
+        session.run_with_options(ort::inputs!["latent" => input], ctx.run_options).map_err(|e| ctx.fail(stage, &e))?;
     let (out_shape, data) = extract(&outputs, "video").map_err(|e| ctx.fail(stage, &e))?;
     match out_shape[..] {
-        [1, 3, frames, height, width] => Ok(Video {
-            data,
-            frames,
-            height,
-            width,
-        }),
+        [1, 3, frames, height, width] => Ok(Video { data, frames, height, width }),
         _ => Err(EngineError::Inference {
             stage: stage.into(),
             message: format!("video shape {out_shape:?}, expected [1, 3, F, H, W]"),
@@ -238,17 +201,9 @@ fn decode(
 }
 
 /// Copies output `name` out of the run's buffers, so nothing run-time outlives the run.
-fn extract(
-    outputs: &ort::session::SessionOutputs<'_>,
-    name: &str,
-) -> Result<(Vec<usize>, Vec<f32>), ort::Error> {
-    let value = outputs
-        .get(name)
-        .ok_or_else(|| ort::Error::new(format!("model has no output `{name}`")))?;
+fn extract(outputs: &ort::session::SessionOutputs<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>), ort::Error> {
+    let value = outputs.get(name).ok_or_else(|| ort::Error::new(format!("model has no output `{name}`")))?;
     let (shape, data) = value.try_extract_tensor::<f32>()?;
-    let shape = shape
-        .iter()
-        .map(|&d| usize::try_from(d).unwrap_or(0))
-        .collect();
+    let shape = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
     Ok((shape, data.to_vec()))
 }

@@ -42,29 +42,17 @@ pub fn plan(sampler: Sampler, steps: u32, shift: f32) -> Vec<Step> {
                 let lin = 1.0 - i as f32 / n as f32;
                 shift * lin / (1.0 + (shift - 1.0) * lin)
             };
-            (0..n)
-                .map(|i| Step {
-                    timestep: 1000.0 * t(i),
-                    now: t(i),
-                    next: t(i + 1),
-                })
-                .collect()
+            (0..n).map(|i| Step { timestep: 1000.0 * t(i), now: t(i), next: t(i + 1) }).collect()
         }
         Sampler::Ddim => {
             let alphas = alphas_cumprod();
             let stride = TRAIN_STEPS / n;
-            let ts: Vec<usize> = (0..n)
-                .map(|i| (TRAIN_STEPS - 1).saturating_sub(i * stride))
-                .collect();
+            let ts: Vec<usize> = (0..n).map(|i| (TRAIN_STEPS - 1).saturating_sub(i * stride)).collect();
             ts.iter()
                 .enumerate()
                 .map(|(i, &t)| {
                     let next = ts.get(i + 1).map_or(1.0, |&tn| alphas[tn]);
-                    Step {
-                        timestep: t as f32,
-                        now: alphas[t],
-                        next,
-                    }
+                    Step { timestep: t as f32, now: alphas[t], next }
                 })
                 .collect()
         }
@@ -134,10 +122,7 @@ mod tests {
         for step in plan(Sampler::FlowEuler, 8, 3.0) {
             update(Sampler::FlowEuler, step, &mut x, &v);
         }
-        assert!(
-            x.iter().zip(&data).all(|(a, b)| (a - b).abs() < 1e-5),
-            "{x:?}"
-        );
+        assert!(x.iter().zip(&data).all(|(a, b)| (a - b).abs() < 1e-5), "{x:?}");
     }
 
     #[test]

@@ -29,9 +29,7 @@ pub fn encode(prompt: &str, max_tokens: usize, vocab: u32) -> Vec<i64> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325_u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
 
 #[cfg(test)]

@@ -25,23 +25,11 @@ fn only_cleanup_line(captured: &common::Captured) -> serde_json::Value {
 #[test]
 fn forced_failure_mid_loop_cleans_up_and_reports_inference_failed() {
     let out = scratch("fault-step");
-    let faults = FaultPlan {
-        fail_at_step: Some(3),
-        oom_next_runs: 0,
-    };
-    let mut pipeline = load(
-        "anisora",
-        &LoadOptions {
-            faults,
-            ..LoadOptions::default()
-        },
-    );
+    let faults = FaultPlan { fail_at_step: Some(3), oom_next_runs: 0 };
+    let mut pipeline = load("anisora", &LoadOptions { faults, ..LoadOptions::default() });
     let mut progress = Vec::new();
-    let (result, captured) = capture(|| {
-        pipeline.generate(&job("fault_step", 8, 5.0, 1, &out), &mut |s, n| {
-            progress.push((s, n))
-        })
-    });
+    let (result, captured) =
+        capture(|| pipeline.generate(&job("fault_step", 8, 5.0, 1, &out), &mut |s, n| progress.push((s, n))));
     let error = result.expect_err("fault at step 3");
     assert_eq!(error.code(), ErrorCode::InferenceFailed);
     assert_eq!(progress, vec![(1, 8), (2, 8)]);
@@ -58,49 +46,27 @@ fn forced_failure_mid_loop_cleans_up_and_reports_inference_failed() {
 
     // Still usable once the fault is lifted.
     pipeline.set_faults(FaultPlan::default());
-    let (result, captured) =
-        capture(|| pipeline.generate(&job("after_fault", 8, 5.0, 1, &out), &mut |_, _| {}));
-    assert_eq!(
-        result.expect("generates after the failure").denoiser_calls,
-        16
-    );
+    let (result, captured) = capture(|| pipeline.generate(&job("after_fault", 8, 5.0, 1, &out), &mut |_, _| {}));
+    assert_eq!(result.expect("generates after the failure").denoiser_calls, 16);
     let line = only_cleanup_line(&captured);
-    assert_eq!(
-        (line["outcome"].as_str(), line["code"].as_str()),
-        (Some("done"), Some(""))
-    );
+    assert_eq!((line["outcome"].as_str(), line["code"].as_str()), (Some("done"), Some("")));
     let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn simulated_allocation_failures_map_to_gpu_oom_then_recover() {
     let out = scratch("fault-oom");
-    let faults = FaultPlan {
-        fail_at_step: None,
-        oom_next_runs: 2,
-    };
-    let mut pipeline = load(
-        "phr00t",
-        &LoadOptions {
-            faults,
-            ..LoadOptions::default()
-        },
-    );
+    let faults = FaultPlan { fail_at_step: None, oom_next_runs: 2 };
+    let mut pipeline = load("phr00t", &LoadOptions { faults, ..LoadOptions::default() });
     for attempt in 0..2 {
-        let (result, captured) = capture(|| {
-            pipeline.generate(
-                &job(&format!("oom_{attempt}"), 4, 1.0, 1, &out),
-                &mut |_, _| {},
-            )
-        });
+        let (result, captured) =
+            capture(|| pipeline.generate(&job(&format!("oom_{attempt}"), 4, 1.0, 1, &out), &mut |_, _| {}));
         let error = result.expect_err("simulated OOM");
         assert!(error.is_oom(), "{error}");
         assert_eq!(error.code(), ErrorCode::GpuOom);
         assert_eq!(only_cleanup_line(&captured)["code"], "gpu_oom");
     }
-    let generation = pipeline
-        .generate(&job("oom_done", 4, 1.0, 1, &out), &mut |_, _| {})
-        .expect("third try succeeds");
+    let generation = pipeline.generate(&job("oom_done", 4, 1.0, 1, &out), &mut |_, _| {}).expect("third try succeeds");
     assert_eq!(generation.denoiser_calls, 4);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -116,13 +82,8 @@ fn timeout_maps_to_inference_timeout_and_pipeline_stays_usable() {
     assert!(matches!(error, EngineError::Timeout { .. }), "{error}");
     assert_eq!(error.code(), ErrorCode::InferenceTimeout);
     let line = only_cleanup_line(&captured);
-    assert_eq!(
-        (line["outcome"].as_str(), line["code"].as_str()),
-        (Some("failed"), Some("inference_timeout"))
-    );
-    pipeline
-        .generate(&job("fast", 4, 1.0, 1, &out), &mut |_, _| {})
-        .expect("next job runs");
+    assert_eq!((line["outcome"].as_str(), line["code"].as_str()), (Some("failed"), Some("inference_timeout")));
+    pipeline.generate(&job("fast", 4, 1.0, 1, &out), &mut |_, _| {}).expect("next job runs");
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -151,17 +112,11 @@ fn cuda_request_falls_back_to_cpu_loudly_and_generates() {
     };
     let settings = demo_settings("phr00t");
     let ((pipeline, generation), captured) = capture(|| {
-        let mut pipeline =
-            Pipeline::load("phr00t", &settings, &repo_root(), &opts).expect("load falls back");
+        let mut pipeline = Pipeline::load("phr00t", &settings, &repo_root(), &opts).expect("load falls back");
         let generation = pipeline.generate(&job("cuda", 4, 1.0, 1, &out), &mut |_, _| {});
         (pipeline, generation)
     });
-    if pipeline
-        .memory()
-        .components
-        .iter()
-        .all(|c| c.provider == Provider::Cuda)
-    {
+    if pipeline.memory().components.iter().all(|c| c.provider == Provider::Cuda) {
         // A host with a working CUDA library: nothing to fall back from.
         println!("CUDA provider available; fallback not exercised");
         return;
@@ -169,31 +124,16 @@ fn cuda_request_falls_back_to_cpu_loudly_and_generates() {
     let fallbacks: Vec<_> = captured
         .target("warmlane::engine")
         .into_iter()
-        .filter(|l| {
-            l["level"] == "ERROR"
-                && l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("falling back to CPU"))
-        })
+        .filter(|l| l["level"] == "ERROR" && l["message"].as_str().is_some_and(|m| m.contains("falling back to CPU")))
         .collect();
-    assert_eq!(
-        fallbacks.len(),
-        3,
-        "one loud line per component: {fallbacks:?}"
-    );
+    assert_eq!(fallbacks.len(), 3, "one loud line per component: {fallbacks:?}");
     println!("fallback: {}", fallbacks[0]);
     let memory = pipeline.memory();
-    assert!(memory
-        .components
-        .iter()
-        .all(|c| c.requested_provider == Provider::Cuda && c.provider == Provider::Cpu));
+    assert!(memory.components.iter().all(|c| c.requested_provider == Provider::Cuda && c.provider == Provider::Cpu));
     let generation = generation.expect("generates on CPU");
     assert_eq!(generation.provider, Provider::Cpu);
     assert_eq!(generation.denoiser_calls, 4);
-    let line = captured
-        .target("warmlane::cleanup")
-        .pop()
-        .expect("cleanup line");
+    let line = captured.target("warmlane::cleanup").pop().expect("cleanup line");
     assert_eq!(line["provider"], "cpu");
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -212,8 +152,6 @@ fn deadline_mid_loop_stops_the_loop_with_inference_timeout() {
     assert!(steps_done < 200, "stopped early, after step {steps_done}");
     let line = only_cleanup_line(&captured);
     assert_eq!(line["code"], "inference_timeout");
-    pipeline
-        .generate(&job("after_timeout", 8, 5.0, 1, &out), &mut |_, _| {})
-        .expect("usable after timeout");
+    pipeline.generate(&job("after_timeout", 8, 5.0, 1, &out), &mut |_, _| {}).expect("usable after timeout");
     let _ = std::fs::remove_dir_all(&out);
 }

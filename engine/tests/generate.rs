@@ -25,23 +25,16 @@ fn check_model(model: &str, steps: u32, cfg: f32, expected_calls: u32) {
     init_runtime();
     let out = scratch(&format!("generate-{model}"));
     let settings = demo_settings(model);
-    let mut pipeline =
-        Pipeline::load(model, &settings, &repo_root(), &LoadOptions::default()).expect("load");
+    let mut pipeline = Pipeline::load(model, &settings, &repo_root(), &LoadOptions::default()).expect("load");
     assert_eq!(pipeline.provider(), Provider::Cpu);
     pipeline.warm_up().expect("warm up");
     let calls_before = pipeline.denoiser_calls_total();
 
     let mut seen = Vec::new();
-    let first = pipeline
-        .generate(&job("first", steps, cfg, 42, &out), &mut |s, n| {
-            seen.push((s, n))
-        })
-        .expect("generate");
+    let first =
+        pipeline.generate(&job("first", steps, cfg, 42, &out), &mut |s, n| seen.push((s, n))).expect("generate");
     assert_eq!(first.denoiser_calls, expected_calls);
-    assert_eq!(
-        pipeline.denoiser_calls_total() - calls_before,
-        u64::from(expected_calls)
-    );
+    assert_eq!(pipeline.denoiser_calls_total() - calls_before, u64::from(expected_calls));
     assert_eq!(seen, (1..=steps).map(|s| (s, steps)).collect::<Vec<_>>());
     assert_eq!((first.width, first.height, first.frames), (32, 24, 5));
     assert_eq!(first.path, out.join("first.gif"));
@@ -50,40 +43,21 @@ fn check_model(model: &str, steps: u32, cfg: f32, expected_calls: u32) {
     assert_eq!(bytes.len() as u64, first.bytes);
     assert_eq!(decode_gif(&bytes), (32, 24, 5));
     let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("first.json")).expect("json written"))
-            .expect("json parses");
+        serde_json::from_slice(&std::fs::read(out.join("first.json")).expect("json written")).expect("json parses");
     assert_eq!(meta["model"], model);
     assert_eq!(meta["seed"], 42);
     assert_eq!(meta["steps"], steps);
     assert_eq!(meta["frames"], 5);
 
-    let again = pipeline
-        .generate(&job("again", steps, cfg, 42, &out), &mut |_, _| {})
-        .expect("generate again");
-    assert_eq!(
-        std::fs::read(&again.path).expect("read"),
-        bytes,
-        "same seed, same bytes"
-    );
-    let other = pipeline
-        .generate(&job("other", steps, cfg, 7, &out), &mut |_, _| {})
-        .expect("generate other");
-    assert_ne!(
-        std::fs::read(&other.path).expect("read"),
-        bytes,
-        "another seed, another video"
-    );
+    let again = pipeline.generate(&job("again", steps, cfg, 42, &out), &mut |_, _| {}).expect("generate again");
+    assert_eq!(std::fs::read(&again.path).expect("read"), bytes, "same seed, same bytes");
+    let other = pipeline.generate(&job("other", steps, cfg, 7, &out), &mut |_, _| {}).expect("generate other");
+    assert_ne!(std::fs::read(&other.path).expect("read"), bytes, "another seed, another video");
 
     let memory = pipeline.memory();
     assert_eq!(memory.components.len(), 3);
-    assert!(memory
-        .components
-        .iter()
-        .all(|c| c.loaded && c.provider == Provider::Cpu));
-    println!(
-        "{model}: {}",
-        serde_json::to_string(&memory).expect("memory serialises")
-    );
+    assert!(memory.components.iter().all(|c| c.loaded && c.provider == Provider::Cpu));
+    println!("{model}: {}", serde_json::to_string(&memory).expect("memory serialises"));
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -102,13 +76,10 @@ fn released_component_is_reloaded_for_the_next_job() {
     init_runtime();
     let out = scratch("reload");
     let settings = demo_settings("phr00t");
-    let mut pipeline =
-        Pipeline::load("phr00t", &settings, &repo_root(), &LoadOptions::default()).expect("load");
+    let mut pipeline = Pipeline::load("phr00t", &settings, &repo_root(), &LoadOptions::default()).expect("load");
     pipeline.release_component(ComponentRole::Denoiser);
     assert!(!pipeline.memory().components[1].loaded);
-    let generation = pipeline
-        .generate(&job("reload", 4, 1.0, 1, &out), &mut |_, _| {})
-        .expect("generate");
+    let generation = pipeline.generate(&job("reload", 4, 1.0, 1, &out), &mut |_, _| {}).expect("generate");
     assert_eq!(generation.denoiser_calls, 4);
     assert!(pipeline.memory().components[1].loaded);
     let _ = std::fs::remove_dir_all(&out);
@@ -121,8 +92,8 @@ fn repository_settings_describe_the_demo_pipelines() {
     let root: serde_json::Value = serde_json::from_str(&text).expect("settings parse");
     for model in ["anisora", "phr00t"] {
         let pipeline = root["models"][model]["pipeline"].clone();
-        let settings: warmlane_engine::PipelineSettings = serde_json::from_value(pipeline)
-            .unwrap_or_else(|e| panic!("models.{model}.pipeline: {e}"));
+        let settings: warmlane_engine::PipelineSettings =
+            serde_json::from_value(pipeline).unwrap_or_else(|e| panic!("models.{model}.pipeline: {e}"));
         if let Err((field, message)) = settings.check(&repo_root()) {
             panic!("models.{model}.pipeline.{field}: {message}");
         }
@@ -135,11 +106,8 @@ fn ddim_sampler_runs_the_same_components() {
     let out = scratch("ddim");
     let mut settings = demo_settings("phr00t");
     settings.sampler = warmlane_engine::Sampler::Ddim;
-    let mut pipeline =
-        Pipeline::load("phr00t", &settings, &repo_root(), &LoadOptions::default()).expect("load");
-    let generation = pipeline
-        .generate(&job("ddim", 4, 1.0, 3, &out), &mut |_, _| {})
-        .expect("generate");
+    let mut pipeline = Pipeline::load("phr00t", &settings, &repo_root(), &LoadOptions::default()).expect("load");
+    let generation = pipeline.generate(&job("ddim", 4, 1.0, 3, &out), &mut |_, _| {}).expect("generate");
     assert_eq!(generation.denoiser_calls, 4);
     let bytes = std::fs::read(&generation.path).expect("gif written");
     assert_eq!(decode_gif(&bytes), (32, 24, 5));

@@ -29,10 +29,7 @@ fn heavy_model() -> String {
         ])
         .status()
         .expect("python3 runs ops/gen_demo_models.py (pip install -r ops/requirements-models.txt)");
-    assert!(
-        status.success(),
-        "gen_demo_models.py --heavy failed: {status}"
-    );
+    assert!(status.success(), "gen_demo_models.py --heavy failed: {status}");
     rel
 }
 
@@ -51,30 +48,16 @@ fn heavy_pipeline_release_returns_rss() {
 
     // Warm the allocator and ORT's process-wide state with the small model first, so
     // the figures below measure the heavy weights, not one-time initialisation.
-    let mut small = Pipeline::load(
-        "anisora",
-        &demo_settings("anisora"),
-        &repo_root(),
-        &LoadOptions::default(),
-    )
-    .expect("small");
-    small
-        .generate(&job("small", 2, 5.0, 1, &out), &mut |_, _| {})
-        .expect("small generation");
+    let mut small =
+        Pipeline::load("anisora", &demo_settings("anisora"), &repo_root(), &LoadOptions::default()).expect("small");
+    small.generate(&job("small", 2, 5.0, 1, &out), &mut |_, _| {}).expect("small generation");
     drop(small);
 
     let before = rss_bytes();
-    let mut pipeline = Pipeline::load(
-        "anisora-heavy",
-        &settings,
-        &repo_root(),
-        &LoadOptions::default(),
-    )
-    .expect("heavy load");
+    let mut pipeline =
+        Pipeline::load("anisora-heavy", &settings, &repo_root(), &LoadOptions::default()).expect("heavy load");
     let loaded = rss_bytes();
-    pipeline
-        .generate(&job("heavy", 2, 5.0, 1, &out), &mut |_, _| {})
-        .expect("heavy generation");
+    pipeline.generate(&job("heavy", 2, 5.0, 1, &out), &mut |_, _| {}).expect("heavy generation");
     let memory = pipeline.memory();
     pipeline.release_all();
     drop(pipeline);
@@ -88,20 +71,14 @@ fn heavy_pipeline_release_returns_rss() {
         mb(after),
         (after as f64 - before as f64) / (1024.0 * 1024.0)
     );
-    println!(
-        "per component: {}",
-        serde_json::to_string(&memory.components).expect("serialises")
-    );
+    println!("per component: {}", serde_json::to_string(&memory.components).expect("serialises"));
     let denoiser = &memory.components[1];
     assert!(
         denoiser.rss_bytes as f64 >= 0.8 * heavy_bytes as f64,
         "denoiser load measured {} bytes",
         denoiser.rss_bytes
     );
-    assert!(
-        loaded >= before + heavy_bytes * 8 / 10,
-        "the heavy weights were resident"
-    );
+    assert!(loaded >= before + heavy_bytes * 8 / 10, "the heavy weights were resident");
     let drift = after.abs_diff(before);
     assert!(
         drift <= heavy_bytes / 10,

@@ -10,7 +10,9 @@ use crate::backoff::Backoff;
 use crate::config::redact_url;
 use crate::error::ProducerError;
 use deadpool_lapin::{Config, Pool, Runtime};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::time::Duration;
@@ -88,7 +90,13 @@ pub async fn declare(channel: &Channel, decl: &Declarations) -> Result<(), Produ
     }
     for b in &decl.bindings {
         channel
-            .queue_bind(b.queue.as_str().into(), b.exchange.as_str().into(), b.key.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                b.queue.as_str().into(),
+                b.exchange.as_str().into(),
+                b.key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| ProducerError::Broker(format!("binding {} to {}: {e}", b.queue, b.exchange)))?;
     }
@@ -127,7 +135,13 @@ pub async fn publish(
     let pending = {
         let _in_order = order.lock().await;
         channel
-            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, properties)
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                properties,
+            )
             .await?
     };
     let confirm = pending.await.map_err(|e| ProducerError::Unconfirmed(e.to_string()))?;
@@ -208,7 +222,13 @@ impl Publisher {
     }
 
     /// Publishes and waits for the confirm; a channel failure drops the cached channel.
-    pub async fn publish(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) -> Result<Published, ProducerError> {
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<Published, ProducerError> {
         let channel = self.channel().await?;
         let result = publish(&channel, &self.order, exchange, key, body, props).await;
         if result.is_err() {
@@ -230,7 +250,10 @@ impl Publisher {
     async fn pooled(&self) -> Result<deadpool_lapin::Object, ProducerError> {
         let pool = self.pool.clone();
         let got = match &self.home {
-            Some(home) => home.spawn(async move { pool.get().await }).await.map_err(|e| ProducerError::Broker(format!("connecting: {e}")))?,
+            Some(home) => home
+                .spawn(async move { pool.get().await })
+                .await
+                .map_err(|e| ProducerError::Broker(format!("connecting: {e}")))?,
             None => pool.get().await,
         };
         got.map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: self.url.clone(), detail: e.to_string() })
@@ -262,7 +285,9 @@ pub async fn queue_depth(publisher: &Publisher, queue: &str) -> Result<Option<u3
 }
 
 /// Ready-message counts of the lane and degraded queues.
-pub async fn queue_depths(producer: &crate::producer::Producer) -> Result<std::collections::HashMap<String, u32>, ProducerError> {
+pub async fn queue_depths(
+    producer: &crate::producer::Producer,
+) -> Result<std::collections::HashMap<String, u32>, ProducerError> {
     let topo = producer.topology();
     let mut names: Vec<String> = producer.settings().lane_models().map(|m| topo.lane_queue(m)).collect();
     names.push(topo.degraded_queue());

@@ -78,17 +78,25 @@ async fn submit(producer: &Producer, file: &std::path::Path, wait: u64) -> Resul
     } else {
         text = std::fs::read_to_string(file).map_err(|e| CommandError::Input(format!("{}: {e}", file.display())))?;
     }
-    let mut body: serde_json::Value = serde_json::from_str(&text).map_err(|e| CommandError::Input(format!("not JSON: {e}")))?;
+    let mut body: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CommandError::Input(format!("not JSON: {e}")))?;
     if let Some(obj) = body.as_object_mut() {
         obj.entry("v").or_insert(1.into());
         obj.entry("task_id").or_insert_with(|| uuid::Uuid::new_v4().simple().to_string().into());
     }
     let admission = producer.submit_json(&body).await?;
-    println!("{}", serde_json::json!({"task_id": admission.task_id, "lane": admission.lane, "fallback_cause": admission.fallback.map(|c| c.as_str())}));
+    println!(
+        "{}",
+        serde_json::json!({"task_id": admission.task_id, "lane": admission.lane, "fallback_cause": admission.fallback.map(|c| c.as_str())})
+    );
     if wait > 0 {
         match producer.store().wait_reply(&admission.task_id, Duration::from_secs(wait)).await? {
             Some(reply) => println!("{}", serde_json::to_string(&reply).unwrap_or_default()),
-            None => return Err(CommandError::Input(format!("no reply within {wait} s; the task is still running or queued"))),
+            None => {
+                return Err(CommandError::Input(format!(
+                    "no reply within {wait} s; the task is still running or queued"
+                )))
+            }
         }
     }
     Ok(())

@@ -26,8 +26,14 @@ pub async fn dead_letter(
     headers.insert(HEADER_ERROR_CODE.into(), AMQPValue::LongString(LongString::from(rejection.code.as_str())));
     headers.insert(HEADER_ERROR_REASON.into(), AMQPValue::LongString(LongString::from(rejection.reason.clone())));
     let source = delivery.routing_key.as_str().to_string();
-    headers.insert(HEADER_SOURCE_QUEUE.into(), AMQPValue::LongString(LongString::from(lane.map(|l| topology.queue_of_lane(l)).unwrap_or(source))));
-    let message_id = task_id.map(str::to_string).or_else(|| delivery.properties.message_id().as_ref().map(|s| s.as_str().to_string())).unwrap_or_default();
+    headers.insert(
+        HEADER_SOURCE_QUEUE.into(),
+        AMQPValue::LongString(LongString::from(lane.map(|l| topology.queue_of_lane(l)).unwrap_or(source))),
+    );
+    let message_id = task_id
+        .map(str::to_string)
+        .or_else(|| delivery.properties.message_id().as_ref().map(|s| s.as_str().to_string()))
+        .unwrap_or_default();
     let props = message_properties(&message_id, headers);
     match publisher.publish(&topology.dead_exchange(), DEAD_KEY, &delivery.data, props).await? {
         Published::Acked => {}

@@ -177,7 +177,8 @@ pub async fn run(producer: &Producer, cmd: DeadCommand) -> Result<(), ProducerEr
 /// Up to `limit` dead messages, oldest first; none is removed.
 pub async fn list(producer: &Producer, limit: usize) -> Result<Vec<DeadMessage>, ProducerError> {
     let channel = producer.publisher().channel_plain().await?;
-    let result = get_batch(producer, &channel, limit).await.map(|batch| batch.iter().map(DeadMessage::from_delivery).collect());
+    let result =
+        get_batch(producer, &channel, limit).await.map(|batch| batch.iter().map(DeadMessage::from_delivery).collect());
     close(&channel).await;
     result
 }
@@ -211,7 +212,12 @@ async fn get_batch(producer: &Producer, channel: &Channel, limit: usize) -> Resu
     Ok(got)
 }
 
-async fn replay_on(producer: &Producer, channel: &Channel, limit: usize, only: Option<&str>) -> Result<Vec<Replayed>, ProducerError> {
+async fn replay_on(
+    producer: &Producer,
+    channel: &Channel,
+    limit: usize,
+    only: Option<&str>,
+) -> Result<Vec<Replayed>, ProducerError> {
     // With a task filter, look through the queue (bounded) so the wanted message is found.
     let scan = if only.is_some() { limit.max(MAX_SCAN) } else { limit };
     let batch = get_batch(producer, channel, scan).await?;
@@ -234,7 +240,12 @@ async fn replay_on(producer: &Producer, channel: &Channel, limit: usize, only: O
 /// How many messages `dead replay --task-id` looks through at most.
 pub const MAX_SCAN: usize = 10_000;
 
-async fn replay_one(producer: &Producer, channel: &Channel, delivery: &Delivery, message: &DeadMessage) -> Result<ReplayResult, ProducerError> {
+async fn replay_one(
+    producer: &Producer,
+    channel: &Channel,
+    delivery: &Delivery,
+    message: &DeadMessage,
+) -> Result<ReplayResult, ProducerError> {
     // Still invalid: leave it dead without touching the task's reply.
     if let Err(failure) = warmlane_shared::decode_msgpack(&delivery.data, producer.settings()) {
         let r = failure.rejection;
@@ -251,7 +262,8 @@ async fn replay_one(producer: &Producer, channel: &Channel, delivery: &Delivery,
     };
     if let (true, Some(task)) = (reopen, message.task()) {
         let mut c = store.connection();
-        let _: () = redis::pipe().del(store.keys().task(task)).del(store.keys().reply(task)).query_async(&mut c).await?;
+        let _: () =
+            redis::pipe().del(store.keys().task(task)).del(store.keys().reply(task)).query_async(&mut c).await?;
     }
     match producer.submit_msgpack(&delivery.data).await {
         Ok(admission) => {
@@ -260,7 +272,9 @@ async fn replay_one(producer: &Producer, channel: &Channel, delivery: &Delivery,
             tracing::info!(task_id = %admission.task_id, lane = %admission.lane, "dead message replayed");
             Ok(ReplayResult::Replayed { lane: admission.lane })
         }
-        Err(ProducerError::Rejected(r)) => Ok(ReplayResult::Kept { detail: format!("{}: {} ({})", r.code.as_str(), r.reason, r.message) }),
+        Err(ProducerError::Rejected(r)) => {
+            Ok(ReplayResult::Kept { detail: format!("{}: {} ({})", r.code.as_str(), r.reason, r.message) })
+        }
         Err(e) => Err(e),
     }
 }

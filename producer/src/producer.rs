@@ -16,7 +16,10 @@ use warmlane_shared::metrics as m;
 use warmlane_shared::request::DecodeFailure;
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::topology::{DEGRADED_KEY, HEADER_ENQUEUED_MS, HEADER_FALLBACK_CAUSE};
-use warmlane_shared::{now_ms, route, ErrorCode, FallbackCause, Rejection, Reply, ReplyStatus, Route, Settings, Timings, Topology, ValidRequest};
+use warmlane_shared::{
+    now_ms, route, ErrorCode, FallbackCause, Rejection, Reply, ReplyStatus, Route, Settings, Timings, Topology,
+    ValidRequest,
+};
 
 /// A request the broker has confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +47,12 @@ pub struct Producer {
 
 impl Producer {
     /// Connects to Redis and declares the topology on RabbitMQ.
-    pub async fn connect(settings: Arc<Settings>, amqp_url: &str, redis_url: &str, prefix: &str) -> Result<Producer, ProducerError> {
+    pub async fn connect(
+        settings: Arc<Settings>,
+        amqp_url: &str,
+        redis_url: &str,
+        prefix: &str,
+    ) -> Result<Producer, ProducerError> {
         let store = Store::connect(redis_url, prefix, &settings).await?;
         let publisher = Publisher::new(amqp_url)?;
         let topology = Topology::new(prefix);
@@ -117,9 +125,13 @@ impl Producer {
         if let Err(e @ (ProducerError::Broker(_) | ProducerError::Connect { .. })) = &outcome {
             let detail = e.to_string();
             match self.store.forget_unpublished(&task_id).await {
-                Ok(true) => tracing::warn!(task_id = %task_id, error = %detail, "not queued (broker unavailable); the admission was undone"),
+                Ok(true) => {
+                    tracing::warn!(task_id = %task_id, error = %detail, "not queued (broker unavailable); the admission was undone")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(task_id = %task_id, error = %e, "not queued, and the admission could not be undone; the backstop will answer it"),
+                Err(e) => {
+                    tracing::warn!(task_id = %task_id, error = %e, "not queued, and the admission could not be undone; the backstop will answer it")
+                }
             }
         }
         outcome
@@ -132,7 +144,9 @@ impl Producer {
         let lane_deadline = self.settings.lane_deadline_ms(now);
         let degraded_deadline = self.settings.degraded_deadline_ms(now);
         let dedicated = self.settings.model(&req.model).is_some_and(|m| m.dedicated_lane);
-        let Some((health, fallback_active)) = self.store.admit_and_read_lane(&req, lane_deadline, dedicated, lanes.heartbeat_ttl_ms).await? else {
+        let Some((health, fallback_active)) =
+            self.store.admit_and_read_lane(&req, lane_deadline, dedicated, lanes.heartbeat_ttl_ms).await?
+        else {
             return Err(Rejection::invalid("task_id", format!("task_id `{}` is already in use", req.task_id)).into());
         };
         let body = req.to_msgpack();
@@ -145,9 +159,15 @@ impl Producer {
                     if fallback_active {
                         self.note_lane_ready(&req.model).await;
                     }
-                    metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "lane", m::TAG_MODEL => req.model.clone()).increment(1);
+                    metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "lane", m::TAG_MODEL => req.model.clone())
+                        .increment(1);
                     tracing::info!(task_id = %req.task_id, model = %req.model, lane = %req.model, "admitted to its warm lane");
-                    return Ok(Admission { task_id: req.task_id, lane: req.model, fallback: None, submitted_at_ms: now });
+                    return Ok(Admission {
+                        task_id: req.task_id,
+                        lane: req.model,
+                        fallback: None,
+                        submitted_at_ms: now,
+                    });
                 }
                 refused => {
                     tracing::info!(task_id = %req.task_id, model = %req.model, answer = ?refused, "lane refused the publish; falling back");
@@ -161,7 +181,13 @@ impl Producer {
         self.publish_degraded(&req, &body, cause, degraded_deadline).await
     }
 
-    async fn publish_degraded(&self, req: &ValidRequest, body: &[u8], cause: FallbackCause, deadline: u64) -> SubmitOutcome {
+    async fn publish_degraded(
+        &self,
+        req: &ValidRequest,
+        body: &[u8],
+        cause: FallbackCause,
+        deadline: u64,
+    ) -> SubmitOutcome {
         let now = now_ms();
         let props = message_properties(&req.task_id, degraded_headers(now, cause));
         self.store.routed(&req.task_id, DEGRADED_LANE, Some(cause), deadline).await?;
@@ -171,10 +197,16 @@ impl Producer {
                 metrics::counter!(m::FALLBACK_ACTIVATIONS, m::TAG_MODEL => req.model.clone(), m::TAG_CAUSE => cause.as_str()).increment(1);
                 tracing::warn!(model = %req.model, cause = cause.as_str(), "degraded fallback activated");
             }
-            metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "degraded", m::TAG_MODEL => req.model.clone()).increment(1);
+            metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "degraded", m::TAG_MODEL => req.model.clone())
+                .increment(1);
             tracing::info!(task_id = %req.task_id, model = %req.model, lane = DEGRADED_LANE, cause = cause.as_str(), "admitted to the degraded queue");
             let submitted_at_ms = req.submitted_at_ms.unwrap_or(now);
-            return Ok(Admission { task_id: req.task_id.clone(), lane: DEGRADED_LANE.into(), fallback: Some(cause), submitted_at_ms });
+            return Ok(Admission {
+                task_id: req.task_id.clone(),
+                lane: DEGRADED_LANE.into(),
+                fallback: Some(cause),
+                submitted_at_ms,
+            });
         }
         let rejection = if answer == Published::Nacked {
             Rejection::queue_full(self.settings.degraded.max_depth)
@@ -182,10 +214,17 @@ impl Producer {
             tracing::error!(task_id = %req.task_id, "the degraded queue is not bound; check the topology");
             Rejection::new(ErrorCode::QueueOverloaded, "unroutable", "no degraded queue is bound; retry later")
         };
-        let reply = Reply::coded(&req.task_id, ReplyStatus::Rejected, Some(DEGRADED_LANE), &rejection, Timings { queued_ms: Some(0), inference_ms: None });
+        let reply = Reply::coded(
+            &req.task_id,
+            ReplyStatus::Rejected,
+            Some(DEGRADED_LANE),
+            &rejection,
+            Timings { queued_ms: Some(0), inference_ms: None },
+        );
         self.store.finish(&reply, crate::store::FinishWhen::NotTerminal).await?;
         metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => rejection.reason.clone()).increment(1);
-        metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "rejected", m::TAG_MODEL => req.model.clone()).increment(1);
+        metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "rejected", m::TAG_MODEL => req.model.clone())
+            .increment(1);
         tracing::warn!(task_id = %req.task_id, model = %req.model, reason = %rejection.reason, "queue_overloaded");
         Err(rejection.into())
     }

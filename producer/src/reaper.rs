@@ -31,7 +31,11 @@ use warmlane_shared::{now_ms, Rejection, Reply, ReplyStatus, Timings};
 pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs both jobs until `shutdown` resolves; broker outages are retried with backoff.
-pub async fn run(producer: Arc<Producer>, amqp_url: String, shutdown: impl Future<Output = ()>) -> Result<(), ProducerError> {
+pub async fn run(
+    producer: Arc<Producer>,
+    amqp_url: String,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProducerError> {
     let sweeper = sweep_forever(producer.clone());
     let sampler = crate::metrics_sampler::run(producer.clone(), crate::metrics_sampler::DEFAULT_EVERY);
     let consumer = consume_forever(producer, amqp_url);
@@ -64,7 +68,13 @@ pub async fn sweep_once(producer: &Producer) -> Result<usize, ProducerError> {
         let lane = task.get("lane").cloned();
         let waited = now_ms().saturating_sub(submitted);
         let rejection = Rejection::wait_timeout(waited, producer.settings().degraded.max_wait_ms);
-        let reply = Reply::coded(&task_id, ReplyStatus::Failed, lane.as_deref(), &rejection, Timings { queued_ms: Some(waited), inference_ms: None });
+        let reply = Reply::coded(
+            &task_id,
+            ReplyStatus::Failed,
+            lane.as_deref(),
+            &rejection,
+            Timings { queued_ms: Some(waited), inference_ms: None },
+        );
         if store.finish(&reply, FinishWhen::Pending).await? {
             answered += 1;
             count_wait_timeout();
@@ -99,7 +109,12 @@ async fn consume_expired(producer: &Producer, amqp_url: &str, backoff: &mut Back
     channel.basic_qos(32, BasicQosOptions::default()).await?;
     let queue = producer.topology().expired_queue();
     let mut deliveries = channel
-        .basic_consume(queue.as_str().into(), "warmlane-reaper".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "warmlane-reaper".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     backoff.reset();
     tracing::info!(queue = %queue, "reaper consuming expired messages");
@@ -124,7 +139,16 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
         Ok(req) => req,
         Err(failure) => {
             // Never validated by a worker: it expired before one saw it.
-            crate::dead::dead_letter(producer.publisher(), producer.store(), producer.topology(), delivery, &failure.rejection, failure.task_id.as_deref(), lane.as_deref()).await?;
+            crate::dead::dead_letter(
+                producer.publisher(),
+                producer.store(),
+                producer.topology(),
+                delivery,
+                &failure.rejection,
+                failure.task_id.as_deref(),
+                lane.as_deref(),
+            )
+            .await?;
             return Ok(());
         }
     };
@@ -137,11 +161,20 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
             }
         }
         _ => {
-            let enqueued = amqp::header_int(props, HEADER_ENQUEUED_MS).map(|v| v as u64).or(req.submitted_at_ms).unwrap_or_else(now_ms);
+            let enqueued = amqp::header_int(props, HEADER_ENQUEUED_MS)
+                .map(|v| v as u64)
+                .or(req.submitted_at_ms)
+                .unwrap_or_else(now_ms);
             let waited = now_ms().saturating_sub(enqueued);
             let rejection = Rejection::wait_timeout(waited, producer.settings().degraded.max_wait_ms);
             let queued = now_ms().saturating_sub(req.submitted_at_ms.unwrap_or(enqueued));
-            let reply = Reply::coded(&req.task_id, ReplyStatus::Failed, Some(DEGRADED_LANE), &rejection, Timings { queued_ms: Some(queued), inference_ms: None });
+            let reply = Reply::coded(
+                &req.task_id,
+                ReplyStatus::Failed,
+                Some(DEGRADED_LANE),
+                &rejection,
+                Timings { queued_ms: Some(queued), inference_ms: None },
+            );
             if producer.store().finish(&reply, FinishWhen::NotTerminal).await? {
                 count_wait_timeout();
                 tracing::warn!(task_id = %req.task_id, waited_ms = waited, "degraded wait ran out: queue_overloaded/wait_timeout");

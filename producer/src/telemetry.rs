@@ -127,7 +127,9 @@ impl ResolvingUdpSink {
                 Ok(None) | Err(_) => state.next_lookup = Some(now + RETRY_RESOLVE),
             }
         }
-        state.target.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("StatsD host `{}` does not resolve", self.host)))
+        state.target.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("StatsD host `{}` does not resolve", self.host))
+        })
     }
 }
 
@@ -139,7 +141,8 @@ impl MetricSink for ResolvingUdpSink {
         let socket = match state.socket.take() {
             Some((socket, family)) if family == v4 => socket,
             _ => {
-                let any: SocketAddr = if v4 { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+                let any: SocketAddr =
+                    if v4 { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
                 let socket = UdpSocket::bind(any)?;
                 socket.set_nonblocking(true)?;
                 socket
@@ -200,7 +203,11 @@ mod tests {
 
     #[test]
     fn unset_or_bad_addresses_leave_metrics_off_without_failing() {
-        let args = |statsd: Option<&str>| crate::config::TelemetryArgs { json_logs: false, statsd: statsd.map(str::to_string), metrics_prefix: "t".into() };
+        let args = |statsd: Option<&str>| crate::config::TelemetryArgs {
+            json_logs: false,
+            statsd: statsd.map(str::to_string),
+            metrics_prefix: "t".into(),
+        };
         assert!(!init_metrics(&args(None)));
         assert!(!init_metrics(&args(Some(""))));
         assert!(!init_metrics(&args(Some("no-port"))));

@@ -33,20 +33,30 @@ async fn api_keys_guard_generation_routes() {
 async fn admin_routes_need_the_admin_key() {
     let h = Harness::new().await;
     let off = h.app();
-    post_json(&off, "/admin/lanes/anisora/disable", &json!({"cause": "manual"}), &[("x-admin-key", "anything")]).await.envelope(403, "forbidden");
+    post_json(&off, "/admin/lanes/anisora/disable", &json!({"cause": "manual"}), &[("x-admin-key", "anything")])
+        .await
+        .envelope(403, "forbidden");
 
     let mut args = h.args();
     args.admin_key = Some("admin-secret".into());
     let app = h.app_with(&args);
     let admin = [("x-admin-key", "admin-secret")];
     post_json(&app, "/admin/lanes/anisora/disable", &json!({}), &[]).await.envelope(401, "unauthorized");
-    post_json(&app, "/admin/lanes/anisora/disable", &json!({}), &[("x-admin-key", "wrong")]).await.envelope(403, "forbidden");
+    post_json(&app, "/admin/lanes/anisora/disable", &json!({}), &[("x-admin-key", "wrong")])
+        .await
+        .envelope(403, "forbidden");
     post_json(&app, "/admin/lanes/nosuch/disable", &json!({}), &admin).await.envelope(422, "unknown_model");
-    let err = post_json(&app, "/admin/lanes/anisora/disable", &json!({"cause": "capacity"}), &admin).await.envelope(422, "invalid_parameter");
+    let err = post_json(&app, "/admin/lanes/anisora/disable", &json!({"cause": "capacity"}), &admin)
+        .await
+        .envelope(422, "invalid_parameter");
     assert_eq!(err["reason"], "cause");
-    post_raw(&app, "/admin/lanes/anisora/disable", Some("application/json"), b"{".to_vec(), &admin).await.envelope(400, "malformed_message");
+    post_raw(&app, "/admin/lanes/anisora/disable", Some("application/json"), b"{".to_vec(), &admin)
+        .await
+        .envelope(400, "malformed_message");
 
-    let res = post_json(&app, "/admin/lanes/anisora/disable", &json!({"cause": "quota", "note": "provider said no"}), &admin).await;
+    let res =
+        post_json(&app, "/admin/lanes/anisora/disable", &json!({"cause": "quota", "note": "provider said no"}), &admin)
+            .await;
     assert_eq!(res.status, 200);
     assert_eq!(res.json()["cause"], "quota");
     let lanes = get(&app, "/lanes", &[]).await.json();
@@ -69,26 +79,60 @@ async fn memory_status_and_fit_check_from_heartbeats() {
     let app = h.app();
     let empty = get(&app, "/api/v1/hardware/vram", &[]).await.json();
     assert_eq!(empty["workers"], json!([]));
-    let no_worker = post_json(&app, "/api/v1/hardware/vram/check", &json!({"model": "anisora", "width": 64, "height": 64, "frames": 8}), &[]).await.json();
+    let no_worker = post_json(
+        &app,
+        "/api/v1/hardware/vram/check",
+        &json!({"model": "anisora", "width": 64, "height": 64, "frames": 8}),
+        &[],
+    )
+    .await
+    .json();
     assert_eq!(no_worker["fits"], false);
     assert!(no_worker["free_bytes"].is_null());
 
     let worker = format!("{}-w", h.prefix);
     h.heartbeat(&worker, "anisora", json!({"budget_bytes": 10_000_000u64, "used_bytes": 9_200_000u64, "pipelines": [{"model": "anisora", "components": []}]})).await;
     let status = get(&app, "/api/v1/hardware/vram", &[]).await.json();
-    let w = status["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == worker.as_str()).expect("the worker").clone();
-    assert_eq!((w["level"].as_str(), w["critical"].as_bool(), w["free_bytes"].as_u64()), (Some("red"), Some(true), Some(800_000)));
+    let w = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker_id"] == worker.as_str())
+        .expect("the worker")
+        .clone();
+    assert_eq!(
+        (w["level"].as_str(), w["critical"].as_bool(), w["free_bytes"].as_u64()),
+        (Some("red"), Some(true), Some(800_000))
+    );
     assert_eq!(w["memory"]["pipelines"][0]["model"], "anisora", "the snapshot passes through");
 
     // anisora's estimate: 4_000_000 weights + 64 bytes per voxel; the worker holds the model.
-    let small = post_json(&app, "/api/v1/hardware/vram/check", &json!({"model": "anisora", "width": 64, "height": 64, "frames": 2}), &[]).await.json();
+    let small = post_json(
+        &app,
+        "/api/v1/hardware/vram/check",
+        &json!({"model": "anisora", "width": 64, "height": 64, "frames": 2}),
+        &[],
+    )
+    .await
+    .json();
     assert_eq!((small["fits"].as_bool(), small["required_bytes"].as_u64()), (Some(true), Some(64 * 64 * 2 * 64)));
-    let big = post_json(&app, "/api/v1/hardware/vram/check", &json!({"model": "anisora", "width": 1280, "height": 720, "frames": 81}), &[]).await.json();
+    let big = post_json(
+        &app,
+        "/api/v1/hardware/vram/check",
+        &json!({"model": "anisora", "width": 1280, "height": 720, "frames": 81}),
+        &[],
+    )
+    .await
+    .json();
     assert_eq!(big["fits"], false, "{big}");
     assert_eq!(big["free_bytes"], 800_000);
     post_json(&app, "/api/v1/hardware/vram/check", &json!({"model": "nope"}), &[]).await.envelope(422, "unknown_model");
-    post_json(&app, "/api/v1/hardware/vram/check", &json!({"model": "anisora", "width": 100000}), &[]).await.envelope(422, "invalid_parameter");
-    post_json(&app, "/api/v1/hardware/vram/check", &json!({"model": "anisora", "width": "wide"}), &[]).await.envelope(422, "invalid_parameter");
+    post_json(&app, "/api/v1/hardware/vram/check", &json!({"model": "anisora", "width": 100000}), &[])
+        .await
+        .envelope(422, "invalid_parameter");
+    post_json(&app, "/api/v1/hardware/vram/check", &json!({"model": "anisora", "width": "wide"}), &[])
+        .await
+        .envelope(422, "invalid_parameter");
     post_raw(&app, "/api/v1/hardware/vram/check", None, b"{}".to_vec(), &[]).await.envelope(400, "malformed_message");
     h.cleanup().await;
 }
@@ -108,7 +152,10 @@ async fn cors_allows_only_listed_origins() {
             .unwrap()
     };
     let ok = send(&app, preflight("https://studio.example")).await;
-    assert_eq!(ok.headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some("https://studio.example"));
+    assert_eq!(
+        ok.headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()),
+        Some("https://studio.example")
+    );
     let allowed_headers = ok.headers["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
     assert!(allowed_headers.contains("x-api-key"), "{allowed_headers}");
     let other = send(&app, preflight("https://evil.example")).await;

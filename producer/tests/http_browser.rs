@@ -19,12 +19,18 @@ const INSTALL: &str = "install them with: apt-get update && apt-get install -y c
 
 fn binary(env: &str, default: &str) -> PathBuf {
     let path = std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(default));
-    assert!(path.exists(), "{} not found (set {env} to override); the browser test needs Chromium and chromedriver: {INSTALL}", path.display());
+    assert!(
+        path.exists(),
+        "{} not found (set {env} to override); the browser test needs Chromium and chromedriver: {INSTALL}",
+        path.display()
+    );
     path
 }
 
 fn output_dir() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target.join("test-output")
 }
 
@@ -100,15 +106,39 @@ async fn dashboard_submits_and_shows_the_video() {
     let client = connect(&driver_url, &chromium, &profile).await;
 
     client.goto(&server.url("/")).await.expect("open the dashboard");
-    client.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("#model option[value='anisora']")).await.expect("models load");
+    client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#model option[value='anisora']"))
+        .await
+        .expect("models load");
     client.find(Locator::Id("api-key")).await.expect("key input").send_keys("browser-key").await.expect("type the key");
     client.execute("const m = document.getElementById('model'); m.value = 'anisora'; m.dispatchEvent(new Event('change')); return true;", vec![]).await.expect("pick anisora");
-    client.find(Locator::Id("prompt")).await.expect("prompt").send_keys("a paper boat drifting down a river at dusk").await.expect("type the prompt");
+    client
+        .find(Locator::Id("prompt"))
+        .await
+        .expect("prompt")
+        .send_keys("a paper boat drifting down a river at dusk")
+        .await
+        .expect("type the prompt");
     client.find(Locator::Id("submit")).await.expect("submit").click().await.expect("click submit");
 
-    wait_until(&client, "return document.getElementById('task-status').textContent === 'done'", "the task to reach done", Duration::from_secs(30)).await;
-    wait_until(&client, "const i = document.getElementById('result'); return !i.hidden && i.complete && i.naturalWidth > 0", "the GIF to load", Duration::from_secs(10)).await;
-    let progress = client.execute("return document.getElementById('progress-text').textContent", vec![]).await.expect("progress");
+    wait_until(
+        &client,
+        "return document.getElementById('task-status').textContent === 'done'",
+        "the task to reach done",
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_until(
+        &client,
+        "const i = document.getElementById('result'); return !i.hidden && i.complete && i.naturalWidth > 0",
+        "the GIF to load",
+        Duration::from_secs(10),
+    )
+    .await;
+    let progress =
+        client.execute("return document.getElementById('progress-text').textContent", vec![]).await.expect("progress");
     assert_eq!(progress.as_str(), Some("8/8"));
     let width = client.execute("return document.getElementById('result').naturalWidth", vec![]).await.expect("width");
     assert_eq!(width.as_u64(), Some(32));
@@ -116,11 +146,29 @@ async fn dashboard_submits_and_shows_the_video() {
     // The key is saved on `change`, which fires once the input loses focus (the click above).
     assert_eq!(stored.as_str(), Some("browser-key"));
 
-    wait_until(&client, "return document.querySelectorAll('#lanes .lane').length >= 3", "the lane cards", Duration::from_secs(10)).await;
-    wait_until(&client, "return document.querySelector('#memory .worker .bar span.amber') !== null", "an amber memory bar (65 %)", Duration::from_secs(10)).await;
-    let placements = client.execute("return document.querySelector('#memory .worker').textContent", vec![]).await.expect("memory card");
+    wait_until(
+        &client,
+        "return document.querySelectorAll('#lanes .lane').length >= 3",
+        "the lane cards",
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_until(
+        &client,
+        "return document.querySelector('#memory .worker .bar span.amber') !== null",
+        "an amber memory bar (65 %)",
+        Duration::from_secs(10),
+    )
+    .await;
+    let placements = client
+        .execute("return document.querySelector('#memory .worker').textContent", vec![])
+        .await
+        .expect("memory card");
     let placements = placements.as_str().unwrap_or_default().to_string();
-    assert!(placements.contains("released") && placements.contains("device") && placements.contains("CPU"), "{placements}");
+    assert!(
+        placements.contains("released") && placements.contains("device") && placements.contains("CPU"),
+        "{placements}"
+    );
 
     client.set_window_size(1280, 1500).await.expect("window size");
     let png = client.screenshot().await.expect("screenshot");

@@ -31,7 +31,10 @@ async fn probes_status_and_documents() {
     assert!(String::from_utf8_lossy(&page.bytes).contains("id=\"result\""));
     let script = get(&app, "/dashboard.js", &[]).await;
     assert!(script.headers["content-type"].to_str().unwrap().starts_with("text/javascript"));
-    assert_eq!(get(&app, "/openapi.json", &[]).await.json()["openapi"].as_str().map(|v| v.starts_with('3')), Some(true));
+    assert_eq!(
+        get(&app, "/openapi.json", &[]).await.json()["openapi"].as_str().map(|v| v.starts_with('3')),
+        Some(true)
+    );
     get(&app, "/nope", &[]).await.envelope(404, "not_found");
     get(&app, "/generate", &[]).await.envelope(405, "method_not_allowed");
     h.cleanup().await;
@@ -55,7 +58,10 @@ async fn generate_admits_and_answers_202() {
     let task = get(&app, &format!("/tasks/{id}"), &[]).await;
     assert_eq!(task.status, 200);
     let task = task.json();
-    assert_eq!((task["status"].as_str(), task["lane"].as_str(), task["terminal"].as_bool()), (Some("pending"), Some("degraded"), Some(false)));
+    assert_eq!(
+        (task["status"].as_str(), task["lane"].as_str(), task["terminal"].as_bool()),
+        (Some("pending"), Some("degraded"), Some(false))
+    );
     assert_eq!(task["progress"], json!({"step": 0, "steps": 8}));
     assert!(task["result_url"].is_null());
     let lanes = get(&app, "/lanes", &[]).await.json();
@@ -116,7 +122,10 @@ async fn tasks_unknown_invalid_and_long_poll() {
     get(&app, "/tasks/nosuchtask/result", &[]).await.envelope(404, "not_found");
     get(&app, "/tasks/nosuchtask/events", &[]).await.envelope(404, "not_found");
 
-    let id = post_json(&app, "/generate", &anisora("wait for me"), &[]).await.json()["task_id"].as_str().unwrap().to_string();
+    let id = post_json(&app, "/generate", &anisora("wait for me"), &[]).await.json()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     get(&app, &format!("/tasks/{id}?wait=soon"), &[]).await.envelope(422, "invalid_parameter");
     get(&app, &format!("/tasks/{id}/result"), &[]).await.envelope(404, "not_found");
     let started = Instant::now();
@@ -129,7 +138,13 @@ async fn tasks_unknown_invalid_and_long_poll() {
     let id2 = id.clone();
     let finisher = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let reply = Reply::coded(&id2, ReplyStatus::Failed, Some("degraded"), &Rejection::wait_timeout(31_000, 30_000), Timings::default());
+        let reply = Reply::coded(
+            &id2,
+            ReplyStatus::Failed,
+            Some("degraded"),
+            &Rejection::wait_timeout(31_000, 30_000),
+            Timings::default(),
+        );
         producer.store().finish(&reply, FinishWhen::NotTerminal).await.unwrap();
     });
     let started = Instant::now();
@@ -156,7 +171,11 @@ async fn results_are_served_only_from_the_results_dir() {
     let h = Harness::new().await;
     let app = h.app();
     let id = post_json(&app, "/generate", &anisora("a gif"), &[]).await.json()["task_id"].as_str().unwrap().to_string();
-    let req = warmlane_shared::validate_json(&json!({"v": 1, "task_id": id, "model": "anisora", "prompt": "a gif", "steps": 8}), h.producer.settings()).unwrap();
+    let req = warmlane_shared::validate_json(
+        &json!({"v": 1, "task_id": id, "model": "anisora", "prompt": "a gif", "steps": 8}),
+        h.producer.settings(),
+    )
+    .unwrap();
     finish_as_worker(&h.producer, &req, "degraded", "w1", &h.results_dir).await;
     let done = get(&app, &format!("/tasks/{id}"), &[]).await.json();
     assert_eq!(done["status"], "done");
@@ -170,7 +189,11 @@ async fn results_are_served_only_from_the_results_dir() {
     let outside_dir = std::env::temp_dir().join(format!("{}-outside", h.prefix));
     std::fs::create_dir_all(&outside_dir).unwrap();
     let id2 = format!("{}x", &id[..20]);
-    let req2 = warmlane_shared::validate_json(&json!({"v": 1, "task_id": id2, "model": "anisora", "prompt": "p", "steps": 8}), h.producer.settings()).unwrap();
+    let req2 = warmlane_shared::validate_json(
+        &json!({"v": 1, "task_id": id2, "model": "anisora", "prompt": "p", "steps": 8}),
+        h.producer.settings(),
+    )
+    .unwrap();
     finish_as_worker(&h.producer, &req2, "degraded", "w1", &outside_dir).await;
     get(&app, &format!("/tasks/{id2}/result"), &[]).await.envelope(404, "not_found");
     // Even when a file of that name exists inside, the reply must name it.
@@ -218,7 +241,9 @@ async fn redis_down_is_503_service_unavailable() {
     let h = Harness::new().await;
     let relay = Relay::start("127.0.0.1:6379").await;
     let redis = format!("redis://{}/", relay.addr);
-    let producer = warmlane_producer::Producer::connect(h.producer.settings().clone(), &amqp_url(), &redis, &h.prefix).await.expect("connect through the relay");
+    let producer = warmlane_producer::Producer::connect(h.producer.settings().clone(), &amqp_url(), &redis, &h.prefix)
+        .await
+        .expect("connect through the relay");
     let config = warmlane_producer::http::HttpConfig::from_args(&h.args()).unwrap();
     let app = warmlane_producer::http::app(warmlane_producer::http::AppState::new(Arc::new(producer), config));
     assert_eq!(get(&app, "/ready", &[]).await.status, 200);
@@ -238,7 +263,11 @@ async fn redis_down_is_503_service_unavailable() {
     let started = Instant::now();
     get(&app, "/tasks/whatever", &[]).await.envelope(503, "service_unavailable");
     get(&app, "/api/v1/hardware/vram", &[]).await.envelope(503, "service_unavailable");
-    assert!(started.elapsed() < 2 * warmlane_producer::http::routes::READ_TIMEOUT + Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < 2 * warmlane_producer::http::routes::READ_TIMEOUT + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     for (q, d) in h.all_depths().await {
         assert_eq!(d, 0, "{q} must stay empty");
     }
@@ -250,7 +279,9 @@ async fn broker_down_is_503_service_unavailable() {
     let h = Harness::new().await;
     let relay = Relay::start("127.0.0.1:5672").await;
     let amqp = format!("amqp://guest:guest@{}/%2f", relay.addr);
-    let producer = warmlane_producer::Producer::connect(h.producer.settings().clone(), &amqp, &redis_url(), &h.prefix).await.expect("connect through the relay");
+    let producer = warmlane_producer::Producer::connect(h.producer.settings().clone(), &amqp, &redis_url(), &h.prefix)
+        .await
+        .expect("connect through the relay");
     let config = warmlane_producer::http::HttpConfig::from_args(&h.args()).unwrap();
     let app = warmlane_producer::http::app(warmlane_producer::http::AppState::new(Arc::new(producer), config));
     assert_eq!(get(&app, "/ready", &[]).await.status, 200);

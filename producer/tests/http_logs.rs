@@ -28,7 +28,11 @@ const ADMIN_KEY: &str = "adm-LOGTEST-5678";
 async fn keys_never_appear_in_logs() {
     let capture = Capture::default();
     let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(move || writer.clone()).finish();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let h = Harness::new().await;
@@ -37,12 +41,25 @@ async fn keys_never_appear_in_logs() {
     args.admin_key = Some(ADMIN_KEY.into());
     tracing::info!(?args, "serve flags");
     let server = Server::start(&h, &args).await;
-    assert_eq!(http("POST", &server.url("/generate"), Some(&anisora("logs")), &[("x-api-key", API_KEY)]).await.status, 202);
-    http("POST", &server.url("/generate"), Some(&anisora("logs")), &[("x-api-key", WRONG_KEY)]).await.envelope(403, "forbidden");
+    assert_eq!(
+        http("POST", &server.url("/generate"), Some(&anisora("logs")), &[("x-api-key", API_KEY)]).await.status,
+        202
+    );
+    http("POST", &server.url("/generate"), Some(&anisora("logs")), &[("x-api-key", WRONG_KEY)])
+        .await
+        .envelope(403, "forbidden");
     http("GET", &server.url("/tasks/abc"), None, &[("x-api-key", WRONG_KEY)]).await.envelope(403, "forbidden");
-    let admin = http("POST", &server.url("/admin/lanes/anisora/disable"), Some(&json!({"cause": "manual"})), &[("x-admin-key", ADMIN_KEY)]).await;
+    let admin = http(
+        "POST",
+        &server.url("/admin/lanes/anisora/disable"),
+        Some(&json!({"cause": "manual"})),
+        &[("x-admin-key", ADMIN_KEY)],
+    )
+    .await;
     assert_eq!(admin.status, 200);
-    http("POST", &server.url("/admin/lanes/anisora/enable"), None, &[("x-admin-key", WRONG_KEY)]).await.envelope(403, "forbidden");
+    http("POST", &server.url("/admin/lanes/anisora/enable"), None, &[("x-admin-key", WRONG_KEY)])
+        .await
+        .envelope(403, "forbidden");
     server.stop().await;
     h.cleanup().await;
 

@@ -31,7 +31,10 @@ fn every_route_is_documented_and_nothing_else() {
     let table = route_table();
     for (path, method, access) in &table {
         let method = method.as_str().to_ascii_lowercase();
-        let op = paths.get(*path).and_then(|item| item.get(&method)).unwrap_or_else(|| panic!("{method} {path} is served but not documented"));
+        let op = paths
+            .get(*path)
+            .and_then(|item| item.get(&method))
+            .unwrap_or_else(|| panic!("{method} {path} is served but not documented"));
         let security = op.get("security").map(|s| s.to_string()).unwrap_or_default();
         match access {
             Access::Public => assert!(security.is_empty(), "{method} {path} is public but documents security"),

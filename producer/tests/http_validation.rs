@@ -43,7 +43,12 @@ async fn invalid_parameters_are_422_and_publish_nothing() {
         ("oversized prompt", with(a.clone(), "prompt", json!("x".repeat(2001))), "invalid_parameter", "prompt"),
         ("prompt missing", without(a.clone(), "prompt"), "invalid_parameter", "prompt"),
         ("prompt as a number", with(a.clone(), "prompt", json!(3)), "invalid_parameter", "prompt"),
-        ("oversized negative prompt", with(a.clone(), "negative_prompt", json!("n".repeat(2001))), "invalid_parameter", "negative_prompt"),
+        (
+            "oversized negative prompt",
+            with(a.clone(), "negative_prompt", json!("n".repeat(2001))),
+            "invalid_parameter",
+            "negative_prompt",
+        ),
         ("unknown model", with(a.clone(), "model", json!("sora")), "unknown_model", "model"),
         ("model missing", without(a.clone(), "model"), "invalid_parameter", "model"),
         ("width too large", with(a.clone(), "width", json!(4096)), "invalid_parameter", "width"),

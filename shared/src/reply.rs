@@ -124,7 +124,13 @@ impl Reply {
     }
 
     /// A coded reply; `status` is `Rejected` or `Failed`.
-    pub fn coded(task_id: &str, status: ReplyStatus, lane: Option<&str>, rejection: &Rejection, timings: Timings) -> Reply {
+    pub fn coded(
+        task_id: &str,
+        status: ReplyStatus,
+        lane: Option<&str>,
+        rejection: &Rejection,
+        timings: Timings,
+    ) -> Reply {
         Reply {
             v: 1,
             task_id: task_id.to_string(),

@@ -190,9 +190,17 @@ impl Topology {
             d.bindings.push(Binding { queue, exchange: self.lanes_exchange(), key: model.to_string() });
         }
         d.queues.push(QueueDecl { name: self.degraded_queue(), args: self.degraded_queue_args(settings) });
-        d.bindings.push(Binding { queue: self.degraded_queue(), exchange: self.degraded_exchange(), key: DEGRADED_KEY.into() });
+        d.bindings.push(Binding {
+            queue: self.degraded_queue(),
+            exchange: self.degraded_exchange(),
+            key: DEGRADED_KEY.into(),
+        });
         d.queues.push(QueueDecl { name: self.expired_queue(), args: vec![] });
-        d.bindings.push(Binding { queue: self.expired_queue(), exchange: self.expired_exchange(), key: EXPIRED_KEY.into() });
+        d.bindings.push(Binding {
+            queue: self.expired_queue(),
+            exchange: self.expired_exchange(),
+            key: EXPIRED_KEY.into(),
+        });
         d.queues.push(QueueDecl { name: self.dead_queue(), args: vec![] });
         d.bindings.push(Binding { queue: self.dead_queue(), exchange: self.dead_exchange(), key: DEAD_KEY.into() });
         d

@@ -83,15 +83,23 @@ impl Engine for GateEngine {
         Ok(Some(Duration::from_millis(1)))
     }
 
-    fn generate(&mut self, req: &ValidRequest, _lane: &str, out_dir: &Path, progress: &mut dyn FnMut(u32, u32)) -> Result<Output, EngineFailure> {
+    fn generate(
+        &mut self,
+        req: &ValidRequest,
+        _lane: &str,
+        out_dir: &Path,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Output, EngineFailure> {
         self.gate.pass();
         progress(req.steps, req.steps);
         if let Some(code) = self.fail_with {
             return Err(EngineFailure { code, message: "failure forced by the test".into() });
         }
-        std::fs::create_dir_all(out_dir).map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
+        std::fs::create_dir_all(out_dir)
+            .map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
         let path = out_dir.join(format!("{}.gif", req.task_id));
-        std::fs::write(&path, b"GIF89a").map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
+        std::fs::write(&path, b"GIF89a")
+            .map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
         Ok(Output { path, bytes: 6, frames: req.frames, width: req.width, height: req.height, inference_ms: 0 })
     }
 
@@ -131,11 +139,24 @@ impl Engine for SleepEngine {
         Ok(Some(Duration::ZERO))
     }
 
-    fn generate(&mut self, req: &ValidRequest, _lane: &str, out_dir: &Path, progress: &mut dyn FnMut(u32, u32)) -> Result<Output, EngineFailure> {
+    fn generate(
+        &mut self,
+        req: &ValidRequest,
+        _lane: &str,
+        out_dir: &Path,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Output, EngineFailure> {
         std::thread::sleep(self.per_task);
         progress(req.steps, req.steps);
         let path = out_dir.join(format!("{}.gif", req.task_id));
-        Ok(Output { path, bytes: 0, frames: req.frames, width: req.width, height: req.height, inference_ms: self.per_task.as_millis() as u64 })
+        Ok(Output {
+            path,
+            bytes: 0,
+            frames: req.frames,
+            width: req.width,
+            height: req.height,
+            inference_ms: self.per_task.as_millis() as u64,
+        })
     }
 
     fn resident(&self) -> Option<String> {

@@ -51,7 +51,17 @@ impl Fleet {
         };
         let results_dir = crate::repo_root().join("target/test-output").join(prefix);
         let (stop, _) = watch::channel(false);
-        Fleet { prefix: prefix.to_string(), settings, producer, results_dir, amqp_url: amqp.to_string(), redis_url: redis.to_string(), stop, tasks: vec![], workers: vec![] }
+        Fleet {
+            prefix: prefix.to_string(),
+            settings,
+            producer,
+            results_dir,
+            amqp_url: amqp.to_string(),
+            redis_url: redis.to_string(),
+            stop,
+            tasks: vec![],
+            workers: vec![],
+        }
     }
 
     /// Topology names.
@@ -82,7 +92,13 @@ impl Fleet {
     /// Like [`Fleet::spawn_worker`], on `runtime` (another runtime keeps the worker
     /// off the test's scheduler threads, as a separate consumer process would), and
     /// unloading its model after `idle_evict` idle.
-    pub fn spawn_worker_with(&mut self, runtime: &tokio::runtime::Handle, lane: &str, engine: Box<dyn Engine>, idle_evict: Option<Duration>) -> usize {
+    pub fn spawn_worker_with(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        lane: &str,
+        engine: Box<dyn Engine>,
+        idle_evict: Option<Duration>,
+    ) -> usize {
         let (stop, mut rx) = watch::channel(false);
         let cfg = WorkerConfig {
             settings: self.settings.clone(),
@@ -115,7 +131,8 @@ impl Fleet {
     /// each lane is warm.
     pub async fn spawn_onnx_lanes(&mut self, models: &[&str]) {
         for model in models {
-            let engine = warmlane_consumer::ort_engine::OrtEngine::new(self.settings.clone(), None).unwrap_or_else(|e| panic!("{}", e.message));
+            let engine = warmlane_consumer::ort_engine::OrtEngine::new(self.settings.clone(), None)
+                .unwrap_or_else(|e| panic!("{}", e.message));
             self.spawn_worker(model, Box::new(engine));
         }
         for model in models {
@@ -169,7 +186,9 @@ impl Fleet {
     pub async fn reply(&self, task_id: &str, secs: u64) -> Reply {
         match self.producer.store().wait_reply(task_id, Duration::from_secs(secs)).await {
             Ok(Some(r)) => r,
-            Ok(None) => panic!("no reply for {task_id} within {secs} s; task: {:?}", self.producer.store().task(task_id).await),
+            Ok(None) => {
+                panic!("no reply for {task_id} within {secs} s; task: {:?}", self.producer.store().task(task_id).await)
+            }
             Err(e) => panic!("waiting for {task_id}: {e}"),
         }
     }
@@ -213,7 +232,8 @@ impl Fleet {
             }
         }
         let mut c = self.producer.store().connection();
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut c).await.unwrap_or_default();
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut c).await.unwrap_or_default();
         if !keys.is_empty() {
             let _: Result<(), _> = c.del(keys).await;
         }

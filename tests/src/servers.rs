@@ -92,13 +92,25 @@ impl RabbitNode {
     }
 
     fn ctl(&self, args: &[&str]) -> bool {
-        self.command("rabbitmqctl").arg("-n").arg(&self.node).arg("-q").args(args).status().map(|s| s.success()).unwrap_or(false)
+        self.command("rabbitmqctl")
+            .arg("-n")
+            .arg(&self.node)
+            .arg("-q")
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
     fn await_startup(&self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         while !self.ctl(&["await_startup"]) {
-            assert!(Instant::now() < deadline, "RabbitMQ node {} did not start; see {}/log", self.node, self.dir.display());
+            assert!(
+                Instant::now() < deadline,
+                "RabbitMQ node {} did not start; see {}/log",
+                self.node,
+                self.dir.display()
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
         wait_port(self.port, "RabbitMQ", 30);
@@ -171,7 +183,18 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -211,6 +234,10 @@ impl Drop for RedisServer {
 pub fn consumer_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     let bin = exe.parent().and_then(Path::parent).map(|d| d.join("warmlane-consumer")).expect("target dir");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build -p warmlane-consumer, or ops/test.sh)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p warmlane-consumer, or ops/test.sh)",
+        bin.display()
+    );
     bin
 }

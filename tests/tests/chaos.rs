@@ -25,7 +25,15 @@ impl Drop for Worker {
     }
 }
 
-fn spawn_worker(lane: &'static str, amqp: &str, redis: &str, prefix: &str, settings: &std::path::Path, results: &std::path::Path, n: u32) -> Worker {
+fn spawn_worker(
+    lane: &'static str,
+    amqp: &str,
+    redis: &str,
+    prefix: &str,
+    settings: &std::path::Path,
+    results: &std::path::Path,
+    n: u32,
+) -> Worker {
     let child = Command::new(consumer_binary())
         .args(["--lane", lane])
         .env("AMQP_URL", amqp)
@@ -110,7 +118,9 @@ async fn every_task_gets_exactly_one_reply_through_kills_and_restarts() {
             'wait: loop {
                 for id in &submitted {
                     let t = fleet.producer.store().task(id).await.unwrap_or_default();
-                    if t.get("status").map(String::as_str) == Some("processing") && t.get("lane").map(String::as_str) == Some("anisora") {
+                    if t.get("status").map(String::as_str) == Some("processing")
+                        && t.get("lane").map(String::as_str) == Some("anisora")
+                    {
                         break 'wait;
                     }
                 }
@@ -147,7 +157,11 @@ async fn every_task_gets_exactly_one_reply_through_kills_and_restarts() {
             if !replies.is_empty() || (status.is_none() && unknown.contains(id)) {
                 break replies;
             }
-            assert!(Instant::now() < deadline, "{id} has no terminal reply; task {:?}", fleet.producer.store().task(id).await);
+            assert!(
+                Instant::now() < deadline,
+                "{id} has no terminal reply; task {:?}",
+                fleet.producer.store().task(id).await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         if replies.is_empty() {
@@ -164,7 +178,10 @@ async fn every_task_gets_exactly_one_reply_through_kills_and_restarts() {
         }
     }
     let answered_submitted = submitted.len();
-    eprintln!("chaos: {answered_submitted} accepted, {} of unknown outcome; {done} done, {coded} coded failures", unknown.len());
+    eprintln!(
+        "chaos: {answered_submitted} accepted, {} of unknown outcome; {done} done, {coded} coded failures",
+        unknown.len()
+    );
     assert_eq!(done + coded, answered_submitted, "done + coded failures = accepted");
     assert!(done > 0);
     for mut w in workers {

@@ -15,12 +15,14 @@ use warmlane_producer::cli::Cli;
 use warmlane_tests::repo_root;
 
 /// Variables the services may set that are not flags of ours.
-const FOREIGN_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE", "ORT_DYLIB_PATH", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES"];
+const FOREIGN_ENV: &[&str] =
+    &["RUST_LOG", "RUST_BACKTRACE", "ORT_DYLIB_PATH", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES"];
 
 fn load(file: &str) -> Value {
     let path = repo_root().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{file} is not YAML: {e}"));
+    let mut yaml: serde_norway::Value =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{file} is not YAML: {e}"));
     yaml.apply_merge().unwrap_or_else(|e| panic!("{file}: merge keys: {e}"));
     serde_json::to_value(yaml).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
@@ -64,7 +66,8 @@ fn command(service: &Value) -> Vec<String> {
 
 /// `env` names of a clap command: its own arguments and, when given, one subcommand path's.
 fn env_names(cmd: &clap::Command, path: &[&str]) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = cmd.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
+    let mut names: BTreeSet<String> =
+        cmd.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
     if let Some((first, rest)) = path.split_first() {
         if let Some(sub) = cmd.find_subcommand(first) {
             names.extend(env_names(sub, rest));
@@ -75,7 +78,10 @@ fn env_names(cmd: &clap::Command, path: &[&str]) -> BTreeSet<String> {
 
 fn environment(service: &Value) -> Vec<(String, String)> {
     match &service["environment"] {
-        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect(),
         Value::Array(a) => a
             .iter()
             .map(|v| {
@@ -94,14 +100,16 @@ fn check_service(name: &str, service: &Value) -> Option<(String, Vec<String>)> {
     let binary = argv.first()?.clone();
     let (allowed_env, path): (BTreeSet<String>, Vec<String>) = match binary.as_str() {
         "warmlane-producer" => {
-            Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("service {name}: `{}` does not parse:\n{e}", argv.join(" ")));
+            Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("service {name}: `{}` does not parse:\n{e}", argv.join(" ")));
             let matches = Cli::command().try_get_matches_from(&argv).expect("parsed above");
             let sub: Vec<String> = matches.subcommand_name().map(str::to_string).into_iter().collect();
             let refs: Vec<&str> = sub.iter().map(String::as_str).collect();
             (env_names(&Cli::command(), &refs), sub)
         }
         "warmlane-consumer" => {
-            let args = Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("service {name}: `{}` does not parse:\n{e}", argv.join(" ")));
+            let args = Args::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("service {name}: `{}` does not parse:\n{e}", argv.join(" ")));
             assert!(args.lane.is_some(), "service {name}: a worker needs --lane");
             (env_names(&Args::command(), &[]), vec![])
         }
@@ -110,7 +118,10 @@ fn check_service(name: &str, service: &Value) -> Option<(String, Vec<String>)> {
     for (key, _) in environment(service) {
         let ours = key.starts_with("WARMLANE_") || key == "AMQP_URL" || key == "REDIS_URL";
         if ours {
-            assert!(allowed_env.contains(&key), "service {name}: {binary} {path:?} has no argument with env {key}; known: {allowed_env:?}");
+            assert!(
+                allowed_env.contains(&key),
+                "service {name}: {binary} {path:?} has no argument with env {key}; known: {allowed_env:?}"
+            );
         } else {
             assert!(FOREIGN_ENV.contains(&key.as_str()), "service {name}: unexpected variable {key}");
         }
@@ -143,9 +154,11 @@ fn workers(compose: &Value) -> Vec<(String, String, Value)> {
 }
 
 fn has_gpu_reservation(service: &Value) -> bool {
-    service["deploy"]["resources"]["reservations"]["devices"]
-        .as_array()
-        .is_some_and(|d| d.iter().any(|d| d["driver"] == "nvidia" && d["capabilities"].as_array().is_some_and(|c| c.iter().any(|c| c == "gpu"))))
+    service["deploy"]["resources"]["reservations"]["devices"].as_array().is_some_and(|d| {
+        d.iter().any(|d| {
+            d["driver"] == "nvidia" && d["capabilities"].as_array().is_some_and(|c| c.iter().any(|c| c == "gpu"))
+        })
+    })
 }
 
 fn check_fleet(compose: &Value, provider: &str) {
@@ -170,14 +183,20 @@ fn check_fleet(compose: &Value, provider: &str) {
             assert_eq!(s["depends_on"][dep]["condition"], "service_healthy", "worker of {lane} waits for {dep}");
         }
     }
-    let by_name = |n: &str| services.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no service {n}"));
+    let by_name = |n: &str| {
+        services.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no service {n}"))
+    };
     let rabbit = by_name("rabbitmq");
     assert!(rabbit["image"].as_str().unwrap_or_default().starts_with("rabbitmq:3.13-management"));
     assert!(rabbit["healthcheck"]["test"].to_string().contains("rabbitmq-diagnostics"));
     assert!(rabbit["volumes"].to_string().contains("definitions.json"), "the broker loads the definitions");
     assert!(by_name("redis")["image"].as_str().unwrap_or_default().starts_with("redis:7"));
     assert!(by_name("redis")["healthcheck"]["test"].to_string().contains("redis-cli"));
-    let producer = services.iter().find(|(_, s)| command(s).get(1).map(String::as_str) == Some("serve")).map(|(_, s)| s.clone()).expect("serve");
+    let producer = services
+        .iter()
+        .find(|(_, s)| command(s).get(1).map(String::as_str) == Some("serve"))
+        .map(|(_, s)| s.clone())
+        .expect("serve");
     assert!(producer["healthcheck"]["test"].to_string().contains("/health"), "the shim's health check probes /health");
     let listen = flag_value(&command(&producer), "--listen").expect("serve --listen");
     assert!(listen.starts_with("0.0.0.0:"), "the shim must listen on all interfaces in its container, not {listen}");
@@ -220,7 +239,15 @@ fn the_image_paths_the_services_use_exist_in_the_dockerfile() {
             }
         }
     }
-    for needle in ["rust:1-bookworm", "debian:bookworm-slim", "ORT_DYLIB_PATH", "fetch-onnxruntime.sh", "warmlane-producer", "warmlane-consumer", "COPY models"] {
+    for needle in [
+        "rust:1-bookworm",
+        "debian:bookworm-slim",
+        "ORT_DYLIB_PATH",
+        "fetch-onnxruntime.sh",
+        "warmlane-producer",
+        "warmlane-consumer",
+        "COPY models",
+    ] {
         assert!(dockerfile.contains(needle), "the Dockerfile should mention {needle}");
     }
 }
@@ -243,7 +270,11 @@ fn docker_compose_config_accepts_both_files() {
                 cmd.args(["-f", f]);
             }
             let out = cmd.args(["config", "-q"]).output().expect("run compose");
-            assert!(out.status.success(), "{program} {pre:?} config {files:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{program} {pre:?} config {files:?} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         return;
     }

@@ -17,15 +17,26 @@ async fn each_concurrent_publish_gets_its_own_confirm() {
     let queue = format!("{}.confirms", prefix("confirms"));
     let publisher = Arc::new(Publisher::new(&amqp_url()).expect("publisher"));
     let channel = publisher.channel_plain().await.expect("channel");
-    let args = field_table(&[("x-max-length", ArgValue::Int(20)), ("x-overflow", ArgValue::Str("reject-publish".into()))]);
+    let args =
+        field_table(&[("x-max-length", ArgValue::Int(20)), ("x-overflow", ArgValue::Str("reject-publish".into()))]);
     for round in 0..50 {
-        channel.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args.clone()).await.expect("declare");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions { durable: true, ..Default::default() },
+                args.clone(),
+            )
+            .await
+            .expect("declare");
         let mut handles = vec![];
         for i in 0..80 {
             let (publisher, queue) = (publisher.clone(), queue.clone());
             handles.push(tokio::spawn(async move {
                 let id = format!("r{round}-m{i}");
-                let answer = publisher.publish("", &queue, id.as_bytes(), message_properties(&id, Default::default())).await.expect("publish");
+                let answer = publisher
+                    .publish("", &queue, id.as_bytes(), message_properties(&id, Default::default()))
+                    .await
+                    .expect("publish");
                 (id, answer)
             }));
         }
@@ -41,7 +52,9 @@ async fn each_concurrent_publish_gets_its_own_confirm() {
             }
         }
         let mut held = BTreeSet::new();
-        while let Some(m) = channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+        while let Some(m) =
+            channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.expect("basic.get")
+        {
             held.insert(String::from_utf8(m.delivery.data.clone()).unwrap());
         }
         let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;

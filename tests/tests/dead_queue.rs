@@ -17,9 +17,15 @@ async fn publish_dead(fleet: &Fleet, message_id: &str, body: &[u8], code: &str, 
     let mut headers = FieldTable::default();
     headers.insert(HEADER_ERROR_CODE.into(), AMQPValue::LongString(LongString::from(code)));
     headers.insert(HEADER_ERROR_REASON.into(), AMQPValue::LongString(LongString::from(reason)));
-    headers.insert(HEADER_SOURCE_QUEUE.into(), AMQPValue::LongString(LongString::from(fleet.topology().degraded_queue())));
+    headers
+        .insert(HEADER_SOURCE_QUEUE.into(), AMQPValue::LongString(LongString::from(fleet.topology().degraded_queue())));
     let props = message_properties(message_id, headers);
-    let answer = fleet.producer.publisher().publish(&fleet.topology().dead_exchange(), DEAD_KEY, body, props).await.expect("publish");
+    let answer = fleet
+        .producer
+        .publisher()
+        .publish(&fleet.topology().dead_exchange(), DEAD_KEY, body, props)
+        .await
+        .expect("publish");
     assert_eq!(answer, Published::Acked);
 }
 
@@ -33,7 +39,13 @@ async fn list_keeps_everything_and_replay_moves_only_valid_messages() {
     let valid = warmlane_shared::validate_json(&request(&good, "phr00t"), &settings).expect("valid request");
     // The good task already failed once (that is how it got here).
     let failure = Rejection::new(ErrorCode::InferenceFailed, "poison", "delivered 4 times");
-    p.store().finish(&Reply::coded(&good, ReplyStatus::Failed, Some("degraded"), &failure, Timings::default()), FinishWhen::NotTerminal).await.expect("finish");
+    p.store()
+        .finish(
+            &Reply::coded(&good, ReplyStatus::Failed, Some("degraded"), &failure, Timings::default()),
+            FinishWhen::NotTerminal,
+        )
+        .await
+        .expect("finish");
     publish_dead(&fleet, &good, &valid.to_msgpack(), "inference_failed", "poison").await;
     publish_dead(&fleet, &bad, b"\xc1 not msgpack", "malformed_message", "body").await;
     let dead = fleet.topology().dead_queue();
@@ -69,7 +81,13 @@ async fn list_keeps_everything_and_replay_moves_only_valid_messages() {
         // Seen once in CI and never reproduced: say where everything was.
         let topo = fleet.topology();
         let mut depths = vec![];
-        for q in [topo.degraded_queue(), topo.dead_queue(), topo.expired_queue(), topo.lane_queue("phr00t"), topo.lane_queue("anisora")] {
+        for q in [
+            topo.degraded_queue(),
+            topo.dead_queue(),
+            topo.expired_queue(),
+            topo.lane_queue("phr00t"),
+            topo.lane_queue("anisora"),
+        ] {
             depths.push(format!("{q}={}", fleet.depth(&q).await));
         }
         panic!("the replayed message is not in the degraded queue: {depths:?}; task {task:?}; replay {all:?}");

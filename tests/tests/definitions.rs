@@ -69,8 +69,12 @@ fn queues_and_their_arguments_match_the_code_with_json_types() {
         assert_eq!(q["durable"], Value::Bool(true), "queue {name} must be durable");
         assert_eq!(q["auto_delete"], Value::Bool(false), "queue {name} must not auto-delete");
         assert_eq!(q["vhost"], "/", "queue {name} vhost");
-        let args: BTreeMap<String, Value> =
-            q["arguments"].as_object().unwrap_or_else(|| panic!("queue {name} has no arguments object")).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let args: BTreeMap<String, Value> = q["arguments"]
+            .as_object()
+            .unwrap_or_else(|| panic!("queue {name} has no arguments object"))
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         // serde_json's Value equality already tells 25 from "25" and true from "true".
         have.insert(name, args);
     }
@@ -81,7 +85,8 @@ fn queues_and_their_arguments_match_the_code_with_json_types() {
 fn bindings_match_the_code() {
     let defs = definitions();
     let decl = Topology::new("warmlane").declarations(&settings());
-    let mut want: Vec<(String, String, String)> = decl.bindings.iter().map(|b| (b.exchange.clone(), b.queue.clone(), b.key.clone())).collect();
+    let mut want: Vec<(String, String, String)> =
+        decl.bindings.iter().map(|b| (b.exchange.clone(), b.queue.clone(), b.key.clone())).collect();
     let mut have: Vec<(String, String, String)> = list(&defs, "bindings")
         .iter()
         .map(|b| {

@@ -19,13 +19,26 @@ use warmlane_tests::{prefix, request, settings_with};
 /// message marked redelivered.
 async fn publish_and_crash_once(fleet: &Fleet, req: &ValidRequest) {
     let props = message_properties(&req.task_id, Default::default());
-    let answer = fleet.producer.publisher().publish(&fleet.topology().lanes_exchange(), &req.model, &req.to_msgpack(), props).await.unwrap();
+    let answer = fleet
+        .producer
+        .publisher()
+        .publish(&fleet.topology().lanes_exchange(), &req.model, &req.to_msgpack(), props)
+        .await
+        .unwrap();
     assert_eq!(answer, Published::Acked);
-    let conn = lapin::Connection::connect(&warmlane_tests::amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let conn =
+        lapin::Connection::connect(&warmlane_tests::amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let queue = fleet.topology().lane_queue(&req.model);
-    let mut deliveries = channel.basic_consume(queue.as_str().into(), "crashed".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(10), deliveries.next()).await.expect("the message was delivered").unwrap().unwrap();
+    let mut deliveries = channel
+        .basic_consume(queue.as_str().into(), "crashed".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+        .await
+        .expect("the message was delivered")
+        .unwrap()
+        .unwrap();
     assert!(!first.redelivered);
     conn.close(200, "crashed".into()).await.unwrap();
 }
@@ -57,7 +70,10 @@ async fn a_message_redelivered_past_the_limit_is_poison_and_goes_dead() {
     gate.open();
     fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
     let reply = fleet.reply(&id, 10).await;
-    assert_eq!((reply.status, reply.code, reply.reason.as_deref()), (ReplyStatus::Failed, Some(ErrorCode::InferenceFailed), Some("poison")));
+    assert_eq!(
+        (reply.status, reply.code, reply.reason.as_deref()),
+        (ReplyStatus::Failed, Some(ErrorCode::InferenceFailed), Some("poison"))
+    );
     assert_eq!(gate.entered(), 0, "poison never reaches the engine again");
     assert_eq!(fleet.depth(&fleet.topology().dead_queue()).await, 1);
     fleet.cleanup().await;
@@ -79,7 +95,8 @@ async fn shutdown_finishes_the_in_flight_task_and_leaves_the_ready_set() {
     fleet.stop_worker(w).await;
     let reply = fleet.reply(&id, 5).await;
     assert_eq!(reply.status, ReplyStatus::Done);
-    let health = fleet.producer.store().lane_health("phr00t", true, fleet.settings.lanes.heartbeat_ttl_ms).await.unwrap();
+    let health =
+        fleet.producer.store().lane_health("phr00t", true, fleet.settings.lanes.heartbeat_ttl_ms).await.unwrap();
     assert_eq!(health.warm_workers, 0, "a stopped worker leaves the ready set at once");
     fleet.cleanup().await;
 }
@@ -129,7 +146,12 @@ async fn a_redelivery_after_the_reply_is_acked_without_a_second_answer() {
     // The same message again, as after a crash between the reply and the ack.
     let req = warmlane_shared::validate_json(&request(&id, "anisora"), &fleet.settings).unwrap();
     let props = message_properties(&id, Default::default());
-    fleet.producer.publisher().publish(&fleet.topology().lanes_exchange(), "anisora", &req.to_msgpack(), props).await.unwrap();
+    fleet
+        .producer
+        .publisher()
+        .publish(&fleet.topology().lanes_exchange(), "anisora", &req.to_msgpack(), props)
+        .await
+        .unwrap();
     // A marker request behind it proves the worker got past the duplicate.
     let marker = format!("{p}-marker");
     fleet.producer.submit_json(&request(&marker, "anisora")).await.unwrap();
@@ -167,7 +189,9 @@ async fn a_generation_longer_than_the_amqp_heartbeat_timeout_keeps_its_delivery(
     let amqp = format!("{}?heartbeat=1", warmlane_tests::amqp_url());
     let mut fleet = Fleet::start_on(&p, settings_with(|_| {}), &amqp, &warmlane_tests::redis_url()).await;
     let gate = Gate::default();
-    let runtimes: Vec<_> = (0..2).map(|_| tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()).collect();
+    let runtimes: Vec<_> = (0..2)
+        .map(|_| tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap())
+        .collect();
     for rt in &runtimes {
         fleet.spawn_worker_with(rt.handle(), "anisora", Box::new(GateEngine::new(gate.clone())), None);
     }

@@ -163,7 +163,11 @@ async fn the_26th_degraded_request_is_queue_overloaded_and_depth_stays_at_25() {
     let fleet = Fleet::start(&p, settings_with(|_| {})).await;
     let degraded = fleet.topology().degraded_queue();
     for i in 0..25 {
-        let a = fleet.producer.submit_json(&request(&format!("{p}-{i}"), "anisora")).await.expect("admitted while depth < 25");
+        let a = fleet
+            .producer
+            .submit_json(&request(&format!("{p}-{i}"), "anisora"))
+            .await
+            .expect("admitted while depth < 25");
         assert_eq!(a.lane, "degraded");
         assert!(fleet.depth(&degraded).await <= 25);
     }
@@ -184,7 +188,10 @@ async fn a_degraded_message_past_the_wait_limit_is_answered_wait_timeout() {
     let started = now_ms();
     fleet.producer.submit_json(&request(&id, "phr00t")).await.unwrap();
     let reply = fleet.reply(&id, 10).await;
-    assert_eq!((reply.status, reply.code, reply.reason.as_deref()), (ReplyStatus::Failed, Some(ErrorCode::QueueOverloaded), Some("wait_timeout")));
+    assert_eq!(
+        (reply.status, reply.code, reply.reason.as_deref()),
+        (ReplyStatus::Failed, Some(ErrorCode::QueueOverloaded), Some("wait_timeout"))
+    );
     assert!(now_ms() - started < 400 + 1000, "answered within the TTL plus one second");
     assert_eq!(fleet.replies_left(&id).await, 0);
     fleet.cleanup().await;
@@ -196,7 +203,8 @@ async fn a_worker_that_takes_a_message_too_late_answers_wait_timeout_itself() {
     // again), so the degraded worker checks the wait itself from the enqueue header.
     let p = prefix("late-take");
     let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
-    let body = warmlane_shared::validate_json(&request(&format!("{p}-old"), "anisora"), &fleet.settings).unwrap().to_msgpack();
+    let body =
+        warmlane_shared::validate_json(&request(&format!("{p}-old"), "anisora"), &fleet.settings).unwrap().to_msgpack();
     let enqueued = now_ms() - 31_000;
     let props = warmlane_producer::amqp::message_properties(
         &format!("{p}-old"),
@@ -208,7 +216,11 @@ async fn a_worker_that_takes_a_message_too_late_answers_wait_timeout_itself() {
     let gate = Gate::default();
     fleet.spawn_worker("degraded", Box::new(GateEngine::new(gate.clone())));
     let late = fleet.reply(&format!("{p}-old"), 10).await;
-    assert_eq!((late.code, late.reason.as_deref()), (Some(ErrorCode::QueueOverloaded), Some("wait_timeout")), "{late:?}");
+    assert_eq!(
+        (late.code, late.reason.as_deref()),
+        (Some(ErrorCode::QueueOverloaded), Some("wait_timeout")),
+        "{late:?}"
+    );
     assert_eq!(gate.entered(), 0, "the engine never saw the late request");
     gate.open();
     fleet.cleanup().await;
@@ -276,7 +288,9 @@ async fn only_a_pending_task_is_forgotten_after_an_unpublished_submit() {
     let p = prefix("forget");
     let fleet = Fleet::start(&p, settings_with(|_| {})).await;
     let store = fleet.producer.store();
-    let req = |id: &str| warmlane_shared::validate_json(&request(id, "anisora"), &fleet.settings).unwrap().admitted_at(now_ms());
+    let req = |id: &str| {
+        warmlane_shared::validate_json(&request(id, "anisora"), &fleet.settings).unwrap().admitted_at(now_ms())
+    };
     let (pending, processing) = (req(&format!("{p}-pending")), req(&format!("{p}-processing")));
     for r in [&pending, &processing] {
         assert!(store.admit(r, now_ms() + 60_000).await.unwrap());

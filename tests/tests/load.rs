@@ -105,7 +105,11 @@ async fn sc007_to_009_a_degraded_burst_keeps_depth_at_25_and_answers_everyone_in
                 let waited = now_ms() - started;
                 assert!(waited <= wait_ms + 1_000, "{id} waited {waited} ms for its reply ({reply:?})");
                 if reply.status != ReplyStatus::Done {
-                    assert_eq!((reply.code, reply.reason.as_deref()), (Some(ErrorCode::QueueOverloaded), Some("wait_timeout")), "{reply:?}");
+                    assert_eq!(
+                        (reply.code, reply.reason.as_deref()),
+                        (Some(ErrorCode::QueueOverloaded), Some("wait_timeout")),
+                        "{reply:?}"
+                    );
                 }
                 waits.push(waited);
             }

@@ -76,7 +76,8 @@ impl Received {
                         let mut lines = sink.lock().unwrap();
                         lines.extend(text.lines().filter_map(parse));
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
                     Err(_) => return,
                 }
             }
@@ -109,8 +110,12 @@ impl Received {
                 return found;
             }
             if Instant::now() > deadline {
-                let seen: Vec<String> = self.0.lock().unwrap().iter().map(|l| format!("{} {:?}", l.name, l.tags)).collect();
-                panic!("no StatsD line {METRICS_PREFIX}.{name} with tags {tags:?} within 10 s; received:\n{}", seen.join("\n"));
+                let seen: Vec<String> =
+                    self.0.lock().unwrap().iter().map(|l| format!("{} {:?}", l.name, l.tags)).collect();
+                panic!(
+                    "no StatsD line {METRICS_PREFIX}.{name} with tags {tags:?} within 10 s; received:\n{}",
+                    seen.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -133,16 +138,27 @@ impl Engine for OomEngine {
         Ok(Some(Duration::from_millis(3)))
     }
 
-    fn generate(&mut self, req: &ValidRequest, _lane: &str, out_dir: &Path, progress: &mut dyn FnMut(u32, u32)) -> Result<Output, EngineFailure> {
+    fn generate(
+        &mut self,
+        req: &ValidRequest,
+        _lane: &str,
+        out_dir: &Path,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Output, EngineFailure> {
         let seen = self.seen.entry(req.task_id.clone()).or_insert(0);
         *seen += 1;
         if *seen <= self.script.get(&req.task_id).copied().unwrap_or(0) {
-            return Err(EngineFailure { code: ErrorCode::GpuOom, message: "CUDA out of memory (forced by the test)".into() });
+            return Err(EngineFailure {
+                code: ErrorCode::GpuOom,
+                message: "CUDA out of memory (forced by the test)".into(),
+            });
         }
         progress(req.steps, req.steps);
-        std::fs::create_dir_all(out_dir).map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
+        std::fs::create_dir_all(out_dir)
+            .map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
         let path = out_dir.join(format!("{}.gif", req.task_id));
-        std::fs::write(&path, b"GIF89a").map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
+        std::fs::write(&path, b"GIF89a")
+            .map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
         Ok(Output { path, bytes: 6, frames: req.frames, width: req.width, height: req.height, inference_ms: 7 })
     }
 
@@ -200,7 +216,9 @@ async fn the_workload_emits_the_operations_metrics() {
     let degraded = p.submit_json(&request(&id("deg"), "phr00t")).await.expect("degraded admission");
     assert_eq!(degraded.lane, "degraded");
     match p.submit_json(&request(&id("full"), "phr00t")).await {
-        Err(ProducerError::Rejected(r)) => assert_eq!((r.code, r.reason.as_str()), (ErrorCode::QueueOverloaded, "queue_full")),
+        Err(ProducerError::Rejected(r)) => {
+            assert_eq!((r.code, r.reason.as_str()), (ErrorCode::QueueOverloaded, "queue_full"))
+        }
         other => panic!("expected queue_full, got {other:?}"),
     }
 
@@ -217,7 +235,11 @@ async fn the_workload_emits_the_operations_metrics() {
     let script = BTreeMap::from([(id("oom-once"), 1), (id("oom-always"), u32::MAX)]);
     let budget = Budget { bytes: 1 << 40, source: BudgetSource::Flag, total_bytes: None, margin_bytes: 0 };
     let manager = Arc::new(MemoryManager::new(budget, Policy::default()));
-    let engine = ManagedEngine::new(OomEngine { script, seen: BTreeMap::new(), resident: None }, fleet.settings.clone(), manager);
+    let engine = ManagedEngine::new(
+        OomEngine { script, seen: BTreeMap::new(), resident: None },
+        fleet.settings.clone(),
+        manager,
+    );
     fleet.spawn_worker("degraded", Box::new(engine));
     p.submit_json(&request(&id("oom-once"), "phr00t")).await.expect("admitted");
     let done = fleet.reply(&id("oom-once"), 30).await;
@@ -269,7 +291,11 @@ async fn the_workload_emits_the_operations_metrics() {
     assert_eq!(counts, (1.0, 1.0, 1.0, 1.0), "(lane admissions, queue_full, wait timeouts, failed tasks)");
     // One retry for the first task; the second retries up to the policy's limit, then fails.
     let limit = f64::from(Policy::default().max_oom_retries);
-    assert_eq!(oom_retries, 1.0 + limit, "OOM retries: 1 for the task that recovered, {limit} for the one that did not");
+    assert_eq!(
+        oom_retries,
+        1.0 + limit,
+        "OOM retries: 1 for the task that recovered, {limit} for the one that did not"
+    );
     assert!(r.matching("requests.routed", &[]).iter().all(|l| l.kind == "c"), "requests.routed is a counter");
     assert!(r.matching("queue.wait_ms", &[]).iter().all(|l| l.kind == "h"), "histograms go out as |h");
 }

@@ -37,7 +37,8 @@ async fn blpop(task_id: &str, prefix: &str) -> Reply {
     let client = redis::Client::open(redis_url()).unwrap();
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
     let mut c = client.get_multiplexed_async_connection_with_config(&config).await.expect("Redis is required");
-    let (_, body): (String, Vec<u8>) = c.blpop(format!("{prefix}:reply:{task_id}"), 60.0).await.expect("a reply within 60 s");
+    let (_, body): (String, Vec<u8>) =
+        c.blpop(format!("{prefix}:reply:{task_id}"), 60.0).await.expect("a reply within 60 s");
     Reply::from_msgpack(&body).expect("the reply is MessagePack")
 }
 
@@ -55,8 +56,16 @@ async fn a_plain_amqp_client_gets_its_reply_and_garbage_goes_dead() {
         let channel = channel.clone();
         let exchange = format!("{p}.lanes");
         async move {
-            let props = BasicProperties::default().with_content_type("application/msgpack".into()).with_message_id(id.into()).with_delivery_mode(2);
-            let confirm = channel.basic_publish(exchange.into(), routing.into(), BasicPublishOptions::default(), &body, props).await.unwrap().await.unwrap();
+            let props = BasicProperties::default()
+                .with_content_type("application/msgpack".into())
+                .with_message_id(id.into())
+                .with_delivery_mode(2);
+            let confirm = channel
+                .basic_publish(exchange.into(), routing.into(), BasicPublishOptions::default(), &body, props)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
             assert!(confirm.is_ack());
         }
     };
@@ -92,12 +101,21 @@ async fn a_plain_amqp_client_gets_its_reply_and_garbage_goes_dead() {
     // The three bad messages wait in the dead queue with their codes.
     let dead = conn.create_channel().await.unwrap();
     let mut consumer = dead
-        .basic_consume(format!("{p}.dead").into(), "inspect".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            format!("{p}.dead").into(),
+            "inspect".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let mut codes = vec![];
     for _ in 0..3 {
-        let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next()).await.expect("dead message").unwrap().unwrap();
+        let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+            .await
+            .expect("dead message")
+            .unwrap()
+            .unwrap();
         codes.push(warmlane_producer::amqp::header_str(&d.properties, "x-warmlane-error-code").unwrap());
     }
     codes.sort();
@@ -118,7 +136,12 @@ async fn a_message_for_another_model_is_forwarded_to_its_lane() {
     let id = format!("{p}-misrouted");
     let req = warmlane_shared::validate_json(&warmlane_tests::request(&id, "phr00t"), &fleet.settings).unwrap();
     let props = warmlane_producer::amqp::message_properties(&id, FieldTable::default());
-    fleet.producer.publisher().publish(&fleet.topology().lanes_exchange(), "anisora", &req.to_msgpack(), props).await.unwrap();
+    fleet
+        .producer
+        .publisher()
+        .publish(&fleet.topology().lanes_exchange(), "anisora", &req.to_msgpack(), props)
+        .await
+        .unwrap();
     let reply = fleet.reply(&id, 20).await;
     assert_eq!((reply.status, reply.lane.as_deref()), (ReplyStatus::Done, Some("phr00t")));
     fleet.cleanup().await;

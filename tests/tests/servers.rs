@@ -1,7 +1,7 @@
 //! The servers a test owns never outlive it.
 
-use warmlane_tests::{prefix, repo_root};
 use warmlane_tests::servers::{process_running, RabbitNode};
+use warmlane_tests::{prefix, repo_root};
 
 /// A node whose data directory (and with it the Erlang cookie `rabbitmqctl`
 /// needs) was removed under it is still stopped when the test drops it.

@@ -58,7 +58,11 @@ fn settings(o: &Opts) -> Result<Arc<Settings>, String> {
     for m in MODELS {
         let dir = std::path::absolute(o.heavy_dir.join(m)).map_err(|e| e.to_string())?;
         if !dir.join("denoiser.onnx").is_file() {
-            return Err(format!("{} missing: python3 ops/gen_demo_models.py --heavy --model {m} --out {}", dir.display(), dir.display()));
+            return Err(format!(
+                "{} missing: python3 ops/gen_demo_models.py --heavy --model {m} --out {}",
+                dir.display(),
+                dir.display()
+            ));
         }
         v["models"][m]["pipeline"]["dir"] = dir.display().to_string().into();
     }
@@ -76,7 +80,8 @@ fn ms(d: Option<Duration>) -> Result<f64, String> {
 }
 
 fn run() -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let o = opts()?;
     let settings = settings(&o)?;
@@ -86,7 +91,8 @@ fn run() -> Result<(), String> {
     let mut raw = [Vec::new(), Vec::new()];
     let mut cold = [Vec::new(), Vec::new()];
     let mut switch = [Vec::new(), Vec::new()];
-    let mut runner = RunnerEngine::new(settings.clone(), RunnerConfig::new(o.runner_exe.clone())).map_err(|e| e.message)?;
+    let mut runner =
+        RunnerEngine::new(settings.clone(), RunnerConfig::new(o.runner_exe.clone())).map_err(|e| e.message)?;
     for _ in 0..o.rounds {
         for (i, m) in MODELS.iter().enumerate() {
             let mut engine = OrtEngine::new(settings.clone(), None).map_err(|e| e.message)?;
@@ -101,13 +107,18 @@ fn run() -> Result<(), String> {
     }
     runner.release();
     println!("switch-bench: {} rounds, heavy pipelines from {}", o.rounds, o.heavy_dir.display());
-    println!("{:<8} {:>9} {:>14} {:>15} {:>13} {:>8}", "incoming", "weights", "raw load ms", "runner cold ms", "switch ms", "ratio");
+    println!(
+        "{:<8} {:>9} {:>14} {:>15} {:>13} {:>8}",
+        "incoming", "weights", "raw load ms", "runner cold ms", "switch ms", "ratio"
+    );
     for (i, m) in MODELS.iter().enumerate() {
         let weights = std::fs::metadata(o.heavy_dir.join(m).join("denoiser.onnx")).map(|md| md.len()).unwrap_or(0);
         let (r, c, s) = (median(&mut raw[i]), median(&mut cold[i]), median(&mut switch[i]));
         println!("{m:<8} {:>6.0} MB {r:>14.0} {c:>15.0} {s:>13.0} {:>7.2}x", weights as f64 / 1e6, s / r);
     }
-    println!("(medians; raw = in-process load + warm-up; switch = stop runner + confirm release + spawn + load + warm-up)");
+    println!(
+        "(medians; raw = in-process load + warm-up; switch = stop runner + confirm release + spawn + load + warm-up)"
+    );
     Ok(())
 }
 

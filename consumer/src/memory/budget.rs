@@ -136,8 +136,18 @@ mod tests {
             (None, None, Some(64_000), Ok((62_500, BudgetSource::Host))),
             (None, None, None, Err(BudgetError::Unknown)),
             (Some(0), Some(80_000), None, Err(BudgetError::Zero)),
-            (None, Some(1_500), None, Err(BudgetError::MarginTooLarge { from: BudgetSource::Device, total: 1_500, margin: m })),
-            (None, None, Some(1_000), Err(BudgetError::MarginTooLarge { from: BudgetSource::Host, total: 1_000, margin: m })),
+            (
+                None,
+                Some(1_500),
+                None,
+                Err(BudgetError::MarginTooLarge { from: BudgetSource::Device, total: 1_500, margin: m }),
+            ),
+            (
+                None,
+                None,
+                Some(1_000),
+                Err(BudgetError::MarginTooLarge { from: BudgetSource::Host, total: 1_000, margin: m }),
+            ),
         ];
         for (flag, dev, host, want) in cases {
             let got = resolve_budget(flag, dev, host, m).map(|b| (b.bytes, b.source));

@@ -193,7 +193,9 @@ impl Ledger {
             .filter(|p| except != Some(p.model.as_str()))
             .flat_map(|p| p.components.iter().map(move |c| (p, c)))
             .filter(|(_, c)| c.loaded && !c.active)
-            .filter_map(|(p, c)| Some((eviction_rank(c.placement)?, c.last_used_ms, (p.model.clone(), c.role), c.bytes)))
+            .filter_map(|(p, c)| {
+                Some((eviction_rank(c.placement)?, c.last_used_ms, (p.model.clone(), c.role), c.bytes))
+            })
             .collect();
         out.sort_by_key(|c| (c.0, c.1));
         out
@@ -280,7 +282,14 @@ impl Ledger {
             mb(evictable),
             mb(self.budget.bytes)
         );
-        FitCheck { fits, required_bytes: required, free_bytes: free, evictable_bytes: evictable, budget_bytes: self.budget.bytes, message }
+        FitCheck {
+            fits,
+            required_bytes: required,
+            free_bytes: free,
+            evictable_bytes: evictable,
+            budget_bytes: self.budget.bytes,
+            message,
+        }
     }
 
     /// May `model` become resident (at the given size)? Never beside a pipeline it

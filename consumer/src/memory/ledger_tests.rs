@@ -66,7 +66,10 @@ fn eviction_is_lru_text_encoders_first_never_pinned_never_active() {
         (1, vec![("b".into(), TextEncoder)]),
         (25 * MB, vec![("b".into(), TextEncoder), ("a".into(), TextEncoder)]),
         (31 * MB, vec![("b".into(), TextEncoder), ("a".into(), TextEncoder), ("b".into(), Denoiser)]),
-        (u64::MAX, vec![("b".into(), TextEncoder), ("a".into(), TextEncoder), ("b".into(), Denoiser), ("a".into(), Denoiser)]),
+        (
+            u64::MAX,
+            vec![("b".into(), TextEncoder), ("a".into(), TextEncoder), ("b".into(), Denoiser), ("a".into(), Denoiser)],
+        ),
     ];
     for (need, want) in cases {
         assert_eq!(l.eviction_plan(need, None), want, "need {need}");

@@ -57,7 +57,8 @@ impl MemoryManager {
     /// The status snapshot with current readings, as JSON for the heartbeat.
     pub fn snapshot_json(&self, runner_rss_bytes: Option<u64>) -> serde_json::Value {
         let sample = warmlane_engine::memory::sample();
-        let measured = Measured { worker_rss_bytes: sample.rss, runner_rss_bytes, device_used_bytes: sample.device_used };
+        let measured =
+            Measured { worker_rss_bytes: sample.rss, runner_rss_bytes, device_used_bytes: sample.device_used };
         let snapshot = self.lock().snapshot(measured, self.backend);
         serde_json::to_value(snapshot).unwrap_or(serde_json::Value::Null)
     }

@@ -107,5 +107,11 @@ fn concurrent_operations_keep_the_account_exact() {
     let from_snapshot: u64 = snap.pipelines.iter().flat_map(|p| p.components.iter()).map(|c| c.bytes).sum();
     assert_eq!(from_snapshot, snap.used_bytes);
     assert!(snap.evictions > 0, "the run evicted something");
-    println!("stress: {} ops, {} evictions, used {} of {}", THREADS * OPS, snap.evictions, snap.used_bytes, snap.budget_bytes);
+    println!(
+        "stress: {} ops, {} evictions, used {} of {}",
+        THREADS * OPS,
+        snap.evictions,
+        snap.used_bytes,
+        snap.budget_bytes
+    );
 }

@@ -56,7 +56,10 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
                 std::process::exit(0);
             }
             Request::Prepare { model: wanted, .. } if fixed_model.is_some_and(|m| m != wanted) || state.is_some() => {
-                failed(EngineFailure { code: ErrorCode::InferenceFailed, message: format!("runner for `{model}` cannot load `{wanted}`") })
+                failed(EngineFailure {
+                    code: ErrorCode::InferenceFailed,
+                    message: format!("runner for `{model}` cannot load `{wanted}`"),
+                })
             }
             Request::Prepare { model: wanted, settings_json, base_dir, provider, faults } => {
                 model = wanted;
@@ -78,7 +81,10 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
                     memory(s)
                 }
                 (None, _) => failed(not_prepared()),
-                (_, None) => failed(EngineFailure { code: ErrorCode::InferenceFailed, message: format!("unknown component `{role}`") }),
+                (_, None) => failed(EngineFailure {
+                    code: ErrorCode::InferenceFailed,
+                    message: format!("unknown component `{role}`"),
+                }),
             },
             Request::Memory => match state.as_ref() {
                 Some(s) => memory(s),
@@ -93,8 +99,14 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
 }
 
 fn init_stderr_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).without_time().try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
 }
 
 fn failed(f: EngineFailure) -> Response {
@@ -105,9 +117,16 @@ fn not_prepared() -> EngineFailure {
     EngineFailure { code: ErrorCode::InferenceFailed, message: "the runner got a request before Prepare".into() }
 }
 
-fn prepare(model: &str, settings_json: &str, base_dir: &str, provider: Option<&str>, faults: RunnerFaults) -> Result<(Loaded, u64), EngineFailure> {
+fn prepare(
+    model: &str,
+    settings_json: &str,
+    base_dir: &str,
+    provider: Option<&str>,
+    faults: RunnerFaults,
+) -> Result<(Loaded, u64), EngineFailure> {
     let bad = |message: String| EngineFailure { code: ErrorCode::InferenceFailed, message };
-    let settings = Settings::from_json(settings_json, Path::new("(from the worker)"), Path::new(base_dir)).map_err(|e| bad(e.to_string()))?;
+    let settings = Settings::from_json(settings_json, Path::new("(from the worker)"), Path::new(base_dir))
+        .map_err(|e| bad(e.to_string()))?;
     let provider = provider.map(OrtEngine::parse_provider).transpose().map_err(bad)?;
     let plan = FaultPlan { fail_at_step: faults.fail_at_step, oom_next_runs: faults.oom_next_runs };
     let options = LoadOptions { provider_override: provider, ..LoadOptions::default() };
@@ -125,7 +144,10 @@ fn generate(s: &mut Loaded, model: &str, body: &[u8], lane: &str, out_dir: &Path
         Err(e) => return failed(EngineFailure { code: e.rejection.code, message: e.rejection.message }),
     };
     if req.model != model {
-        return failed(EngineFailure { code: ErrorCode::InferenceFailed, message: format!("runner for `{model}` got a request for `{}`", req.model) });
+        return failed(EngineFailure {
+            code: ErrorCode::InferenceFailed,
+            message: format!("runner for `{model}` got a request for `{}`", req.model),
+        });
     }
     let faults = s.faults;
     let mut progress = |step: u32, steps: u32| {

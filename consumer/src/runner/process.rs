@@ -42,11 +42,7 @@ impl RunnerProcess {
         if let Some(model) = model {
             command.args(["--model", model]);
         }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let pid = child.id();
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("runner stdout not piped"))?;
@@ -79,7 +75,14 @@ impl RunnerProcess {
             }
         })?;
         tracing::info!(model = model.unwrap_or("(spare)"), pid, "runner started");
-        Ok(RunnerProcess { model: model.unwrap_or_default().to_string(), child, stdin, frames, pid, parent_rss_at_spawn })
+        Ok(RunnerProcess {
+            model: model.unwrap_or_default().to_string(),
+            child,
+            stdin,
+            frames,
+            pid,
+            parent_rss_at_spawn,
+        })
     }
 
     /// Names the model a spare is about to load (for logs and the release check).

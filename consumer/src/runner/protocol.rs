@@ -117,7 +117,10 @@ pub enum FrameError {
 pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
     let body = rmp_serde::to_vec_named(msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     if body.len() > MAX_FRAME_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {} bytes is over the limit", body.len())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {} bytes is over the limit", body.len()),
+        ));
     }
     w.write_all(&(body.len() as u32).to_be_bytes())?;
     w.write_all(&body)?;
@@ -165,13 +168,24 @@ mod tests {
     #[test]
     fn frames_roundtrip() {
         roundtrip(&[
-            Request::Prepare { model: "anisora".into(), settings_json: "{}".into(), base_dir: "/x".into(), provider: None, faults: RunnerFaults::default() },
-            Request::Generate { request: vec![0x81, 0xa1, 0x76, 1], lane: "degraded".into(), out_dir: "results".into() },
+            Request::Prepare {
+                model: "anisora".into(),
+                settings_json: "{}".into(),
+                base_dir: "/x".into(),
+                provider: None,
+                faults: RunnerFaults::default(),
+            },
+            Request::Generate {
+                request: vec![0x81, 0xa1, 0x76, 1],
+                lane: "degraded".into(),
+                out_dir: "results".into(),
+            },
             Request::ReleaseComponent { role: "denoiser".into() },
             Request::Memory,
             Request::Shutdown,
         ]);
-        let output = Output { path: PathBuf::from("r/t.gif"), bytes: 10, frames: 8, width: 64, height: 64, inference_ms: 12 };
+        let output =
+            Output { path: PathBuf::from("r/t.gif"), bytes: 10, frames: 8, width: 64, height: 64, inference_ms: 12 };
         roundtrip(&[
             Response::Loaded { load_ms: 3 },
             Response::Progress { step: 1, steps: 8 },

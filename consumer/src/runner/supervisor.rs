@@ -83,7 +83,16 @@ impl RunnerEngine {
     pub fn new(settings: Arc<Settings>, cfg: RunnerConfig) -> Result<RunnerEngine, EngineFailure> {
         let settings_json = serde_json::to_string(&*settings)
             .map_err(|e| failed(ErrorCode::InferenceFailed, format!("settings do not serialize: {e}")))?;
-        Ok(RunnerEngine { settings, settings_json, cfg, slot: Slot::new(), runner: None, spare: None, loads: 0, pid: Arc::default() })
+        Ok(RunnerEngine {
+            settings,
+            settings_json,
+            cfg,
+            slot: Slot::new(),
+            runner: None,
+            spare: None,
+            loads: 0,
+            pid: Arc::default(),
+        })
     }
 
     /// The pid of the live runner (0 when none), shared for samplers and benchmarks.
@@ -137,8 +146,9 @@ impl RunnerEngine {
                 return Ok(spare);
             }
         }
-        RunnerProcess::spawn(&self.cfg.exe, Some(model))
-            .map_err(|e| failed(ErrorCode::InferenceFailed, format!("cannot start the runner {}: {e}", self.cfg.exe.display())))
+        RunnerProcess::spawn(&self.cfg.exe, Some(model)).map_err(|e| {
+            failed(ErrorCode::InferenceFailed, format!("cannot start the runner {}: {e}", self.cfg.exe.display()))
+        })
     }
 
     fn start_spare(&mut self) {
@@ -172,15 +182,20 @@ impl RunnerEngine {
                 self.start_spare();
                 return Ok(());
             }
-            Ok(Response::Failed { code, message }) => {
-                failed(ErrorCode::parse(&code).unwrap_or(ErrorCode::InferenceFailed), format!("runner for `{model}` could not load: {message}"))
+            Ok(Response::Failed { code, message }) => failed(
+                ErrorCode::parse(&code).unwrap_or(ErrorCode::InferenceFailed),
+                format!("runner for `{model}` could not load: {message}"),
+            ),
+            Ok(other) => {
+                failed(ErrorCode::InferenceFailed, format!("runner for `{model}` answered Prepare with {other:?}"))
             }
-            Ok(other) => failed(ErrorCode::InferenceFailed, format!("runner for `{model}` answered Prepare with {other:?}")),
             Err(CallError::Timeout) => failed(
                 ErrorCode::InferenceTimeout,
                 format!("runner for `{model}` did not load within {} ms; killed", self.cfg.load_timeout.as_millis()),
             ),
-            Err(CallError::Died(e)) => failed(ErrorCode::InferenceFailed, format!("runner for `{model}` died while loading ({e})")),
+            Err(CallError::Died(e)) => {
+                failed(ErrorCode::InferenceFailed, format!("runner for `{model}` died while loading ({e})"))
+            }
         };
         let status = runner.kill_and_reap();
         tracing::warn!(model, %status, error = %outcome.message, "runner failed to load; reaped");
@@ -281,11 +296,21 @@ impl Engine for RunnerEngine {
         Ok((self.loads > loads_before).then(|| started.elapsed()))
     }
 
-    fn generate(&mut self, req: &ValidRequest, lane: &str, out_dir: &Path, progress: &mut dyn FnMut(u32, u32)) -> Result<Output, EngineFailure> {
+    fn generate(
+        &mut self,
+        req: &ValidRequest,
+        lane: &str,
+        out_dir: &Path,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Output, EngineFailure> {
         self.prepare(&req.model)?;
         let limit_ms = self.settings.model(&req.model).map_or(600_000, |m| m.inference_timeout_ms);
         let deadline = Instant::now() + Duration::from_millis(limit_ms) + self.cfg.deadline_margin;
-        let request = Request::Generate { request: req.to_msgpack(), lane: lane.to_string(), out_dir: out_dir.display().to_string() };
+        let request = Request::Generate {
+            request: req.to_msgpack(),
+            lane: lane.to_string(),
+            out_dir: out_dir.display().to_string(),
+        };
         let Some(runner) = self.runner.as_mut() else {
             return Err(failed(ErrorCode::InferenceFailed, "no runner after prepare".into()));
         };
@@ -303,18 +328,27 @@ impl Engine for RunnerEngine {
                 }
                 Ok(other) => {
                     let status = self.runner_died();
-                    return Err(failed(ErrorCode::InferenceFailed, format!("runner {pid} answered Generate with {other:?}; restarted next time ({status})")));
+                    return Err(failed(
+                        ErrorCode::InferenceFailed,
+                        format!("runner {pid} answered Generate with {other:?}; restarted next time ({status})"),
+                    ));
                 }
                 Err(CallError::Timeout) => {
                     let status = self.runner_died();
                     return Err(failed(
                         ErrorCode::InferenceTimeout,
-                        format!("runner {pid} for `{}` did not finish within {limit_ms} ms + margin; killed ({status})", req.model),
+                        format!(
+                            "runner {pid} for `{}` did not finish within {limit_ms} ms + margin; killed ({status})",
+                            req.model
+                        ),
                     ));
                 }
                 Err(CallError::Died(e)) => {
                     let status = self.runner_died();
-                    return Err(failed(ErrorCode::InferenceFailed, format!("runner {pid} for `{}` crashed: {e} ({status})", req.model)));
+                    return Err(failed(
+                        ErrorCode::InferenceFailed,
+                        format!("runner {pid} for `{}` crashed: {e} ({status})", req.model),
+                    ));
                 }
             }
         }
@@ -387,7 +421,13 @@ mod tests {
 
     #[test]
     fn release_check_table() {
-        let ok = ReleaseReadings { reaped_gone: true, parent_rss_before: 100, parent_rss_after: 150, rss_tolerance: 64, device_bytes_left: None };
+        let ok = ReleaseReadings {
+            reaped_gone: true,
+            parent_rss_before: 100,
+            parent_rss_after: 150,
+            rss_tolerance: 64,
+            device_bytes_left: None,
+        };
         let cases = [
             (ok, true),
             (ReleaseReadings { reaped_gone: false, ..ok }, false),

@@ -55,7 +55,8 @@ pub struct ModelEdit {
 pub fn settings_with(edits: &[(&str, ModelEdit)]) -> Arc<Settings> {
     let root = repo_root();
     let source = root.join("inference_settings.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&source).expect("settings file")).expect("json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&source).expect("settings file")).expect("json");
     for (model, e) in edits {
         let m = &mut v["models"][*model];
         if let Some(dir) = &e.dir {
@@ -80,7 +81,12 @@ pub fn demo_settings() -> Arc<Settings> {
 pub fn heavy_settings() -> Arc<Settings> {
     let edits: Vec<(&str, ModelEdit)> = HEAVY_MB
         .iter()
-        .map(|(m, mb)| (*m, ModelEdit { dir: Some(heavy_dir(m, *mb)), weights_bytes: Some(u64::from(*mb) << 20), timeout_ms: None }))
+        .map(|(m, mb)| {
+            (
+                *m,
+                ModelEdit { dir: Some(heavy_dir(m, *mb)), weights_bytes: Some(u64::from(*mb) << 20), timeout_ms: None },
+            )
+        })
         .collect();
     settings_with(&edits)
 }

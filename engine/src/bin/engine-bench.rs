@@ -26,11 +26,7 @@ fn main() {
 /// (e.g. `.cache/heavy-models/anisora-200mb`).
 fn settings_for(model: &str) -> Result<PipelineSettings, String> {
     let shift = if model == "anisora" { 3.0 } else { 1.0 };
-    let dir = if model.contains('/') {
-        model.to_string()
-    } else {
-        format!("models/{model}")
-    };
+    let dir = if model.contains('/') { model.to_string() } else { format!("models/{model}") };
     let json = format!(
         r#"{{ "dir": "{dir}", "sampler": "flow_euler", "flow_shift": {shift}, "latent_channels": 4,
             "spatial_downsample": 8, "temporal_downsample": 1, "max_tokens": 32, "tokenizer": null,
@@ -42,31 +38,22 @@ fn settings_for(model: &str) -> Result<PipelineSettings, String> {
 
 fn repo_root() -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    cwd.ancestors()
-        .find(|d| d.join("models").is_dir())
-        .map_or(cwd.clone(), Path::to_path_buf)
+    cwd.ancestors().find(|d| d.join("models").is_dir()).map_or(cwd.clone(), Path::to_path_buf)
 }
 
 fn run(args: Vec<String>) -> Result<(), String> {
     let model = args.first().cloned().unwrap_or_else(|| "anisora".into());
     let num = |i: usize, default: u32| {
-        args.get(i).map_or(Ok(default), |a| {
-            a.parse::<u32>().map_err(|e| format!("argument {i}: {e}"))
-        })
+        args.get(i).map_or(Ok(default), |a| a.parse::<u32>().map_err(|e| format!("argument {i}: {e}")))
     };
-    let (runs, width, height, frames) =
-        (num(1, 24)?.max(2), num(2, 256)?, num(3, 256)?, num(4, 16)?);
+    let (runs, width, height, frames) = (num(1, 24)?.max(2), num(2, 256)?, num(3, 256)?, num(4, 16)?);
     let root = repo_root();
     let settings = settings_for(&model)?;
 
     print_host();
     let t = Instant::now();
     let runtime = Runtime::init().map_err(|e| e.to_string())?;
-    println!(
-        "runtime init (dlopen + env):        {:>9.2} ms  ({})",
-        ms(t.elapsed()),
-        runtime.library().display()
-    );
+    println!("runtime init (dlopen + env):        {:>9.2} ms  ({})", ms(t.elapsed()), runtime.library().display());
 
     // Session load: engine (three components, measured) vs bare ort (denoiser only).
     // Every file is read once first, so both loads find it in the page cache and
@@ -78,12 +65,8 @@ fn run(args: Vec<String>) -> Result<(), String> {
     }
     println!("page cache warmed:                  {cached:>9} B read before timing loads");
     let t = Instant::now();
-    let mut pipeline = Pipeline::load(&model, &settings, &root, &LoadOptions::default())
-        .map_err(|e| e.to_string())?;
-    println!(
-        "engine Pipeline::load (3 sessions): {:>9.2} ms",
-        ms(t.elapsed())
-    );
+    let mut pipeline = Pipeline::load(&model, &settings, &root, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    println!("engine Pipeline::load (3 sessions): {:>9.2} ms", ms(t.elapsed()));
     for c in pipeline.memory().components {
         println!(
             "  {:<13} load {:>5} ms  rss {:>+9} B  file {:>9} B",
@@ -98,10 +81,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let mut direct = Session::builder(runtime.environment())
         .and_then(|mut b| b.commit_from_file(&denoiser_path))
         .map_err(|e| e.to_string())?;
-    println!(
-        "bare ort denoiser commit_from_file: {:>9.2} ms",
-        ms(t.elapsed())
-    );
+    println!("bare ort denoiser commit_from_file: {:>9.2} ms", ms(t.elapsed()));
 
     // Engine: per-step time from the progress callback (cfg 1.0: one denoiser run per step).
     pipeline.warm_up().map_err(|e| e.to_string())?;
@@ -121,37 +101,18 @@ fn run(args: Vec<String>) -> Result<(), String> {
         out_dir: out.clone(),
     };
     // Bare ort: the same denoiser inputs (same latent shape, timestep, text embedding), same run count.
-    let lat_shape = [
-        1_usize,
-        settings.latent_channels as usize,
-        frames as usize,
-        height as usize / 8,
-        width as usize / 8,
-    ];
+    let lat_shape =
+        [1_usize, settings.latent_channels as usize, frames as usize, height as usize / 8, width as usize / 8];
     let latent = Pcg32::new(1).normals(lat_shape.iter().product());
-    let ids = tokenizer::encode(
-        &job.prompt,
-        settings.max_tokens as usize,
-        settings.vocab_size,
-    );
+    let ids = tokenizer::encode(&job.prompt, settings.max_tokens as usize, settings.vocab_size);
     let mut text_session = Session::builder(runtime.environment())
-        .and_then(|mut b| {
-            b.commit_from_file(settings.dir_path(&root).join(&settings.text_encoder.file))
-        })
+        .and_then(|mut b| b.commit_from_file(settings.dir_path(&root).join(&settings.text_encoder.file)))
         .map_err(|e| e.to_string())?;
     let (text_shape, text) = {
-        let ids_in =
-            TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| e.to_string())?;
-        let out = text_session
-            .run(ort::inputs!["input_ids" => ids_in])
-            .map_err(|e| e.to_string())?;
-        let (shape, data) = out["text_embeds"]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
-        (
-            shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
-            data.to_vec(),
-        )
+        let ids_in = TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| e.to_string())?;
+        let out = text_session.run(ort::inputs!["input_ids" => ids_in]).map_err(|e| e.to_string())?;
+        let (shape, data) = out["text_embeds"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), data.to_vec())
     };
     // Rounds alternate engine and bare so background load hits both alike; the first
     // round of each is a warm-up and is not counted.
@@ -173,18 +134,14 @@ fn run(args: Vec<String>) -> Result<(), String> {
         generations.push(generation);
         for i in 0..runs {
             let t = Instant::now();
-            let l =
-                TensorRef::from_array_view((lat_shape, &latent[..])).map_err(|e| e.to_string())?;
+            let l = TensorRef::from_array_view((lat_shape, &latent[..])).map_err(|e| e.to_string())?;
             let ts = [1000.0 * (1.0 - i as f32 / runs as f32)];
             let tt = TensorRef::from_array_view(([1], &ts[..])).map_err(|e| e.to_string())?;
-            let te = TensorRef::from_array_view((text_shape.clone(), &text[..]))
-                .map_err(|e| e.to_string())?;
+            let te = TensorRef::from_array_view((text_shape.clone(), &text[..])).map_err(|e| e.to_string())?;
             let out = direct
                 .run(ort::inputs!["latent" => l, "timestep" => tt, "text_embeds" => te])
                 .map_err(|e| e.to_string())?;
-            let (_, v) = out["velocity"]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| e.to_string())?;
+            let (_, v) = out["velocity"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
             std::hint::black_box(v);
             if round > 0 {
                 direct_runs.push(t.elapsed());
@@ -242,12 +199,7 @@ fn print_host() {
         })
         .unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "host: arch {} | cores {} | cpu {}",
-        std::env::consts::ARCH,
-        cores,
-        cpu
-    );
+    println!("host: arch {} | cores {} | cpu {}", std::env::consts::ARCH, cores, cpu);
 }
 
 /// Measurement rounds (the first is a warm-up).

@@ -10,10 +10,7 @@ use warmlane_engine::{Job, PipelineSettings, Runtime};
 
 /// The repository root (the engine crate's parent).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("engine has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("engine has a parent").to_path_buf()
 }
 
 /// Loads ONNX Runtime or fails the test with the engine's one-line message.
@@ -54,10 +51,7 @@ pub const PHR00T: &str = r#"{
 
 /// A unique scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = repo_root()
-        .join("target")
-        .join("engine-tests")
-        .join(format!("{name}-{}", std::process::id()));
+    let dir = repo_root().join("target").join("engine-tests").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
@@ -89,18 +83,12 @@ impl Captured {
     /// Every captured line, parsed.
     pub fn lines(&self) -> Vec<serde_json::Value> {
         let bytes = self.0.lock().expect("capture lock").clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
+        String::from_utf8_lossy(&bytes).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
     }
 
     /// Lines of one target.
     pub fn target(&self, target: &str) -> Vec<serde_json::Value> {
-        self.lines()
-            .into_iter()
-            .filter(|l| l["target"] == target)
-            .collect()
+        self.lines().into_iter().filter(|l| l["target"] == target).collect()
     }
 }
 

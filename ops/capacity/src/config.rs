@@ -98,38 +98,21 @@ pub struct ConfigError {
     pub limit: &'static str,
 }
 
-fn check(
-    ok: bool,
-    field: &'static str,
-    value: f64,
-    limit: &'static str,
-) -> Result<(), ConfigError> {
+fn check(ok: bool, field: &'static str, value: f64, limit: &'static str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError {
-            field,
-            value: value.to_string(),
-            limit,
-        })
+        Err(ConfigError { field, value: value.to_string(), limit })
     }
 }
 
 impl ModelConfig {
     /// The two seeds' models with placeholder service times.
-    pub fn defaults(
-        anisora_rate_per_s: f64,
-        phr00t_rate_per_s: f64,
-        warm_workers: usize,
-    ) -> Vec<Self> {
+    pub fn defaults(anisora_rate_per_s: f64, phr00t_rate_per_s: f64, warm_workers: usize) -> Vec<Self> {
         let lane = |name: &str, rate: f64, mean_s: f64| ModelConfig {
             name: name.to_string(),
             arrival_rate_per_s: rate,
-            service: ServiceDist {
-                mean_s,
-                shape: Shape::Lognormal,
-                cv: SERVICE_CV,
-            },
+            service: ServiceDist { mean_s, shape: Shape::Lognormal, cv: SERVICE_CV },
             warm_workers,
             unavailable_fraction: 0.0,
         };
@@ -167,11 +150,7 @@ impl SimConfig {
     /// Checks every field once; the simulator assumes a validated config.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.models.is_empty() {
-            return Err(ConfigError {
-                field: "models",
-                value: "0".into(),
-                limit: "at least 1",
-            });
+            return Err(ConfigError { field: "models", value: "0".into(), limit: "at least 1" });
         }
         for m in &self.models {
             check(
@@ -186,12 +165,7 @@ impl SimConfig {
                 m.service.mean_s,
                 "> 0 and finite",
             )?;
-            check(
-                m.service.cv.is_finite() && m.service.cv >= 0.0,
-                "service.cv",
-                m.service.cv,
-                ">= 0",
-            )?;
+            check(m.service.cv.is_finite() && m.service.cv >= 0.0, "service.cv", m.service.cv, ">= 0")?;
             check(
                 (0.0..1.0).contains(&m.unavailable_fraction),
                 "unavailable_fraction",
@@ -199,34 +173,18 @@ impl SimConfig {
                 "in [0, 1)",
             )?;
         }
-        check(
-            self.switch_s.is_finite() && self.switch_s >= 0.0,
-            "switch_s",
-            self.switch_s,
-            ">= 0",
-        )?;
-        check(
-            self.outage_mean_s.is_finite() && self.outage_mean_s > 0.0,
-            "outage_mean_s",
-            self.outage_mean_s,
-            "> 0",
-        )?;
+        check(self.switch_s.is_finite() && self.switch_s >= 0.0, "switch_s", self.switch_s, ">= 0")?;
+        check(self.outage_mean_s.is_finite() && self.outage_mean_s > 0.0, "outage_mean_s", self.outage_mean_s, "> 0")?;
         check(
             self.admission_delay_s.is_finite() && self.admission_delay_s >= 0.0,
             "admission_delay_s",
             self.admission_delay_s,
             ">= 0",
         )?;
-        check(
-            self.horizon_s.is_finite() && self.horizon_s > 0.0,
-            "horizon_s",
-            self.horizon_s,
-            "> 0 and finite",
-        )?;
-        for (field, v) in [
-            ("degraded_max_wait_s", self.degraded_max_wait_s),
-            ("lane_wait_limit_s", self.lane_wait_limit_s),
-        ] {
+        check(self.horizon_s.is_finite() && self.horizon_s > 0.0, "horizon_s", self.horizon_s, "> 0 and finite")?;
+        for (field, v) in
+            [("degraded_max_wait_s", self.degraded_max_wait_s), ("lane_wait_limit_s", self.lane_wait_limit_s)]
+        {
             if let Some(v) = v {
                 check(v.is_finite() && v >= 0.0, field, v, ">= 0 and finite")?;
             }
@@ -261,9 +219,6 @@ mod tests {
         c.models[1].unavailable_fraction = 1.5;
         let e = c.validate().unwrap_err();
         assert_eq!(e.field, "unavailable_fraction");
-        assert_eq!(
-            e.to_string(),
-            "invalid setting `unavailable_fraction`: 1.5 (must be in [0, 1))"
-        );
+        assert_eq!(e.to_string(), "invalid setting `unavailable_fraction`: 1.5 (must be in [0, 1))");
     }
 }

@@ -103,10 +103,7 @@ mod tests {
 
     #[test]
     fn switch_costs_the_switch_time() {
-        let mut w = DegradedWorker {
-            loaded: Some(0),
-            busy: false,
-        };
+        let mut w = DegradedWorker { loaded: Some(0), busy: false };
         assert_eq!(w.begin(1, 20.0), (Prep::Switch, 20.0));
         assert!(w.busy);
         w.finish();

@@ -78,11 +78,7 @@ mod tests {
 
     #[test]
     fn exponential_mean_and_cv() {
-        let d = ServiceDist {
-            mean_s: 6.0,
-            shape: Shape::Exp,
-            cv: 0.0,
-        };
+        let d = ServiceDist { mean_s: 6.0, shape: Shape::Exp, cv: 0.0 };
         let (m, cv) = moments(d, 200_000);
         assert!((m - 6.0).abs() < 0.06, "mean {m}");
         assert!((cv - 1.0).abs() < 0.02, "cv {cv}");
@@ -90,11 +86,7 @@ mod tests {
 
     #[test]
     fn lognormal_keeps_mean_and_cv() {
-        let d = ServiceDist {
-            mean_s: 3.0,
-            shape: Shape::Lognormal,
-            cv: 0.3,
-        };
+        let d = ServiceDist { mean_s: 3.0, shape: Shape::Lognormal, cv: 0.3 };
         let (m, cv) = moments(d, 200_000);
         assert!((m - 3.0).abs() < 0.02, "mean {m}");
         assert!((cv - 0.3).abs() < 0.01, "cv {cv}");
@@ -102,11 +94,7 @@ mod tests {
 
     #[test]
     fn fixed_is_constant() {
-        let d = ServiceDist {
-            mean_s: 2.5,
-            shape: Shape::Fixed,
-            cv: 0.7,
-        };
+        let d = ServiceDist { mean_s: 2.5, shape: Shape::Fixed, cv: 0.7 };
         let mut r = Rng::new(1, 1);
         assert_eq!(d.sample(&mut r), 2.5);
     }

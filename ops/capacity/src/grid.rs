@@ -69,11 +69,7 @@ pub fn build(base: &GridBase) -> Vec<(&'static str, String, SimConfig)> {
     for &load in &LOAD_LEVELS_PER_MIN {
         for &warm in &WARM_LEVELS {
             let c = row(base, warm, &vec![per_s(load); n], base.horizon_s);
-            rows.push((
-                "small",
-                format!("{load} req/min per model, {warm} warm/lane"),
-                c,
-            ));
+            rows.push(("small", format!("{load} req/min per model, {warm} warm/lane"), c));
         }
     }
     for &warm in &[1usize, 2] {
@@ -82,40 +78,20 @@ pub fn build(base: &GridBase) -> Vec<(&'static str, String, SimConfig)> {
             for m in &mut c.models {
                 m.unavailable_fraction = f;
             }
-            rows.push((
-                "outage",
-                format!(
-                    "5 req/min per model, {warm} warm/lane, lanes down {:.0}%",
-                    f * 100.0
-                ),
-                c,
-            ));
+            rows.push(("outage", format!("5 req/min per model, {warm} warm/lane, lanes down {:.0}%", f * 100.0), c));
         }
     }
     for &load in &[0.5, 1.0, 2.0] {
         let mut c = row(base, 0, &vec![per_s(load); n], base.horizon_s);
         c.mix = Mix::Alternating;
-        rows.push((
-            "alternating",
-            format!("{load} req/min per model, strictly alternating, degraded only"),
-            c,
-        ));
+        rows.push(("alternating", format!("{load} req/min per model, strictly alternating, degraded only"), c));
     }
     for &warm in &FLEET_LEVELS {
         for &rho in &FLEET_UTILISATION {
-            let rates: Vec<f64> = base
-                .template
-                .models
-                .iter()
-                .map(|m| rho * warm as f64 / m.service.mean_s)
-                .collect();
+            let rates: Vec<f64> = base.template.models.iter().map(|m| rho * warm as f64 / m.service.mean_s).collect();
             let mut c = row(base, warm, &rates, base.fleet_horizon_s);
             c.admission_delay_s = base.cluster_admission_delay_s;
-            rows.push((
-                "fleet",
-                format!("{warm} warm/lane at {:.0}% offered per worker", rho * 100.0),
-                c,
-            ));
+            rows.push(("fleet", format!("{warm} warm/lane at {:.0}% offered per worker", rho * 100.0), c));
         }
     }
     rows
@@ -127,12 +103,7 @@ pub fn run(base: &GridBase) -> Vec<GridRow> {
         .into_iter()
         .map(|(section, scenario, config)| {
             let report = simulate(&config);
-            GridRow {
-                section,
-                scenario,
-                config,
-                report,
-            }
+            GridRow { section, scenario, config, report }
         })
         .collect()
 }
@@ -156,10 +127,7 @@ mod tests {
         let rows = build(&default_base());
         assert_eq!(
             rows.len(),
-            WARM_LEVELS.len() * LOAD_LEVELS_PER_MIN.len()
-                + 4
-                + 3
-                + FLEET_LEVELS.len() * FLEET_UTILISATION.len()
+            WARM_LEVELS.len() * LOAD_LEVELS_PER_MIN.len() + 4 + 3 + FLEET_LEVELS.len() * FLEET_UTILISATION.len()
         );
         for (_, name, c) in &rows {
             assert_eq!(c.validate(), Ok(()), "{name}");

@@ -21,11 +21,7 @@ fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
 }
 
 fn line(out: &mut String, scenario: &str, cfg: &SimConfig, r: &Report) {
-    let erl: Vec<String> = cfg
-        .models
-        .iter()
-        .map(|m| format!("{:.2}", m.offered_erlangs()))
-        .collect();
+    let erl: Vec<String> = cfg.models.iter().map(|m| format!("{:.2}", m.offered_erlangs())).collect();
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
@@ -65,9 +61,7 @@ pub fn grid_markdown(rows: &[GridRow]) -> String {
 fn section_title(section: &str) -> &'static str {
     match section {
         "small" => "Small fleet: warm workers per lane x load (independent Poisson per model)",
-        "outage" => {
-            "Lane outages (capacity/quota): unavailable lanes route new requests to degraded"
-        }
+        "outage" => "Lane outages (capacity/quota): unavailable lanes route new requests to degraded",
         "alternating" => "Degraded only, strictly alternating models (worst case for switching)",
         "fleet" => "Large fleets (RabbitMQ cluster, quorum queues: admission delay per publish)",
         _ => "Other",
@@ -112,19 +106,9 @@ pub fn sizing_markdown(target: &Target, rows: &[(f64, Option<Sizing>)]) -> Strin
             let _ = writeln!(out, "| {load} | - | unreachable | - | - | - | - |");
             continue;
         };
-        let erl: Vec<String> = s
-            .config
-            .models
-            .iter()
-            .map(|m| format!("{:.2}", m.offered_erlangs()))
-            .collect();
+        let erl: Vec<String> = s.config.models.iter().map(|m| format!("{:.2}", m.offered_erlangs())).collect();
         let warm: Vec<String> = s.warm_workers.iter().map(ToString::to_string).collect();
-        let p95: Vec<String> = s
-            .report
-            .per_model
-            .iter()
-            .map(|m| format!("{:.2}", m.wait_p95_s))
-            .collect();
+        let p95: Vec<String> = s.report.per_model.iter().map(|m| format!("{:.2}", m.wait_p95_s)).collect();
         let _ = writeln!(
             out,
             "| {load} | {} | {} | {} | {} | {} | {} |",

@@ -99,11 +99,7 @@ struct Sim<'a> {
 impl<'a> Sim<'a> {
     fn new(cfg: &'a SimConfig) -> Self {
         let n = cfg.models.len();
-        let stream = |base: u64| {
-            (0..n as u64)
-                .map(|i| Rng::new(cfg.seed, base + i))
-                .collect()
-        };
+        let stream = |base: u64| (0..n as u64).map(|i| Rng::new(cfg.seed, base + i)).collect();
         Self {
             cfg,
             now: 0.0,
@@ -112,20 +108,12 @@ impl<'a> Sim<'a> {
             lanes: cfg
                 .models
                 .iter()
-                .map(|m| Lane {
-                    queue: VecDeque::new(),
-                    idle: m.warm_workers,
-                    available: true,
-                })
+                .map(|m| Lane { queue: VecDeque::new(), idle: m.warm_workers, available: true })
                 .collect(),
             degraded_queue: VecDeque::new(),
             degraded_ready: 0,
             workers: vec![DegradedWorker::default(); cfg.degraded_workers],
-            rng: Streams {
-                arrivals: stream(100),
-                service: stream(200),
-                outages: stream(300),
-            },
+            rng: Streams { arrivals: stream(100), service: stream(200), outages: stream(300) },
             next_alternating: 0,
             tally: Tally::new(n),
         }
@@ -185,11 +173,7 @@ impl<'a> Sim<'a> {
     fn schedule_toggle(&mut self, m: usize) {
         let f = self.cfg.models[m].unavailable_fraction;
         let down = self.cfg.outage_mean_s;
-        let mean = if self.lanes[m].available {
-            down * (1.0 - f) / f
-        } else {
-            down
-        };
+        let mean = if self.lanes[m].available { down * (1.0 - f) / f } else { down };
         let t = self.now + exponential(&mut self.rng.outages[m], mean);
         if t < self.cfg.horizon_s {
             self.events.push(t, Ev::LaneToggle(m));
@@ -241,11 +225,7 @@ impl<'a> Sim<'a> {
             Mix::Alternating => self.next_alternating_model(),
         };
         let r = self.requests.len();
-        self.requests.push(Request {
-            model,
-            arrival: self.now,
-            state: State::Publishing,
-        });
+        self.requests.push(Request { model, arrival: self.now, state: State::Publishing });
         self.tally.models[model].arrivals += 1;
         // FR-020 step 1: the producer routes to the warm lane if it is ready.
         let lane_ready = self.cfg.models[model].warm_workers > 0 && self.lanes[model].available;
@@ -268,11 +248,7 @@ impl<'a> Sim<'a> {
 
     fn publish(&mut self, r: usize, to_lane: bool) {
         self.requests[r].state = State::Publishing;
-        let ev = if to_lane {
-            Ev::PublishLane(r)
-        } else {
-            Ev::PublishDegraded(r)
-        };
+        let ev = if to_lane { Ev::PublishLane(r) } else { Ev::PublishDegraded(r) };
         let d = self.cfg.admission_delay_s;
         if d > 0.0 {
             self.events.push(self.now + d, ev);
@@ -286,8 +262,7 @@ impl<'a> Sim<'a> {
         self.requests[r].state = State::LaneWaiting;
         self.lanes[m].queue.push_back(r);
         if let Some(limit) = self.cfg.lane_wait_limit_s {
-            self.events
-                .push(self.requests[r].arrival + limit, Ev::LaneTimeout(r));
+            self.events.push(self.requests[r].arrival + limit, Ev::LaneTimeout(r));
         }
         self.dispatch_lane(m);
     }
@@ -295,11 +270,7 @@ impl<'a> Sim<'a> {
     fn on_publish_degraded(&mut self, r: usize) {
         let m = self.requests[r].model;
         // FR-017/FR-018: a publish beyond the depth limit is refused.
-        if self
-            .cfg
-            .degraded_depth
-            .is_some_and(|d| self.degraded_ready >= d)
-        {
+        if self.cfg.degraded_depth.is_some_and(|d| self.degraded_ready >= d) {
             self.requests[r].state = State::Rejected;
             self.tally.models[m].queue_full += 1;
             return;
@@ -341,8 +312,7 @@ impl<'a> Sim<'a> {
             let t = &mut self.tally.models[m];
             t.lane_busy_s += busy;
             t.served_lane += 1;
-            self.events
-                .push(self.now + s, Ev::LaneDone { model: m, req: r });
+            self.events.push(self.now + s, Ev::LaneDone { model: m, req: r });
         }
     }
 
@@ -379,15 +349,12 @@ impl<'a> Sim<'a> {
             let s = prep_s + self.cfg.models[m].service.sample(&mut self.rng.service[m]);
             self.tally.degraded_busy_s += self.busy_in_horizon(s);
             self.tally.models[m].served_degraded += 1;
-            self.events
-                .push(self.now + s, Ev::DegradedDone { worker: w, req: r });
+            self.events.push(self.now + s, Ev::DegradedDone { worker: w, req: r });
         }
     }
 
     fn complete(&mut self, r: usize) {
         let req = &self.requests[r];
-        self.tally.models[req.model]
-            .latencies
-            .push(self.now - req.arrival);
+        self.tally.models[req.model].latencies.push(self.now - req.arrival);
     }
 }

@@ -73,11 +73,7 @@ pub fn size(base: &SimConfig, target: Target) -> Option<Sizing> {
     }
     let report = simulate(&cfg);
     let warm_workers = cfg.models.iter().map(|m| m.warm_workers).collect();
-    Some(Sizing {
-        warm_workers,
-        config: cfg,
-        report,
-    })
+    Some(Sizing { warm_workers, config: cfg, report })
 }
 
 #[cfg(test)]
@@ -89,13 +85,7 @@ mod tests {
     fn light_load_needs_one_worker_per_lane() {
         let mut c = SimConfig::with_models(ModelConfig::defaults(0.1 / 60.0, 0.1 / 60.0, 0));
         c.horizon_s = 20_000.0;
-        let s = size(
-            &c,
-            Target {
-                p95_wait_s: 5.0,
-                min_acceptance: 0.999,
-            },
-        );
+        let s = size(&c, Target { p95_wait_s: 5.0, min_acceptance: 0.999 });
         assert_eq!(s.map(|s| s.warm_workers), Some(vec![1, 1]));
     }
 
@@ -103,17 +93,10 @@ mod tests {
     fn more_load_needs_more_workers_and_meets_the_target() {
         let mut c = SimConfig::with_models(ModelConfig::defaults(60.0 / 60.0, 60.0 / 60.0, 0));
         c.horizon_s = 3_600.0;
-        let t = Target {
-            p95_wait_s: 2.0,
-            min_acceptance: 0.999,
-        };
+        let t = Target { p95_wait_s: 2.0, min_acceptance: 0.999 };
         let s = size(&c, t).expect("reachable");
         // Offered load is 6 + 3 Erlangs: each lane needs more than that.
-        assert!(
-            s.warm_workers[0] > 6 && s.warm_workers[1] > 3,
-            "{:?}",
-            s.warm_workers
-        );
+        assert!(s.warm_workers[0] > 6 && s.warm_workers[1] > 3, "{:?}", s.warm_workers);
         for m in &s.report.per_model {
             assert!(m.wait_p95_s <= t.p95_wait_s);
         }

@@ -130,10 +130,7 @@ fn ratio(num: u64, den: u64) -> f64 {
 impl Tally {
     /// A tally with one empty entry per model.
     pub fn new(models: usize) -> Self {
-        Self {
-            models: vec![ModelTally::default(); models],
-            ..Self::default()
-        }
+        Self { models: vec![ModelTally::default(); models], ..Self::default() }
     }
 
     /// Derives the report; consumes the tally (percentiles reorder samples).
@@ -169,11 +166,8 @@ impl Tally {
             all_waits.append(&mut t.waits);
             all_lat.append(&mut t.latencies);
         }
-        let wait_mean_s = if all_waits.is_empty() {
-            0.0
-        } else {
-            all_waits.iter().sum::<f64>() / all_waits.len() as f64
-        };
+        let wait_mean_s =
+            if all_waits.is_empty() { 0.0 } else { all_waits.iter().sum::<f64>() / all_waits.len() as f64 };
         let billed_workers = (warm_n + cfg.degraded_workers) as f64;
         Report {
             arrivals,
@@ -193,8 +187,7 @@ impl Tally {
             } else {
                 self.degraded_busy_s / (cfg.degraded_workers as f64 * h)
             },
-            gpu_hours_per_1k: (served > 0)
-                .then(|| billed_workers * h / 3600.0 / served as f64 * 1000.0),
+            gpu_hours_per_1k: (served > 0).then(|| billed_workers * h / 3600.0 / served as f64 * 1000.0),
             switches_per_1k: ratio(self.switches, served) * 1000.0,
             cold_loads: self.cold_loads,
             per_model,

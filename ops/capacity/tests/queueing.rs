@@ -14,11 +14,7 @@ fn markov(lambda: f64, mu: f64, warm: usize, horizon_s: f64) -> SimConfig {
     let model = ModelConfig {
         name: "m".into(),
         arrival_rate_per_s: lambda,
-        service: ServiceDist {
-            mean_s: 1.0 / mu,
-            shape: Shape::Exp,
-            cv: 1.0,
-        },
+        service: ServiceDist { mean_s: 1.0 / mu, shape: Shape::Exp, cv: 1.0 },
         warm_workers: warm,
         unavailable_fraction: 0.0,
     };
@@ -33,11 +29,7 @@ fn markov(lambda: f64, mu: f64, warm: usize, horizon_s: f64) -> SimConfig {
 }
 
 fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
-    assert!(
-        (got - want).abs() <= rel * want,
-        "{what}: got {got}, want {want} ± {:.1}%",
-        rel * 100.0
-    );
+    assert!((got - want).abs() <= rel * want, "{what}: got {got}, want {want} ± {:.1}%", rel * 100.0);
 }
 
 #[test]
@@ -53,12 +45,7 @@ fn mm1_on_a_warm_lane_matches_closed_form() {
     assert_eq!(r.acceptance_rate, 1.0);
     assert_eq!(r.degraded_share, 0.0);
     // P(Wq > t) = rho e^{-(mu - lambda) t}, so p95 = ln(rho / 0.05) / (mu - lambda).
-    assert_close(
-        "p95 wait",
-        r.wait_p95_s,
-        (rho / 0.05).ln() / (mu - lambda),
-        0.05,
-    );
+    assert_close("p95 wait", r.wait_p95_s, (rho / 0.05).ln() / (mu - lambda), 0.05);
 }
 
 #[test]
@@ -88,12 +75,7 @@ fn mm1k_blocking_matches_closed_form() {
     assert_close("blocking", r.queue_full_rate, p_k, 0.04);
     assert_eq!(r.wait_timeout_rate, 0.0);
     // Carried load: utilisation = rho (1 - P_K).
-    assert_close(
-        "utilisation",
-        r.degraded_utilization,
-        rho * (1.0 - p_k),
-        0.02,
-    );
+    assert_close("utilisation", r.degraded_utilization, rho * (1.0 - p_k), 0.02);
 }
 
 /// Two models, degraded only, load so light that the worker is always idle
@@ -142,10 +124,7 @@ fn overload_is_answered_with_both_reasons() {
     let r = simulate(&c);
     assert!(r.queue_full_rate > 0.0, "{r:?}");
     assert!(r.wait_timeout_rate > 0.0, "{r:?}");
-    assert!(
-        r.wait_p95_s <= 30.0 + 1e-9,
-        "served requests waited at most 30 s"
-    );
+    assert!(r.wait_p95_s <= 30.0 + 1e-9, "served requests waited at most 30 s");
     assert!((r.acceptance_rate + r.overloaded_rate - 1.0).abs() < 1e-12);
 }
 

@@ -135,7 +135,11 @@ pub fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([header::CONTENT_TYPE, HeaderName::from_static(auth::API_KEY_HEADER), HeaderName::from_static(auth::ADMIN_KEY_HEADER)])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                HeaderName::from_static(auth::API_KEY_HEADER),
+                HeaderName::from_static(auth::ADMIN_KEY_HEADER),
+            ])
             .expose_headers([header::RETRY_AFTER, header::LOCATION]),
     )
 }
@@ -152,7 +156,8 @@ async fn method_not_allowed() -> ApiError {
 async fn log_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "(unmatched)".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "(unmatched)".into());
     let response = next.run(req).await;
     let status = response.status().as_u16();
     let ms = started.elapsed().as_millis() as u64;

@@ -32,7 +32,8 @@ pub mod shim_code {
     /// 500: a bug or an unexpected failure inside the shim.
     pub const INTERNAL_ERROR: &str = "internal_error";
     /// Every shim-only code, for documentation and tests.
-    pub const ALL: [&str; 6] = [NOT_FOUND, UNAUTHORIZED, FORBIDDEN, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE, INTERNAL_ERROR];
+    pub const ALL: [&str; 6] =
+        [NOT_FOUND, UNAUTHORIZED, FORBIDDEN, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE, INTERNAL_ERROR];
 }
 
 /// A failure of an HTTP request.
@@ -124,7 +125,11 @@ impl ApiError {
 
     /// The envelope sent to the client.
     pub fn detail(&self) -> ErrorDetail {
-        let d = |code: &str, reason: &str, message: String| ErrorDetail { code: code.into(), reason: reason.into(), message };
+        let d = |code: &str, reason: &str, message: String| ErrorDetail {
+            code: code.into(),
+            reason: reason.into(),
+            message,
+        };
         match self {
             ApiError::Rejected(r) => d(r.code.as_str(), &r.reason, r.message.clone()),
             ApiError::TooLarge { limit } => {
@@ -177,7 +182,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         match &self {
-            ApiError::Unavailable { reason, detail } => tracing::warn!(reason = %reason, detail = %detail, "answering 503"),
+            ApiError::Unavailable { reason, detail } => {
+                tracing::warn!(reason = %reason, detail = %detail, "answering 503")
+            }
             ApiError::Internal(detail) => tracing::error!(detail = %detail, "answering 500"),
             _ => {}
         }
@@ -205,7 +212,10 @@ mod tests {
     #[test]
     fn server_errors_do_not_leak_internals() {
         let secret = "amqp://guest:hunter2@10.0.0.1";
-        for e in [ApiError::Unavailable { reason: "broker".into(), detail: secret.into() }, ApiError::Internal(secret.into())] {
+        for e in [
+            ApiError::Unavailable { reason: "broker".into(), detail: secret.into() },
+            ApiError::Internal(secret.into()),
+        ] {
             let d = e.detail();
             assert!(!d.message.contains("hunter2") && !d.reason.contains("hunter2"));
             assert!(e.status().is_server_error());
@@ -227,7 +237,10 @@ mod tests {
         let secret = "amqp://guest:hunter2@10.0.0.1";
         let e = ApiError::from(crate::ProducerError::Unconfirmed(secret.into()));
         let d = e.detail();
-        assert_eq!((e.status().as_u16(), d.code.as_str(), d.reason.as_str()), (503, "service_unavailable", "unconfirmed"));
+        assert_eq!(
+            (e.status().as_u16(), d.code.as_str(), d.reason.as_str()),
+            (503, "service_unavailable", "unconfirmed")
+        );
         assert!(d.message.contains("GET /tasks/") && !d.message.contains("hunter2"), "{}", d.message);
     }
 

@@ -177,7 +177,9 @@ pub async fn run(
 ) -> Result<(), crate::ProducerError> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     if config.api_keys.is_empty() {
-        tracing::warn!("no API keys configured (WARMLANE_API_KEYS): generation routes are open to anyone who can reach {addr}");
+        tracing::warn!(
+            "no API keys configured (WARMLANE_API_KEYS): generation routes are open to anyone who can reach {addr}"
+        );
     }
     if config.admin_key.is_none() {
         tracing::info!("no admin key configured (WARMLANE_ADMIN_KEY): admin routes answer 403");
@@ -232,7 +234,16 @@ mod tests {
 
     #[test]
     fn flags_split_lists_and_debug_hides_keys() {
-        let cli = Cli::try_parse_from(["x", "--api-keys", "k-one, k-two,", "--admin-key", "adm-9", "--cors-origins", "https://a.example,https://b.example"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--api-keys",
+            "k-one, k-two,",
+            "--admin-key",
+            "adm-9",
+            "--cors-origins",
+            "https://a.example,https://b.example",
+        ])
+        .unwrap();
         let config = HttpConfig::from_args(&cli.serve).unwrap();
         assert_eq!(config.api_keys, vec!["k-one", "k-two"]);
         assert_eq!(config.cors_origins.len(), 2);

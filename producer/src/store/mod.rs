@@ -17,7 +17,10 @@ use warmlane_shared::reply::field;
 use warmlane_shared::{now_ms, FallbackCause, LaneHealth, Reply, Settings, ValidRequest};
 
 mod scripts;
-use scripts::{ADMIT_SCRIPT, ADMIT_ROUTE_SCRIPT, ROUTED_SCRIPT, START_SCRIPT, FINISH_SCRIPT, PROGRESS_SCRIPT, FORGET_UNPUBLISHED_SCRIPT};
+use scripts::{
+    ADMIT_ROUTE_SCRIPT, ADMIT_SCRIPT, FINISH_SCRIPT, FORGET_UNPUBLISHED_SCRIPT, PROGRESS_SCRIPT, ROUTED_SCRIPT,
+    START_SCRIPT,
+};
 
 /// A lane's active fallback: its requests go to the degraded queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,13 +151,26 @@ impl Store {
     /// Connects (the connection manager reconnects by itself afterwards).
     pub async fn connect(url: &str, prefix: &str, settings: &Settings) -> Result<Store, ProducerError> {
         let redacted = crate::config::redact_url(url);
-        let connect_err = |e: redis::RedisError| ProducerError::Connect { what: "Redis", url: redacted.clone(), detail: e.to_string() };
+        let connect_err = |e: redis::RedisError| ProducerError::Connect {
+            what: "Redis",
+            url: redacted.clone(),
+            detail: e.to_string(),
+        };
         let client = Client::open(url).map_err(connect_err)?;
-        let conn = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new_with_config(client.clone(), store_reconnect()))
-            .await
-            .map_err(|_| ProducerError::Connect { what: "Redis", url: redacted.clone(), detail: "timed out".into() })?
-            .map_err(connect_err)?;
-        Ok(Store { client, conn, keys: Keys::new(prefix), reply_ttl_s: settings.lanes.reply_ttl_s, task_ttl_s: settings.lanes.task_ttl_s })
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            ConnectionManager::new_with_config(client.clone(), store_reconnect()),
+        )
+        .await
+        .map_err(|_| ProducerError::Connect { what: "Redis", url: redacted.clone(), detail: "timed out".into() })?
+        .map_err(connect_err)?;
+        Ok(Store {
+            client,
+            conn,
+            keys: Keys::new(prefix),
+            reply_ttl_s: settings.lanes.reply_ttl_s,
+            task_ttl_s: settings.lanes.task_ttl_s,
+        })
     }
 
     /// Key names.
@@ -225,7 +241,13 @@ impl Store {
     }
 
     /// Records where a pending task went and its new deadline.
-    pub async fn routed(&self, task_id: &str, lane: &str, cause: Option<FallbackCause>, deadline_ms: u64) -> Result<(), ProducerError> {
+    pub async fn routed(
+        &self,
+        task_id: &str,
+        lane: &str,
+        cause: Option<FallbackCause>,
+        deadline_ms: u64,
+    ) -> Result<(), ProducerError> {
         let mut c = self.conn.clone();
         let _: i64 = ROUTED_SCRIPT
             .key(self.keys.task(task_id))
@@ -250,7 +272,13 @@ impl Store {
     /// attempt count yet counts its earlier delivery too (a lane worker runs a first
     /// delivery without this call and records the attempt with the reply, see
     /// [`Store::finish_first_delivery`]); a late claim gives the time its run began.
-    pub async fn start_as(&self, req: &ValidRequest, lane: &str, worker_id: &str, by: StartedBy) -> Result<Started, ProducerError> {
+    pub async fn start_as(
+        &self,
+        req: &ValidRequest,
+        lane: &str,
+        worker_id: &str,
+        by: StartedBy,
+    ) -> Result<Started, ProducerError> {
         let mut c = self.conn.clone();
         let n: i64 = START_SCRIPT
             .key(self.keys.task(&req.task_id))
@@ -291,11 +319,21 @@ impl Store {
     /// [`Store::finish`] for a first delivery a lane worker ran without
     /// [`Store::start`]: the task also records attempt 1, `worker_id` and when the
     /// run began, unless a late start already recorded them.
-    pub async fn finish_first_delivery(&self, reply: &Reply, worker_id: &str, started_at_ms: u64) -> Result<bool, ProducerError> {
+    pub async fn finish_first_delivery(
+        &self,
+        reply: &Reply,
+        worker_id: &str,
+        started_at_ms: u64,
+    ) -> Result<bool, ProducerError> {
         self.finish_with(reply, FinishWhen::NotTerminal, Some((worker_id, started_at_ms))).await
     }
 
-    async fn finish_with(&self, reply: &Reply, when: FinishWhen, first: Option<(&str, u64)>) -> Result<bool, ProducerError> {
+    async fn finish_with(
+        &self,
+        reply: &Reply,
+        when: FinishWhen,
+        first: Option<(&str, u64)>,
+    ) -> Result<bool, ProducerError> {
         let mut c = self.conn.clone();
         let mut script = FINISH_SCRIPT.prepare_invoke();
         script
@@ -352,12 +390,19 @@ impl Store {
         let popped: Option<(String, Vec<u8>)> = c.blpop(self.keys.reply(task_id), secs).await?;
         match popped {
             None => Ok(None),
-            Some((_, body)) => Reply::from_msgpack(&body).map(Some).map_err(|e| ProducerError::Broker(format!("undecodable reply: {e}"))),
+            Some((_, body)) => Reply::from_msgpack(&body)
+                .map(Some)
+                .map_err(|e| ProducerError::Broker(format!("undecodable reply: {e}"))),
         }
     }
 
     /// Health of a lane: fresh ready workers and the disabled flag.
-    pub async fn lane_health(&self, model: &str, dedicated: bool, heartbeat_ttl_ms: u64) -> Result<LaneHealth, ProducerError> {
+    pub async fn lane_health(
+        &self,
+        model: &str,
+        dedicated: bool,
+        heartbeat_ttl_ms: u64,
+    ) -> Result<LaneHealth, ProducerError> {
         let mut c = self.conn.clone();
         let since = now_ms().saturating_sub(heartbeat_ttl_ms);
         let (warm, cause): (u32, Option<String>) = redis::pipe()
@@ -372,7 +417,14 @@ impl Store {
     pub async fn disable_lane(&self, model: &str, cause: FallbackCause, note: &str) -> Result<(), ProducerError> {
         let mut c = self.conn.clone();
         let _: () = c
-            .hset_multiple(self.keys.lane_disabled(model), &[("cause", cause.as_str().to_string()), ("since_ms", now_ms().to_string()), ("note", note.to_string())])
+            .hset_multiple(
+                self.keys.lane_disabled(model),
+                &[
+                    ("cause", cause.as_str().to_string()),
+                    ("since_ms", now_ms().to_string()),
+                    ("note", note.to_string()),
+                ],
+            )
             .await?;
         Ok(())
     }
@@ -389,7 +441,11 @@ impl Store {
         let mut c = self.conn.clone();
         let h: HashMap<String, String> = c.hgetall(self.keys.lane_disabled(model)).await?;
         Ok(h.get("cause").map(|cause| {
-            (cause.clone(), h.get("since_ms").and_then(|s| s.parse().ok()).unwrap_or(0), h.get("note").cloned().unwrap_or_default())
+            (
+                cause.clone(),
+                h.get("since_ms").and_then(|s| s.parse().ok()).unwrap_or(0),
+                h.get("note").cloned().unwrap_or_default(),
+            )
         }))
     }
 
@@ -421,7 +477,11 @@ impl Store {
         let mut c = self.conn.clone();
         let h: HashMap<String, String> = c.hgetall(self.keys.lane_fallback(model)).await?;
         let ms = |k: &str| h.get(k).and_then(|s| s.parse().ok());
-        Ok(h.get("cause").map(|cause| ActiveFallback { cause: cause.clone(), since_ms: ms("since_ms").unwrap_or(0), last_ms: ms("last_ms") }))
+        Ok(h.get("cause").map(|cause| ActiveFallback {
+            cause: cause.clone(),
+            since_ms: ms("since_ms").unwrap_or(0),
+            last_ms: ms("last_ms"),
+        }))
     }
 
     /// Writes a heartbeat: the worker's JSON with a TTL, and its rank in the lane's ready set.
@@ -431,10 +491,14 @@ impl Store {
         let lane_key = self.keys.lane_workers(&hb.lane);
         let stale = hb.at_ms.saturating_sub(ttl_ms);
         let mut pipe = redis::pipe();
-        pipe.set_options(self.keys.worker(&hb.worker_id), json, redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)))
-            .zadd(self.keys.all_workers(), &hb.worker_id, hb.at_ms)
-            .zrembyscore(self.keys.all_workers(), "-inf", stale)
-            .zrembyscore(&lane_key, "-inf", stale);
+        pipe.set_options(
+            self.keys.worker(&hb.worker_id),
+            json,
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
+        )
+        .zadd(self.keys.all_workers(), &hb.worker_id, hb.at_ms)
+        .zrembyscore(self.keys.all_workers(), "-inf", stale)
+        .zrembyscore(&lane_key, "-inf", stale);
         if hb.state.is_ready() {
             pipe.zadd(&lane_key, &hb.worker_id, hb.at_ms);
         } else {
@@ -492,7 +556,12 @@ impl Store {
     /// whether it was removed; a task in any other state is left alone.
     pub async fn forget_unpublished(&self, task_id: &str) -> Result<bool, ProducerError> {
         let mut c = self.conn.clone();
-        let n: i64 = FORGET_UNPUBLISHED_SCRIPT.key(self.keys.task(task_id)).key(self.keys.deadlines()).arg(task_id).invoke_async(&mut c).await?;
+        let n: i64 = FORGET_UNPUBLISHED_SCRIPT
+            .key(self.keys.task(task_id))
+            .key(self.keys.deadlines())
+            .arg(task_id)
+            .invoke_async(&mut c)
+            .await?;
         Ok(n == 1)
     }
 

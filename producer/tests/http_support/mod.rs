@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,7 +59,8 @@ impl Drop for Harness {
         if self.cleaned {
             return;
         }
-        let (prefix, settings, results_dir) = (self.prefix.clone(), self.producer.settings().clone(), self.results_dir.clone());
+        let (prefix, settings, results_dir) =
+            (self.prefix.clone(), self.producer.settings().clone(), self.results_dir.clone());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("cleanup runtime");
             rt.block_on(cleanup_prefix(&prefix, &settings, &results_dir));
@@ -84,8 +87,15 @@ pub async fn cleanup_prefix(prefix: &str, settings: &Settings, results_dir: &Pat
         if let Ok(mut c) = client.get_multiplexed_async_connection().await {
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys): (u64, Vec<String>) =
-                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}:*")).arg("COUNT").arg(500).query_async(&mut c).await.unwrap_or((0, vec![]));
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}:*"))
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap_or((0, vec![]));
                 if !keys.is_empty() {
                     let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
                 }
@@ -112,7 +122,11 @@ impl Harness {
         let connect = Producer::connect(Arc::new(settings), &amqp, &redis, &prefix);
         let producer = match tokio::time::timeout(Duration::from_secs(30), connect).await {
             Ok(Ok(p)) => Arc::new(p),
-            Ok(Err(e)) => panic!("these tests need RabbitMQ at {} and Redis at {} (set AMQP_URL / REDIS_URL): {e}", amqp_url(), redis_url()),
+            Ok(Err(e)) => panic!(
+                "these tests need RabbitMQ at {} and Redis at {} (set AMQP_URL / REDIS_URL): {e}",
+                amqp_url(),
+                redis_url()
+            ),
             Err(_) => panic!("connecting to RabbitMQ/Redis timed out; these tests need both running"),
         };
         let results_dir = std::env::temp_dir().join(&prefix);
@@ -189,7 +203,8 @@ pub struct Answer {
 impl Answer {
     /// The body as JSON (panics with the body when it is not).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.bytes)))
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.bytes)))
     }
 
     /// Asserts the contract's envelope with this status and code; returns the inner object.
@@ -230,7 +245,13 @@ pub async fn post_json(app: &Router, uri: &str, body: &serde_json::Value, header
 }
 
 /// POST raw bytes with an optional content type.
-pub async fn post_raw(app: &Router, uri: &str, content_type: Option<&str>, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+pub async fn post_raw(
+    app: &Router,
+    uri: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut b = Request::post(uri);
     if let Some(ct) = content_type {
         b = b.header("content-type", ct);
@@ -254,8 +275,16 @@ pub fn small_gif(w: u16, h: u16) -> Vec<u8> {
         let mut enc = gif::Encoder::new(&mut bytes, w, h, &palette).expect("gif encoder");
         enc.set_repeat(gif::Repeat::Infinite).expect("repeat");
         for f in 0..2u8 {
-            let buffer: Vec<u8> = (0..usize::from(w) * usize::from(h)).map(|i| ((i / usize::from(w) + usize::from(f)) % 4) as u8).collect();
-            let frame = gif::Frame { width: w, height: h, delay: 20, buffer: std::borrow::Cow::Owned(buffer), ..gif::Frame::default() };
+            let buffer: Vec<u8> = (0..usize::from(w) * usize::from(h))
+                .map(|i| ((i / usize::from(w) + usize::from(f)) % 4) as u8)
+                .collect();
+            let frame = gif::Frame {
+                width: w,
+                height: h,
+                delay: 20,
+                buffer: std::borrow::Cow::Owned(buffer),
+                ..gif::Frame::default()
+            };
             enc.write_frame(&frame).expect("frame");
         }
     }
@@ -263,7 +292,13 @@ pub fn small_gif(w: u16, h: u16) -> Vec<u8> {
 }
 
 /// Finishes a task as a worker would: `processing`, progress, a GIF in `results_dir`, the done reply.
-pub async fn finish_as_worker(producer: &Producer, req: &warmlane_shared::ValidRequest, lane: &str, worker_id: &str, results_dir: &Path) {
+pub async fn finish_as_worker(
+    producer: &Producer,
+    req: &warmlane_shared::ValidRequest,
+    lane: &str,
+    worker_id: &str,
+    results_dir: &Path,
+) {
     let store = producer.store();
     store.start(req, lane, worker_id).await.expect("start");
     for step in 1..=req.steps {
@@ -273,8 +308,19 @@ pub async fn finish_as_worker(producer: &Producer, req: &warmlane_shared::ValidR
     let path = results_dir.join(format!("{}.gif", req.task_id));
     let gif = small_gif(32, 24);
     tokio::fs::write(&path, &gif).await.expect("writing the GIF");
-    let result = ResultInfo { uri: format!("file://{}", path.display()), frames: 2, width: 32, height: 24, bytes: gif.len() as u64 };
-    let reply = Reply::done(&req.task_id, lane, result, Timings { queued_ms: Some(1), inference_ms: Some(u64::from(req.steps) * 60) });
+    let result = ResultInfo {
+        uri: format!("file://{}", path.display()),
+        frames: 2,
+        width: 32,
+        height: 24,
+        bytes: gif.len() as u64,
+    };
+    let reply = Reply::done(
+        &req.task_id,
+        lane,
+        result,
+        Timings { queued_ms: Some(1), inference_ms: Some(u64::from(req.steps) * 60) },
+    );
     store.finish(&reply, FinishWhen::NotTerminal).await.expect("finish");
 }
 
@@ -290,12 +336,19 @@ pub async fn stand_in_worker(h: &Harness, model: &str) -> tokio::task::JoinHandl
             {"role": "vae_decoder", "loaded": true, "placement": "pinned", "provider": "cpu", "rss_bytes": 2000}]}]
     });
     h.heartbeat(&worker_id, model, memory.clone()).await;
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("stand-in worker: RabbitMQ");
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .expect("stand-in worker: RabbitMQ");
     let channel = conn.create_channel().await.expect("channel");
     channel.basic_qos(1, BasicQosOptions::default()).await.expect("qos");
     let queue = h.producer.topology().lane_queue(model);
     let mut deliveries = channel
-        .basic_consume(queue.as_str().into(), worker_id.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            worker_id.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("consume the lane queue");
     let (producer, results_dir, lane) = (h.producer.clone(), h.results_dir.clone(), model.to_string());
@@ -305,7 +358,18 @@ pub async fn stand_in_worker(h: &Harness, model: &str) -> tokio::task::JoinHandl
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(1000)).await;
-                let hb = Heartbeat { worker_id: worker_id.clone(), lane: lane.clone(), model: Some(lane.clone()), state: WorkerState::Warm, pid: 1, started_at_ms: 0, at_ms: now_ms(), loads: 1, tasks: 0, memory: memory.clone() };
+                let hb = Heartbeat {
+                    worker_id: worker_id.clone(),
+                    lane: lane.clone(),
+                    model: Some(lane.clone()),
+                    state: WorkerState::Warm,
+                    pid: 1,
+                    started_at_ms: 0,
+                    at_ms: now_ms(),
+                    loads: 1,
+                    tasks: 0,
+                    memory: memory.clone(),
+                };
                 let _ = producer.store().heartbeat(&hb, producer.settings().lanes.heartbeat_ttl_ms).await;
             }
         })
@@ -313,7 +377,8 @@ pub async fn stand_in_worker(h: &Harness, model: &str) -> tokio::task::JoinHandl
     tokio::spawn(async move {
         let _conn = conn;
         while let Some(Ok(delivery)) = deliveries.next().await {
-            let req = warmlane_shared::decode_msgpack(&delivery.data, producer.settings()).expect("stand-in worker got a valid request");
+            let req = warmlane_shared::decode_msgpack(&delivery.data, producer.settings())
+                .expect("stand-in worker got a valid request");
             finish_as_worker(&producer, &req, &lane, &worker_id, &results_dir).await;
             delivery.ack(BasicAckOptions::default()).await.expect("ack");
         }
@@ -338,7 +403,8 @@ impl Server {
         let shutdown = async move {
             let _ = rx.await;
         };
-        let handle = tokio::spawn(warmlane_producer::http::run(listener, h.producer.clone(), config, amqp_url(), shutdown));
+        let handle =
+            tokio::spawn(warmlane_producer::http::run(listener, h.producer.clone(), config, amqp_url(), shutdown));
         Server { addr, stop: Some(tx), handle }
     }
 
@@ -352,7 +418,8 @@ impl Server {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        let ended = tokio::time::timeout(Duration::from_secs(15), self.handle).await.expect("the server stops on shutdown");
+        let ended =
+            tokio::time::timeout(Duration::from_secs(15), self.handle).await.expect("the server stops on shutdown");
         ended.expect("server task").expect("server ended cleanly");
     }
 }
@@ -374,7 +441,10 @@ pub async fn http(method: &str, url: &str, body: Option<&serde_json::Value>, hea
         }
         None => axum::body::Bytes::new(),
     };
-    let res = client.request(b.body(Full::new(payload)).expect("request")).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let res = client
+        .request(b.body(Full::new(payload)).expect("request"))
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes().to_vec();
     Answer { status: parts.status, headers: parts.headers, bytes }

@@ -133,8 +133,8 @@ pub fn msgpack_fields(body: &[u8]) -> Result<BTreeMap<String, Field>, DecodeFail
         return Err(malformed("body", format!("body is {} bytes, the limit is {MAX_BODY_BYTES}", body.len())));
     }
     let mut cursor = body;
-    let value = rmpv::decode::read_value(&mut cursor)
-        .map_err(|e| malformed("body", format!("not MessagePack: {e}")))?;
+    let value =
+        rmpv::decode::read_value(&mut cursor).map_err(|e| malformed("body", format!("not MessagePack: {e}")))?;
     if !cursor.is_empty() {
         return Err(malformed("body", format!("{} trailing bytes after the request map", cursor.len())));
     }
@@ -151,7 +151,9 @@ pub fn msgpack_fields(body: &[u8]) -> Result<BTreeMap<String, Field>, DecodeFail
         };
         let field = match v {
             rmpv::Value::Nil => Field::Nil,
-            rmpv::Value::Integer(i) => i.as_i64().map(i128::from).or(i.as_u64().map(i128::from)).map_or(Field::Other("integer"), Field::Int),
+            rmpv::Value::Integer(i) => {
+                i.as_i64().map(i128::from).or(i.as_u64().map(i128::from)).map_or(Field::Other("integer"), Field::Int)
+            }
             rmpv::Value::F32(f) => Field::Float(f64::from(f)),
             rmpv::Value::F64(f) => Field::Float(f),
             rmpv::Value::String(s) => match s.into_str() {
@@ -229,7 +231,9 @@ pub fn validate_fields(fields: &BTreeMap<String, Field>, settings: &Settings) ->
     let model_name = match fields.get("model") {
         Some(Field::Str(m)) => m.clone(),
         None => return Err(fail(Rejection::invalid("model", "model is required"))),
-        Some(other) => return Err(fail(Rejection::invalid("model", format!("model must be a string, got {}", other.kind())))),
+        Some(other) => {
+            return Err(fail(Rejection::invalid("model", format!("model must be a string, got {}", other.kind()))))
+        }
     };
     let Some(model) = settings.model(&model_name) else {
         let known: Vec<&str> = settings.models.keys().map(String::as_str).collect();
@@ -249,7 +253,9 @@ fn check_model_fields(fields: &BTreeMap<String, Field>, model: &ModelSettings) -
     let prompt = match fields.get("prompt") {
         Some(Field::Str(p)) => p.clone(),
         None => return Err(Rejection::invalid("prompt", "prompt is required")),
-        Some(other) => return Err(Rejection::invalid("prompt", format!("prompt must be a string, got {}", other.kind()))),
+        Some(other) => {
+            return Err(Rejection::invalid("prompt", format!("prompt must be a string, got {}", other.kind())))
+        }
     };
     let chars = prompt.chars().count();
     if prompt.trim().is_empty() {
@@ -268,7 +274,10 @@ fn check_model_fields(fields: &BTreeMap<String, Field>, model: &ModelSettings) -
             ))
         }
         Some(other) => {
-            return Err(Rejection::invalid("negative_prompt", format!("negative_prompt must be a string or nil, got {}", other.kind())))
+            return Err(Rejection::invalid(
+                "negative_prompt",
+                format!("negative_prompt must be a string or nil, got {}", other.kind()),
+            ))
         }
     };
     let steps = int_param(fields, "steps", &model.steps)?;
@@ -280,13 +289,18 @@ fn check_model_fields(fields: &BTreeMap<String, Field>, model: &ModelSettings) -
         None | Some(Field::Nil) => None,
         Some(Field::Int(i)) if (0..=i128::from(u64::MAX)).contains(i) => Some(*i as u64),
         Some(Field::Int(i)) => return Err(Rejection::invalid("seed", format!("seed must be 0..=2^64-1, got {i}"))),
-        Some(other) => return Err(Rejection::invalid("seed", format!("seed must be an integer or nil, got {}", other.kind()))),
+        Some(other) => {
+            return Err(Rejection::invalid("seed", format!("seed must be an integer or nil, got {}", other.kind())))
+        }
     };
     let submitted_at_ms = match fields.get("submitted_at_ms") {
         None | Some(Field::Nil) => None,
         Some(Field::Int(i)) if (0..=i128::from(i64::MAX)).contains(i) => Some(*i as u64),
         Some(other) => {
-            return Err(Rejection::invalid("submitted_at_ms", format!("submitted_at_ms must be unix milliseconds, got {}", show(other))))
+            return Err(Rejection::invalid(
+                "submitted_at_ms",
+                format!("submitted_at_ms must be unix milliseconds, got {}", show(other)),
+            ))
         }
     };
     Ok(ValidRequest {
@@ -352,7 +366,10 @@ fn float_param(fields: &BTreeMap<String, Field>, name: &str, p: &Param<f64>) -> 
         return Err(Rejection::invalid(name, format!("{name} must not be negative, got {value}")));
     }
     if p.fixed && value != p.default {
-        return Err(Rejection::invalid(name, format!("{name} is fixed to {:?} for this model, got {value:?}", p.default)));
+        return Err(Rejection::invalid(
+            name,
+            format!("{name} is fixed to {:?} for this model, got {value:?}", p.default),
+        ));
     }
     let min = p.min.unwrap_or(0.0);
     let max = p.max.unwrap_or(f64::MAX);

@@ -92,7 +92,12 @@ fn every_invalid_case_has_a_deterministic_code_and_reason() {
     for (body, code, reason) in cases {
         for result in [validate_json(&body, &s), decode_msgpack(&to_msgpack(&body), &s)] {
             let err = result.expect_err(&format!("accepted {body}"));
-            assert_eq!((err.rejection.code, err.rejection.reason.as_str()), (code, reason), "{body}: {}", err.rejection.message);
+            assert_eq!(
+                (err.rejection.code, err.rejection.reason.as_str()),
+                (code, reason),
+                "{body}: {}",
+                err.rejection.message
+            );
             assert!(!err.rejection.message.is_empty());
         }
     }

@@ -244,7 +244,10 @@ impl Settings {
         if l.heartbeat_ttl_ms <= l.heartbeat_interval_ms {
             return Err(top(
                 "lanes.heartbeat_ttl_ms",
-                format!("must exceed lanes.heartbeat_interval_ms ({} <= {})", l.heartbeat_ttl_ms, l.heartbeat_interval_ms),
+                format!(
+                    "must exceed lanes.heartbeat_interval_ms ({} <= {})",
+                    l.heartbeat_ttl_ms, l.heartbeat_interval_ms
+                ),
             ));
         }
         if self.models.is_empty() {
@@ -293,9 +296,7 @@ impl ModelSettings {
         if self.inference_timeout_ms == 0 {
             return bad("inference_timeout_ms", "must be at least 1".into());
         }
-        self.pipeline
-            .check(base_dir)
-            .map_err(|(field, message)| (format!("pipeline.{field}"), message))
+        self.pipeline.check(base_dir).map_err(|(field, message)| (format!("pipeline.{field}"), message))
     }
 }
 

@@ -138,11 +138,7 @@ impl PipelineSettings {
 
     /// The three components with their role names, in load order.
     pub fn components(&self) -> [(&'static str, &ComponentSettings); 3] {
-        [
-            ("text_encoder", &self.text_encoder),
-            ("denoiser", &self.denoiser),
-            ("vae_decoder", &self.vae_decoder),
-        ]
+        [("text_encoder", &self.text_encoder), ("denoiser", &self.denoiser), ("vae_decoder", &self.vae_decoder)]
     }
 
     /// Checks numbers and that every referenced file exists. Returns `(field, message)`
@@ -161,40 +157,25 @@ impl PipelineSettings {
             }
         }
         if self.max_tokens > 4096 {
-            return Err((
-                "max_tokens".into(),
-                format!("must be at most 4096, got {}", self.max_tokens),
-            ));
+            return Err(("max_tokens".into(), format!("must be at most 4096, got {}", self.max_tokens)));
         }
         if !(self.flow_shift.is_finite() && self.flow_shift > 0.0) {
-            return Err((
-                "flow_shift".into(),
-                format!("must be finite and > 0, got {}", self.flow_shift),
-            ));
+            return Err(("flow_shift".into(), format!("must be finite and > 0, got {}", self.flow_shift)));
         }
         let dir = self.dir_path(base_dir);
         if !dir.is_dir() {
-            return Err((
-                "dir".into(),
-                format!("directory {} does not exist", dir.display()),
-            ));
+            return Err(("dir".into(), format!("directory {} does not exist", dir.display())));
         }
         for (role, component) in self.components() {
             let path = dir.join(&component.file);
             if !path.is_file() {
-                return Err((
-                    format!("{role}.file"),
-                    format!("ONNX file {} does not exist", path.display()),
-                ));
+                return Err((format!("{role}.file"), format!("ONNX file {} does not exist", path.display())));
             }
         }
         if let Some(tokenizer) = &self.tokenizer {
             let path = dir.join(tokenizer);
             if !path.is_file() {
-                return Err((
-                    "tokenizer".into(),
-                    format!("tokenizer file {} does not exist", path.display()),
-                ));
+                return Err(("tokenizer".into(), format!("tokenizer file {} does not exist", path.display())));
             }
         }
         Ok(())
@@ -236,8 +217,7 @@ mod tests {
 
     #[test]
     fn check_names_the_missing_file() {
-        let dir =
-            std::env::temp_dir().join(format!("warmlane-pipeline-check-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("warmlane-pipeline-check-{}", std::process::id()));
         let models = dir.join("models/anisora");
         std::fs::create_dir_all(&models).expect("tmp dir");
         std::fs::write(models.join("text_encoder.onnx"), b"x").expect("write");

@@ -55,7 +55,10 @@ fn errors_name_file_model_and_field() {
     assert_eq!(err.model.as_deref(), Some("phr00t"));
     assert_eq!(err.field, "prompt_max_chars");
     let text = err.to_string();
-    assert!(text.contains("inference_settings.json") && text.contains("phr00t") && text.contains("prompt_max_chars"), "{text}");
+    assert!(
+        text.contains("inference_settings.json") && text.contains("phr00t") && text.contains("prompt_max_chars"),
+        "{text}"
+    );
 
     let err = edited(|j| j["models"]["anisora"]["steps"]["default"] = 0.into()).unwrap_err();
     assert_eq!((err.model.as_deref(), err.field.as_str()), (Some("anisora"), "steps"));
@@ -89,7 +92,8 @@ fn a_third_model_is_a_settings_change_only() {
     assert!(s.lane_models().any(|m| m == "wanmini"));
     let topo = crate::Topology::new("warmlane").declarations(&s);
     assert!(topo.queues.iter().any(|q| q.name == "warmlane.lane.wanmini"));
-    let body = serde_json::json!({"v": 1, "task_id": "t3", "model": "wanmini", "prompt": "a fox", "steps": 6, "cfg": 1.0});
+    let body =
+        serde_json::json!({"v": 1, "task_id": "t3", "model": "wanmini", "prompt": "a fox", "steps": 6, "cfg": 1.0});
     let req = crate::validate_json(&body, &s).unwrap();
     assert_eq!((req.model.as_str(), req.steps), ("wanmini", 6));
     let body = serde_json::json!({"v": 1, "task_id": "t3", "model": "wanmini", "prompt": "a fox", "steps": 4});

@@ -106,7 +106,13 @@ impl Samples {
     }
 
     fn line(&self, name: &str) -> String {
-        format!("{name:<34} p50 {:>8.3} ms   p95 {:>8.3} ms   p99 {:>8.3} ms   (n={})", self.pct(50.0), self.pct(95.0), self.pct(99.0), self.0.len())
+        format!(
+            "{name:<34} p50 {:>8.3} ms   p95 {:>8.3} ms   p99 {:>8.3} ms   (n={})",
+            self.pct(50.0),
+            self.pct(95.0),
+            self.pct(99.0),
+            self.0.len()
+        )
     }
 }
 
@@ -150,10 +156,22 @@ async fn main() {
     let p = prefix("bench");
     let settings = settings_with(|_| {});
     let mut fleet = Fleet::start(&p, settings.clone()).await;
-    println!("warmlane-loadgen: {} requests x {} rounds, {}, via {:?}, engine {:?}, models {:?}, {}x{}x{}",
-        args.requests, args.rounds,
-        if args.rate > 0.0 { format!("open loop {} req/s", args.rate) } else { format!("closed loop {} in flight", args.in_flight) },
-        args.via, args.engine, args.models, args.width, args.height, args.frames);
+    println!(
+        "warmlane-loadgen: {} requests x {} rounds, {}, via {:?}, engine {:?}, models {:?}, {}x{}x{}",
+        args.requests,
+        args.rounds,
+        if args.rate > 0.0 {
+            format!("open loop {} req/s", args.rate)
+        } else {
+            format!("closed loop {} in flight", args.in_flight)
+        },
+        args.via,
+        args.engine,
+        args.models,
+        args.width,
+        args.height,
+        args.frames
+    );
     println!("host: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), cpu_model());
 
     fleet.spawn_reaper();
@@ -169,9 +187,17 @@ async fn main() {
     for model in &args.models {
         let engine: Box<dyn Engine> = match args.engine {
             EngineKind::Noop => Box::new(SleepEngine::new(Duration::ZERO)),
-            EngineKind::Onnx => Box::new(warmlane_consumer::ort_engine::OrtEngine::new(settings.clone(), None).unwrap_or_else(|e| panic!("{}", e.message))),
+            EngineKind::Onnx => Box::new(
+                warmlane_consumer::ort_engine::OrtEngine::new(settings.clone(), None)
+                    .unwrap_or_else(|e| panic!("{}", e.message)),
+            ),
         };
-        fleet.spawn_worker_with(consumers.handle(), model, Box::new(Timed { inner: engine, log: inference.clone() }), None);
+        fleet.spawn_worker_with(
+            consumers.handle(),
+            model,
+            Box::new(Timed { inner: engine, log: inference.clone() }),
+            None,
+        );
     }
     for model in &args.models {
         fleet.wait_ready(model, 1).await;
@@ -193,7 +219,8 @@ async fn main() {
         let cpu1 = Cpu::now();
         let r = drive(&fleet, &waiters, &args, round, http.clone(), &inference).await;
         let cpu2 = Cpu::now();
-        let (round_bare, round_fleet) = (CpuPerRequest::between(&cpu0, &cpu1, n_bare), CpuPerRequest::between(&cpu1, &cpu2, args.requests));
+        let (round_bare, round_fleet) =
+            (CpuPerRequest::between(&cpu0, &cpu1, n_bare), CpuPerRequest::between(&cpu1, &cpu2, args.requests));
         println!("round {}: fleet {:>7.1} req/s, bare loop {:>7.1} req/s ({:.2}x); CPU per request {:.2} ms vs {:.2} ms ({:.2}x); accept p99 {:.3} ms, confirm p99 {:.3} ms alone, {:.3} ms in the bare loop",
             round + 1, r.throughput, bare.throughput, r.throughput / bare.throughput, round_fleet.total(), round_bare.total(), round_bare.total() / round_fleet.total(),
             r.accept.pct(99.0), c.pct(99.0), bare.confirm.pct(99.0));
@@ -220,9 +247,24 @@ async fn main() {
     println!("{:<34} bare loop: {}", "CPU per request", cpu_bare);
     println!("{:<34} fleet:     {}", "", cpu_fleet);
     println!();
-    println!("targets: accept p99 {:.3} ms <= 3 x confirm p99 {:.3} ms: {}", run.accept.pct(99.0), confirm.pct(99.0), verdict(run.accept.pct(99.0) <= 3.0 * confirm.pct(99.0)));
-    println!("         fleet overhead p50 {:.3} ms <= 2 ms: {}", run.overhead.pct(50.0), verdict(run.overhead.pct(50.0) <= 2.0));
-    println!("         throughput {:.1} >= 0.8 x bare {:.1} = {:.1} req/s: {}", fleet_tput, bare_tput, 0.8 * bare_tput, verdict(fleet_tput >= 0.8 * bare_tput));
+    println!(
+        "targets: accept p99 {:.3} ms <= 3 x confirm p99 {:.3} ms: {}",
+        run.accept.pct(99.0),
+        confirm.pct(99.0),
+        verdict(run.accept.pct(99.0) <= 3.0 * confirm.pct(99.0))
+    );
+    println!(
+        "         fleet overhead p50 {:.3} ms <= 2 ms: {}",
+        run.overhead.pct(50.0),
+        verdict(run.overhead.pct(50.0) <= 2.0)
+    );
+    println!(
+        "         throughput {:.1} >= 0.8 x bare {:.1} = {:.1} req/s: {}",
+        fleet_tput,
+        bare_tput,
+        0.8 * bare_tput,
+        verdict(fleet_tput >= 0.8 * bare_tput)
+    );
     Arc::try_unwrap(fleet).ok().expect("fleet still shared").cleanup().await;
     consumers.shutdown_background();
 }
@@ -242,7 +284,13 @@ impl Engine for Timed {
         self.inner.prepare(model)
     }
 
-    fn generate(&mut self, req: &warmlane_shared::ValidRequest, lane: &str, out_dir: &std::path::Path, progress: &mut dyn FnMut(u32, u32)) -> Result<warmlane_consumer::Output, warmlane_consumer::EngineFailure> {
+    fn generate(
+        &mut self,
+        req: &warmlane_shared::ValidRequest,
+        lane: &str,
+        out_dir: &std::path::Path,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<warmlane_consumer::Output, warmlane_consumer::EngineFailure> {
         let t = Instant::now();
         let out = self.inner.generate(req, lane, out_dir, progress);
         self.log.lock().unwrap().insert(req.task_id.clone(), t.elapsed());
@@ -321,7 +369,14 @@ impl CpuPerRequest {
 
 impl std::fmt::Display for CpuPerRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "loadgen {:.3} ms, broker {:.3} ms, redis {:.3} ms, total {:.3} ms", self.per(0), self.per(1), self.per(2), self.total())
+        write!(
+            f,
+            "loadgen {:.3} ms, broker {:.3} ms, redis {:.3} ms, total {:.3} ms",
+            self.per(0),
+            self.per(1),
+            self.per(2),
+            self.total()
+        )
     }
 }
 
@@ -332,13 +387,21 @@ fn proc_ticks(pid: &str) -> u64 {
 }
 
 fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
@@ -346,12 +409,24 @@ fn cpu_model() -> String {
 async fn bare_confirm_rtt(fleet: &Fleet, p: &str, n: usize) -> Samples {
     let queue = format!("{p}.bare-confirm");
     let channel = fleet.producer.publisher().channel().await.expect("channel");
-    channel.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.expect("declare");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
     let body = vec![0u8; 200];
     let mut s = Samples::default();
     for i in 0..n {
         let t = Instant::now();
-        let answer = fleet.producer.publisher().publish("", &queue, &body, message_properties(&format!("b{i}"), FieldTable::default())).await.expect("publish");
+        let answer = fleet
+            .producer
+            .publisher()
+            .publish("", &queue, &body, message_properties(&format!("b{i}"), FieldTable::default()))
+            .await
+            .expect("publish");
         assert_eq!(answer, Published::Acked);
         s.0.push(ms(t.elapsed()));
     }
@@ -367,7 +442,15 @@ struct Bare {
 /// A bare loop with the fleet's shape: publish with confirm, a prefetch-1 consumer that
 /// LPUSHes a reply and acks, the caller BLPOPs it. `in_flight` callers. Also records
 /// each publish's confirm round trip at that concurrency.
-async fn bare_loop(fleet: &Fleet, consumers: &tokio::runtime::Handle, waiters: &Waiters, p: &str, round: u32, n: usize, in_flight: usize) -> Bare {
+async fn bare_loop(
+    fleet: &Fleet,
+    consumers: &tokio::runtime::Handle,
+    waiters: &Waiters,
+    p: &str,
+    round: u32,
+    n: usize,
+    in_flight: usize,
+) -> Bare {
     let queue = format!("{p}.bare-loop");
     let reply_prefix = format!("{p}:bare:");
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -375,11 +458,26 @@ async fn bare_loop(fleet: &Fleet, consumers: &tokio::runtime::Handle, waiters: &
     let consumer_queue = queue.clone();
     // Connected from the consumer runtime, like the fleet's worker.
     let server = consumers.spawn(async move {
-        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("connect");
+        let conn =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("connect");
         let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare(consumer_queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        ch.queue_declare(
+            consumer_queue.as_str().into(),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
         ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-        let mut consumer = ch.basic_consume(consumer_queue.as_str().into(), "bare".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                consumer_queue.as_str().into(),
+                "bare".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
         let mut rc = redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap()).await.unwrap();
         let _ = ready_tx.send(());
         loop {
@@ -407,7 +505,11 @@ async fn bare_loop(fleet: &Fleet, consumers: &tokio::runtime::Handle, waiters: &
         handles.push(tokio::spawn(async move {
             let id = format!("r{round}-{i}");
             let t = Instant::now();
-            let answer = producer.publisher().publish("", &publisher_queue, id.as_bytes(), message_properties(&id, FieldTable::default())).await.unwrap();
+            let answer = producer
+                .publisher()
+                .publish("", &publisher_queue, id.as_bytes(), message_properties(&id, FieldTable::default()))
+                .await
+                .unwrap();
             let confirm = t.elapsed();
             assert_eq!(answer, Published::Acked);
             let popped = waiters.pop(&format!("{p}:bare:{id}"), 30.0).await;
@@ -504,7 +606,14 @@ async fn post(stream: &mut BufReader<tokio::net::TcpStream>, body: &str) -> u16 
     status
 }
 
-async fn drive(fleet: &Arc<Fleet>, waiters: &Waiters, args: &Args, round: u32, http: Option<String>, inference: &InferenceLog) -> Run {
+async fn drive(
+    fleet: &Arc<Fleet>,
+    waiters: &Waiters,
+    args: &Args,
+    round: u32,
+    http: Option<String>,
+    inference: &InferenceLog,
+) -> Run {
     let sem = Arc::new(Semaphore::new(if args.rate > 0.0 { usize::MAX >> 4 } else { args.in_flight }));
     let started = Instant::now();
     let mut handles = vec![];
@@ -527,9 +636,14 @@ async fn drive(fleet: &Arc<Fleet>, waiters: &Waiters, args: &Args, round: u32, h
             let t0 = Instant::now();
             let accepted = match http {
                 Some(addr) => {
-                    let mut s = BufReader::new(tokio::net::TcpStream::connect(addr).await.expect("connect to the shim"));
+                    let mut s =
+                        BufReader::new(tokio::net::TcpStream::connect(addr).await.expect("connect to the shim"));
                     let status = post(&mut s, &body.to_string()).await;
-                    if status == 202 { Ok(()) } else { Err(format!("http_{status}")) }
+                    if status == 202 {
+                        Ok(())
+                    } else {
+                        Err(format!("http_{status}"))
+                    }
                 }
                 None => fleet.producer.submit_json(&body).await.map(|_| ()).map_err(|e| match e {
                     warmlane_producer::ProducerError::Rejected(r) => r.code.as_str().to_string(),
@@ -540,7 +654,10 @@ async fn drive(fleet: &Arc<Fleet>, waiters: &Waiters, args: &Args, round: u32, h
             let result = match accepted {
                 Ok(()) => {
                     let key = fleet.producer.store().keys().reply(&id);
-                    let reply = waiters.pop(&key, 120.0).await.map(|body| warmlane_shared::Reply::from_msgpack(&body).expect("a decodable reply"));
+                    let reply = waiters
+                        .pop(&key, 120.0)
+                        .await
+                        .map(|body| warmlane_shared::Reply::from_msgpack(&body).expect("a decodable reply"));
                     let e2e = t0.elapsed();
                     match reply {
                         Some(r) => {

@@ -15,10 +15,7 @@ use warmlane_capacity::sizing::{self, Target};
 use warmlane_capacity::{report, simulate};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "capacity-sim",
-    about = "Discrete-event capacity simulation of a warmlane fleet"
-)]
+#[command(name = "capacity-sim", about = "Discrete-event capacity simulation of a warmlane fleet")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,11 +110,7 @@ struct GridArgs {
     #[arg(long, env = "CAPACITY_FLEET_HORIZON_S", default_value_t = 3_600.0)]
     fleet_horizon_s: f64,
     /// Admission delay of large-fleet rows, seconds (quorum publish confirm).
-    #[arg(
-        long,
-        env = "CAPACITY_CLUSTER_ADMISSION_DELAY_S",
-        default_value_t = 0.02
-    )]
+    #[arg(long, env = "CAPACITY_CLUSTER_ADMISSION_DELAY_S", default_value_t = 0.02)]
     cluster_admission_delay_s: f64,
 }
 
@@ -126,12 +119,7 @@ struct SizeArgs {
     #[command(flatten)]
     common: Common,
     /// Load levels to size for, requests per minute per model (comma-separated).
-    #[arg(
-        long,
-        env = "CAPACITY_LOADS_PER_MIN",
-        value_delimiter = ',',
-        default_value = "1,10,60,600,6000"
-    )]
+    #[arg(long, env = "CAPACITY_LOADS_PER_MIN", value_delimiter = ',', default_value = "1,10,60,600,6000")]
     loads_per_min: Vec<f64>,
     /// Target p95 wait per model, seconds.
     #[arg(long, env = "CAPACITY_TARGET_P95_WAIT_S", default_value_t = 5.0)]
@@ -148,10 +136,7 @@ struct SizeArgs {
 impl Common {
     fn config(&self, anisora_rate_per_s: f64, phr00t_rate_per_s: f64, warm: usize) -> SimConfig {
         let mut models = ModelConfig::defaults(anisora_rate_per_s, phr00t_rate_per_s, warm);
-        for (m, mean) in models
-            .iter_mut()
-            .zip([self.anisora_service_s, self.phr00t_service_s])
-        {
+        for (m, mean) in models.iter_mut().zip([self.anisora_service_s, self.phr00t_service_s]) {
             m.service.mean_s = mean;
             m.service.shape = self.service_shape;
             m.service.cv = self.service_cv;
@@ -160,8 +145,7 @@ impl Common {
         c.switch_s = self.switch_s;
         c.degraded_workers = self.degraded_workers;
         c.degraded_depth = (self.degraded_depth > 0).then_some(self.degraded_depth);
-        c.degraded_max_wait_s =
-            (self.degraded_max_wait_s > 0.0).then_some(self.degraded_max_wait_s);
+        c.degraded_max_wait_s = (self.degraded_max_wait_s > 0.0).then_some(self.degraded_max_wait_s);
         c.lane_wait_limit_s = (self.lane_wait_limit_s > 0.0).then_some(self.lane_wait_limit_s);
         c.seed = self.seed;
         c
@@ -172,11 +156,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (out, json) = match cli.command {
         Command::Run(a) => {
-            let mut c = a.common.config(
-                a.anisora_rate_per_min / 60.0,
-                a.phr00t_rate_per_min / 60.0,
-                a.warm_workers,
-            );
+            let mut c = a.common.config(a.anisora_rate_per_min / 60.0, a.phr00t_rate_per_min / 60.0, a.warm_workers);
             c.mix = a.mix;
             c.outage_mean_s = a.outage_mean_s;
             c.admission_delay_s = a.admission_delay_s;
@@ -210,27 +190,17 @@ fn main() -> ExitCode {
                 }
             }
             let rows = grid::run(&base);
-            let out = if a.common.json {
-                serde_json::to_string_pretty(&rows)
-            } else {
-                Ok(report::grid_markdown(&rows))
-            };
+            let out =
+                if a.common.json { serde_json::to_string_pretty(&rows) } else { Ok(report::grid_markdown(&rows)) };
             (out, a.common.json)
         }
         Command::Size(a) => {
-            let target = Target {
-                p95_wait_s: a.target_p95_wait_s,
-                min_acceptance: a.min_acceptance,
-            };
+            let target = Target { p95_wait_s: a.target_p95_wait_s, min_acceptance: a.min_acceptance };
             let mut rows = Vec::with_capacity(a.loads_per_min.len());
             for &load in &a.loads_per_min {
                 let mut c = a.common.config(load / 60.0, load / 60.0, 0);
                 let total: f64 = c.models.iter().map(|m| m.arrival_rate_per_s).sum();
-                c.horizon_s = if total > 0.0 {
-                    (a.probe_arrivals / total).clamp(3_600.0, 86_400.0)
-                } else {
-                    3_600.0
-                };
+                c.horizon_s = if total > 0.0 { (a.probe_arrivals / total).clamp(3_600.0, 86_400.0) } else { 3_600.0 };
                 if let Err(e) = c.validate() {
                     eprintln!("capacity-sim: load {load} req/min: {e}");
                     return ExitCode::from(2);
@@ -248,10 +218,7 @@ fn main() -> ExitCode {
     let text = match out {
         Ok(t) => t,
         Err(e) => {
-            eprintln!(
-                "capacity-sim: encoding {} failed: {e}",
-                if json { "JSON" } else { "output" }
-            );
+            eprintln!("capacity-sim: encoding {} failed: {e}", if json { "JSON" } else { "output" });
             return ExitCode::FAILURE;
         }
     };

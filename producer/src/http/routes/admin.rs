@@ -36,7 +36,12 @@ pub struct LaneFlag {
 /// Pure: the model must have a dedicated lane.
 pub fn known_lane(settings: &Settings, model: &str) -> Result<(), ApiError> {
     match settings.model(model) {
-        None => Err(Rejection::new(ErrorCode::UnknownModel, "model", format!("unknown model; lanes: {}", settings.lane_models().collect::<Vec<_>>().join(", "))).into()),
+        None => Err(Rejection::new(
+            ErrorCode::UnknownModel,
+            "model",
+            format!("unknown model; lanes: {}", settings.lane_models().collect::<Vec<_>>().join(", ")),
+        )
+        .into()),
         Some(m) if !m.dedicated_lane => Err(ApiError::invalid("model", "this model has no dedicated lane")),
         Some(_) => Ok(()),
     }
@@ -47,7 +52,8 @@ pub fn disable_request(bytes: &[u8]) -> Result<(FallbackCause, String), ApiError
     let req: DisableRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         DisableRequest::default()
     } else {
-        serde_json::from_slice(bytes).map_err(|e| ApiError::malformed("body", format!("the body is not a valid disable request: {e}")))?
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::malformed("body", format!("the body is not a valid disable request: {e}")))?
     };
     let cause = match req.cause.as_deref().unwrap_or("manual") {
         "manual" => FallbackCause::Manual,
@@ -72,7 +78,11 @@ pub fn disable_request(bytes: &[u8]) -> Result<(FallbackCause, String), ApiError
     ),
     security(("admin_key" = []))
 )]
-pub async fn disable(State(state): State<AppState>, Path(model): Path<String>, body: Bytes) -> Result<Json<LaneFlag>, ApiError> {
+pub async fn disable(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Result<Json<LaneFlag>, ApiError> {
     known_lane(state.producer.settings(), &model)?;
     let (cause, note) = disable_request(&body)?;
     super::bounded("disabling the lane", state.producer.store().disable_lane(&model, cause, &note)).await?;
@@ -107,8 +117,13 @@ mod tests {
     #[test]
     fn disable_bodies() {
         assert_eq!(disable_request(b"").unwrap().0, FallbackCause::Manual);
-        assert_eq!(disable_request(br#"{"cause":"quota","note":"n"}"#).unwrap(), (FallbackCause::Quota, "n".to_string()));
-        assert!(matches!(disable_request(br#"{"cause":"capacity"}"#), Err(ApiError::Rejected(r)) if r.reason == "cause"));
+        assert_eq!(
+            disable_request(br#"{"cause":"quota","note":"n"}"#).unwrap(),
+            (FallbackCause::Quota, "n".to_string())
+        );
+        assert!(
+            matches!(disable_request(br#"{"cause":"capacity"}"#), Err(ApiError::Rejected(r)) if r.reason == "cause")
+        );
         assert_eq!(disable_request(b"{").unwrap_err().status(), 400);
     }
 }

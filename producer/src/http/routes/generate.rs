@@ -70,8 +70,8 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
 
 /// Parses the body and fills in `v` and `task_id`; pure.
 pub fn prepare_body(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let mut body: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::malformed("body", format!("the body is not valid JSON: {e}")))?;
+    let mut body: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::malformed("body", format!("the body is not valid JSON: {e}")))?;
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::malformed("body", "the request must be a JSON object"));
     };
@@ -97,7 +97,11 @@ pub fn prepare_body(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     ),
     security(("api_key" = []))
 )]
-pub async fn generate(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn generate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge { limit: state.config.body_limit }

@@ -19,9 +19,15 @@ use std::time::Duration;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs a read with [`READ_TIMEOUT`]; a timeout is `service_unavailable`.
-pub async fn bounded<T, E: Into<ApiError>>(what: &'static str, read: impl Future<Output = Result<T, E>>) -> Result<T, ApiError> {
+pub async fn bounded<T, E: Into<ApiError>>(
+    what: &'static str,
+    read: impl Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
     match tokio::time::timeout(READ_TIMEOUT, read).await {
         Ok(r) => r.map_err(Into::into),
-        Err(_) => Err(ApiError::Unavailable { reason: "dependency".into(), detail: format!("{what} took longer than {READ_TIMEOUT:?}") }),
+        Err(_) => Err(ApiError::Unavailable {
+            reason: "dependency".into(),
+            detail: format!("{what} took longer than {READ_TIMEOUT:?}"),
+        }),
     }
 }

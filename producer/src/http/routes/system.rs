@@ -46,11 +46,13 @@ pub async fn health() -> Json<Health> {
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    let (broker, redis) = tokio::time::timeout(super::READ_TIMEOUT, state.producer.ready()).await.unwrap_or((false, false));
+    let (broker, redis) =
+        tokio::time::timeout(super::READ_TIMEOUT, state.producer.ready()).await.unwrap_or((false, false));
     match (broker, redis) {
         (true, true) => Ok(Json(Ready { ready: true, broker, redis })),
         _ => {
-            let failed: Vec<&str> = [(!broker).then_some("broker"), (!redis).then_some("redis")].into_iter().flatten().collect();
+            let failed: Vec<&str> =
+                [(!broker).then_some("broker"), (!redis).then_some("redis")].into_iter().flatten().collect();
             Err(ApiError::Unavailable { reason: failed.join(","), detail: "readiness probe failed".into() })
         }
     }
@@ -81,11 +83,17 @@ const OLDEST_SCAN: isize = 64;
 async fn oldest_degraded_wait_ms(state: &AppState) -> Result<Option<u64>, ApiError> {
     let store = state.producer.store();
     let mut c = store.connection();
-    let earliest: Vec<(String, u64)> = c.zrange_withscores(store.keys().deadlines(), 0, OLDEST_SCAN - 1).await.map_err(crate::ProducerError::from)?;
+    let earliest: Vec<(String, u64)> =
+        c.zrange_withscores(store.keys().deadlines(), 0, OLDEST_SCAN - 1).await.map_err(crate::ProducerError::from)?;
     let settings = state.producer.settings();
     for (task_id, deadline) in earliest {
-        let (status, lane): (Option<String>, Option<String>) =
-            redis::cmd("HMGET").arg(store.keys().task(&task_id)).arg(field::STATUS).arg(field::LANE).query_async(&mut c).await.map_err(crate::ProducerError::from)?;
+        let (status, lane): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(store.keys().task(&task_id))
+            .arg(field::STATUS)
+            .arg(field::LANE)
+            .query_async(&mut c)
+            .await
+            .map_err(crate::ProducerError::from)?;
         if status.as_deref() == Some("pending") && lane.as_deref() == Some(DEGRADED_LANE) {
             return Ok(Some(degraded_wait_ms(deadline, now_ms(), settings)));
         }

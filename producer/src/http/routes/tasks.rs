@@ -167,7 +167,11 @@ async fn read_view(state: &AppState, id: &str) -> Result<Option<TaskView>, ApiEr
     ),
     security(("api_key" = []))
 )]
-pub async fn task(State(state): State<AppState>, Path(id): Path<String>, query: Result<Query<WaitQuery>, QueryRejection>) -> Result<Json<TaskView>, ApiError> {
+pub async fn task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<Json<TaskView>, ApiError> {
     checked_id(&id)?;
     let Query(query) = query.map_err(|_| ApiError::invalid("wait", "wait must be a whole number of seconds"))?;
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(state.config.long_poll_max);
@@ -194,11 +198,17 @@ pub async fn task(State(state): State<AppState>, Path(id): Path<String>, query: 
     ),
     security(("api_key" = []))
 )]
-pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     checked_id(&id)?;
     let first = read_view(&state, &id).await?.ok_or_else(|| unknown(&id))?;
     let deadline = Instant::now() + state.config.sse_max;
-    let stream = futures_util::stream::unfold(Follow { state, id, last: None, next: Some(first), ended: false, deadline }, follow_step);
+    let stream = futures_util::stream::unfold(
+        Follow { state, id, last: None, next: Some(first), ended: false, deadline },
+        follow_step,
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -221,7 +231,10 @@ async fn follow_step(mut f: Follow) -> Option<(Result<Event, Infallible>, Follow
             None => {
                 if Instant::now() >= f.deadline {
                     f.ended = true;
-                    return Some((Ok(Event::default().event("timeout").data("the stream's time limit ran out; GET the task")), f));
+                    return Some((
+                        Ok(Event::default().event("timeout").data("the stream's time limit ran out; GET the task")),
+                        f,
+                    ));
                 }
                 tokio::time::sleep(f.state.config.poll_every).await;
                 match read_view(&f.state, &f.id).await {
@@ -289,13 +302,17 @@ pub async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Re
     }
     let uri = view_hash.get(field::RESULT).cloned().unwrap_or_default();
     let dir = &state.config.results_dir;
-    let path = expected_result_path(dir, &id, &uri).ok_or_else(|| no_result(format!("the result of `{id}` is not a file of the results directory")))?;
+    let path = expected_result_path(dir, &id, &uri)
+        .ok_or_else(|| no_result(format!("the result of `{id}` is not a file of the results directory")))?;
     // The file the reply names must be the one in the results directory (no links out of it).
-    let (named, served) = (tokio::fs::canonicalize(&uri["file://".len()..]).await, tokio::fs::canonicalize(&path).await);
+    let (named, served) =
+        (tokio::fs::canonicalize(&uri["file://".len()..]).await, tokio::fs::canonicalize(&path).await);
     let canonical_dir = tokio::fs::canonicalize(dir).await;
     match (named, served, canonical_dir) {
         (Ok(named), Ok(served), Ok(cdir)) if named == served && served.parent() == Some(cdir.as_path()) => {
-            let bytes = tokio::fs::read(&served).await.map_err(|_| no_result(format!("the result of `{id}` could not be read")))?;
+            let bytes = tokio::fs::read(&served)
+                .await
+                .map_err(|_| no_result(format!("the result of `{id}` could not be read")))?;
             let mut response = bytes.into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
@@ -325,7 +342,11 @@ mod tests {
 
     #[test]
     fn processing_task_shows_progress_without_result() {
-        let v = task_view("t", &hash(&[("status", "processing"), ("progress", "3/8"), ("lane", "anisora"), ("started_at_ms", "5")])).unwrap();
+        let v = task_view(
+            "t",
+            &hash(&[("status", "processing"), ("progress", "3/8"), ("lane", "anisora"), ("started_at_ms", "5")]),
+        )
+        .unwrap();
         assert_eq!(v.progress, Some(Progress { step: 3, steps: 8 }));
         assert!(!v.terminal && v.result_url.is_none() && v.error.is_none());
         assert_eq!(v.timings.started_at_ms, Some(5));
@@ -333,7 +354,11 @@ mod tests {
 
     #[test]
     fn done_task_links_its_result_and_completes_progress() {
-        let v = task_view("t", &hash(&[("status", "done"), ("progress", "7/8"), ("result", "file:///r/t.gif"), ("inference_ms", "12")])).unwrap();
+        let v = task_view(
+            "t",
+            &hash(&[("status", "done"), ("progress", "7/8"), ("result", "file:///r/t.gif"), ("inference_ms", "12")]),
+        )
+        .unwrap();
         assert!(v.terminal);
         assert_eq!(v.result_url.as_deref(), Some("/tasks/t/result"));
         assert_eq!(v.progress, Some(Progress { step: 8, steps: 8 }));
@@ -342,7 +367,11 @@ mod tests {
 
     #[test]
     fn failed_task_carries_its_error() {
-        let v = task_view("t", &hash(&[("status", "failed"), ("code", "queue_overloaded"), ("reason", "wait_timeout"), ("message", "m")])).unwrap();
+        let v = task_view(
+            "t",
+            &hash(&[("status", "failed"), ("code", "queue_overloaded"), ("reason", "wait_timeout"), ("message", "m")]),
+        )
+        .unwrap();
         let e = v.error.unwrap();
         assert_eq!((e.code.as_str(), e.reason.as_deref()), ("queue_overloaded", Some("wait_timeout")));
         assert!(v.result_url.is_none());
@@ -352,7 +381,11 @@ mod tests {
     fn result_paths_stay_in_the_results_dir() {
         let dir = FsPath::new("/srv/results");
         assert_eq!(expected_result_path(dir, "abc", "file:///srv/results/abc.gif"), Some(dir.join("abc.gif")));
-        assert_eq!(expected_result_path(dir, "abc", "file:///etc/abc.gif"), Some(dir.join("abc.gif")), "checked against the dir after canonicalizing");
+        assert_eq!(
+            expected_result_path(dir, "abc", "file:///etc/abc.gif"),
+            Some(dir.join("abc.gif")),
+            "checked against the dir after canonicalizing"
+        );
         assert_eq!(expected_result_path(dir, "abc", "file:///srv/results/other.gif"), None);
         assert_eq!(expected_result_path(dir, "abc", "http://x/abc.gif"), None);
         assert_eq!(expected_result_path(dir, "abc", "file://relative/abc.gif"), None);

@@ -72,7 +72,9 @@ pub fn resident_models(memory: &serde_json::Value) -> Vec<String> {
     memory
         .get("pipelines")
         .and_then(serde_json::Value::as_array)
-        .map(|ps| ps.iter().filter_map(|p| p.get("model").or_else(|| p.get("name"))?.as_str().map(str::to_string)).collect())
+        .map(|ps| {
+            ps.iter().filter_map(|p| p.get("model").or_else(|| p.get("name"))?.as_str().map(str::to_string)).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -220,7 +222,9 @@ pub fn check_fit(model: &str, estimate: &MemoryEstimate, size: (u32, u32, u32), 
             required_bytes: cold,
             free_bytes: None,
             worker_id: None,
-            message: format!("no worker that can serve `{model}` reports its free memory; {cold} bytes would be needed"),
+            message: format!(
+                "no worker that can serve `{model}` reports its free memory; {cold} bytes would be needed"
+            ),
         },
         Some((c, need, free)) => FitAnswer {
             fits: free >= need,
@@ -239,7 +243,9 @@ pub fn check_fit(model: &str, estimate: &MemoryEstimate, size: (u32, u32, u32), 
 fn body_error(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::invalid("body", e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => ApiError::malformed("content_type", "the body must be sent as `content-type: application/json`"),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::malformed("content_type", "the body must be sent as `content-type: application/json`")
+        }
         other => ApiError::malformed("body", other.body_text()),
     }
 }
@@ -264,11 +270,19 @@ fn within(name: &str, value: u32, p: &warmlane_shared::settings::Param<u32>) -> 
         (status = 503, description = "`service_unavailable`", body = ErrorBody),
     )
 )]
-pub async fn check(State(state): State<AppState>, body: Result<Json<FitRequest>, JsonRejection>) -> Result<Json<FitAnswer>, ApiError> {
+pub async fn check(
+    State(state): State<AppState>,
+    body: Result<Json<FitRequest>, JsonRejection>,
+) -> Result<Json<FitAnswer>, ApiError> {
     let Json(req) = body.map_err(body_error)?;
     let settings = state.producer.settings();
     let Some(m) = settings.model(&req.model) else {
-        return Err(Rejection::new(ErrorCode::UnknownModel, "model", format!("unknown model; known models: {}", settings.models.keys().cloned().collect::<Vec<_>>().join(", "))).into());
+        return Err(Rejection::new(
+            ErrorCode::UnknownModel,
+            "model",
+            format!("unknown model; known models: {}", settings.models.keys().cloned().collect::<Vec<_>>().join(", ")),
+        )
+        .into());
     };
     let width = within("width", req.width.unwrap_or(m.width.default), &m.width)?;
     let height = within("height", req.height.unwrap_or(m.height.default), &m.height)?;
@@ -276,7 +290,12 @@ pub async fn check(State(state): State<AppState>, body: Result<Json<FitRequest>,
     let candidates: Vec<Candidate> = super::bounded("reading heartbeats", state.producer.store().workers())
         .await?
         .iter()
-        .map(|hb| Candidate { worker_id: hb.worker_id.clone(), lane: hb.lane.clone(), free: figures(&hb.memory).free, resident: resident_models(&hb.memory) })
+        .map(|hb| Candidate {
+            worker_id: hb.worker_id.clone(),
+            lane: hb.lane.clone(),
+            free: figures(&hb.memory).free,
+            resident: resident_models(&hb.memory),
+        })
         .collect();
     Ok(Json(check_fit(&req.model, &m.memory, (width, height, frames), &candidates)))
 }
@@ -289,23 +308,41 @@ mod tests {
     const EST: MemoryEstimate = MemoryEstimate { weights_bytes: 1000, runtime_bytes_per_voxel: 2 };
 
     fn cand(id: &str, lane: &str, free: Option<u64>, resident: &[&str]) -> Candidate {
-        Candidate { worker_id: id.into(), lane: lane.into(), free, resident: resident.iter().map(|s| s.to_string()).collect() }
+        Candidate {
+            worker_id: id.into(),
+            lane: lane.into(),
+            free,
+            resident: resident.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
     fn levels_follow_the_thresholds() {
-        for (u, l) in [(0.0, Level::Green), (0.599, Level::Green), (0.6, Level::Amber), (0.799, Level::Amber), (0.8, Level::Red), (1.0, Level::Red)] {
+        for (u, l) in [
+            (0.0, Level::Green),
+            (0.599, Level::Green),
+            (0.6, Level::Amber),
+            (0.799, Level::Amber),
+            (0.8, Level::Red),
+            (1.0, Level::Red),
+        ] {
             assert_eq!(level(u), l, "{u}");
         }
     }
 
     #[test]
     fn figures_are_read_tolerantly() {
-        assert_eq!(figures(&json!({"budget_bytes": 100, "used_bytes": 30})), Figures { budget: Some(100), used: Some(30), free: Some(70) });
+        assert_eq!(
+            figures(&json!({"budget_bytes": 100, "used_bytes": 30})),
+            Figures { budget: Some(100), used: Some(30), free: Some(70) }
+        );
         assert_eq!(figures(&json!({"free_bytes": 5})).free, Some(5));
         assert_eq!(figures(&json!(null)), Figures::default());
         assert_eq!(figures(&json!({"budget_bytes": "x"})), Figures::default());
-        assert_eq!(resident_models(&json!({"pipelines": [{"model": "anisora"}, {"name": "phr00t"}, {}]})), vec!["anisora", "phr00t"]);
+        assert_eq!(
+            resident_models(&json!({"pipelines": [{"model": "anisora"}, {"name": "phr00t"}, {}]})),
+            vec!["anisora", "phr00t"]
+        );
     }
 
     #[test]
@@ -330,7 +367,12 @@ mod tests {
         ];
         for (i, (workers, fits, best, need)) in cases.into_iter().enumerate() {
             let a = check_fit("anisora", &EST, size, &workers);
-            assert_eq!((a.fits, a.worker_id.as_deref(), a.required_bytes), (fits, best, need), "case {i}: {}", a.message);
+            assert_eq!(
+                (a.fits, a.worker_id.as_deref(), a.required_bytes),
+                (fits, best, need),
+                "case {i}: {}",
+                a.message
+            );
         }
     }
 
