@@ -13,7 +13,7 @@
 ARG RUNTIME_BASE=debian:bookworm-slim
 
 # ---- build: both binaries, release profile ---------------------------------
-FROM rust:1-bookworm AS builder
+FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
