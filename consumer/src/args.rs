@@ -4,7 +4,7 @@ use crate::memory::policy::{BetweenPrompts, Policy};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use warmlane_producer::config::ConnectArgs;
+use warmlane_infra::config::{ConnectArgs, TelemetryArgs};
 
 /// A warmlane worker.
 #[derive(Debug, Clone, Parser)]
@@ -24,7 +24,7 @@ pub struct Args {
     pub worker_id: Option<String>,
     /// Logging and metrics.
     #[command(flatten)]
-    pub telemetry: warmlane_producer::config::TelemetryArgs,
+    pub telemetry: TelemetryArgs,
     /// Execution provider for every component, overriding the settings (`cpu` or `cuda`).
     #[arg(long, env = "WARMLANE_PROVIDER")]
     pub provider: Option<String>,

@@ -17,8 +17,8 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use warmlane_producer::store::{Started, StartedBy};
-use warmlane_producer::Store;
+use warmlane_infra::store::{Started, StartedBy};
+use warmlane_infra::{Report, Store};
 use warmlane_shared::{now_ms, Settings, ValidRequest};
 
 /// Deadline left over the late claim's delay for a first delivery to start
@@ -101,7 +101,7 @@ pub async fn claim_late_runs(claims: Arc<Claims>, after: Duration, store: Store,
                 tracing::debug!(task_id = %task_id, "a long run's task was answered meanwhile")
             }
             // The reply still records the attempt; until then the task reads `pending`.
-            Err(e) => tracing::warn!(task_id = %task_id, error = %e, "could not claim a long run"),
+            Err(e) => tracing::warn!(task_id = %task_id, error = %Report(&e), "could not claim a long run"),
         }
     }
 }

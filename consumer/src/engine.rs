@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
-use warmlane_shared::{ErrorCode, ValidRequest};
+use warmlane_shared::{ErrorCode, MemorySnapshot, ValidRequest};
 
 /// A finished video.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -56,8 +56,11 @@ pub trait Engine: Send + 'static {
     /// Releases whatever is resident (idle eviction, shutdown).
     fn release(&mut self);
 
-    /// Memory snapshot for the heartbeat.
-    fn memory(&self) -> serde_json::Value;
+    /// The memory manager's snapshot for the heartbeat; `None` for an engine that
+    /// is not under a manager.
+    fn memory(&self) -> Option<MemorySnapshot> {
+        None
+    }
 
     /// Pipeline loads since start (cold starts and switches). A lane worker's stays at
     /// 1 until recycle or idle eviction (FR-019); tests read it to prove no reload.

@@ -1,7 +1,18 @@
 //! warmlane workers: a dedicated lane worker keeps its model resident; the degraded
-//! worker holds one heavy pipeline at a time.
+//! worker holds one heavy pipeline at a time. The broker, Redis and telemetry
+//! adapters come from `warmlane-infra`, the wire types from `warmlane-shared`.
 //!
-//! - [`args`]: the worker's flags (clap + env).
+//! Reading order: [`worker`] (the process) → [`handle`] (one delivery: its pure
+//! [`handle::plan`], then the executor) → [`infer`] (the engine's run) → [`engine`]
+//! (the trait) and its implementations.
+//!
+//! - [`args`]: the worker's flags (clap + env); [`setup`] builds the engine from them.
+//! - [`worker`]: connection, topology, the lane thread's consume loop, graceful shutdown.
+//! - [`ctx`]: what the worker's tasks share, and the heartbeat's [`ctx::Status`].
+//! - [`handle`]: one delivery, from bytes to exactly one terminal reply and an ack.
+//! - [`claim`]: late claims of a lane's first deliveries.
+//! - [`infer`]: the engine's run inline, with load records and progress on the side.
+//! - [`upkeep`]: warm-up, heartbeats, idle eviction and re-warming (pure rules inside).
 //! - [`engine`]: the narrow [`engine::Engine`] trait the worker drives, and its output.
 //! - [`ort_engine`]: the in-process engine, ONNX Runtime pipelines through `warmlane-engine`
 //!   (lane workers, and inside a runner).
@@ -10,20 +21,20 @@
 //! - [`managed`]: `ManagedEngine<E>`, the manager around an engine (admission, OOM retry).
 //! - [`slot`]: the degraded worker's one-pipeline slot, a pure state machine.
 //! - [`runner`]: the degraded worker's runner child process and `RunnerEngine`.
-//! - [`worker`]: connection, topology, heartbeats, the consume loop, graceful shutdown.
-//! - [`handle`]: one delivery, from bytes to exactly one terminal reply and an ack.
-#![deny(unsafe_code)]
-#![warn(unreachable_pub, clippy::unwrap_in_result)]
 
 pub mod args;
 pub mod claim;
+pub mod ctx;
 pub mod engine;
 pub mod handle;
+pub mod infer;
 pub mod managed;
 pub mod memory;
 pub mod ort_engine;
 pub mod runner;
+pub mod setup;
 pub mod slot;
+pub mod upkeep;
 pub mod worker;
 
 pub use engine::{Engine, EngineFailure, Output};

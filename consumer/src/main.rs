@@ -5,14 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use warmlane_consumer::args::{Args, Command};
-use warmlane_consumer::managed::ManagedEngine;
-use warmlane_consumer::memory::MemoryManager;
-use warmlane_consumer::ort_engine::OrtEngine;
-use warmlane_consumer::runner::{self, RunnerConfig, RunnerEngine};
-use warmlane_consumer::{run, Engine, WorkerConfig};
-use warmlane_engine::Provider;
-use warmlane_shared::settings::DEGRADED_LANE;
-use warmlane_shared::Settings;
+use warmlane_consumer::runner;
+use warmlane_consumer::setup;
+use warmlane_consumer::{run, WorkerConfig};
+use warmlane_infra::Report;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -30,12 +26,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> ExitCode {
-    warmlane_producer::telemetry::init(args.telemetry.json_logs);
-    warmlane_producer::telemetry::init_metrics(&args.telemetry);
+    warmlane_infra::telemetry::init(args.telemetry.json_logs);
+    warmlane_infra::telemetry::init_metrics(&args.telemetry);
     let settings = match args.connect.load_settings() {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            tracing::error!("settings: {e}");
+            tracing::error!("settings: {}", Report(&e));
             return ExitCode::from(2);
         }
     };
@@ -47,22 +43,15 @@ async fn serve(args: Args) -> ExitCode {
         tracing::error!("--lane is required: a model name or `degraded`");
         return ExitCode::from(2);
     };
-    let provider = match args.provider.as_deref().map(OrtEngine::parse_provider).transpose() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!("--provider: {e}");
-            return ExitCode::from(2);
-        }
-    };
     // The degraded worker loads ONNX Runtime only in its runners: check here too.
     if let Err(e) = warmlane_engine::runtime::spin_setting() {
         tracing::error!("{e}");
         return ExitCode::from(2);
     }
-    let engine = match build_engine(&args, &settings, &lane, provider) {
+    let engine = match setup::engine(&args, &settings, &lane) {
         Ok(e) => e,
         Err(e) => {
-            tracing::error!("engine: {e}");
+            tracing::error!("{}", Report(&e));
             return ExitCode::from(2);
         }
     };
@@ -71,71 +60,20 @@ async fn serve(args: Args) -> ExitCode {
         amqp_url: args.connect.amqp_url.clone(),
         redis_url: args.connect.redis_url.clone(),
         prefix: args.connect.prefix.clone(),
+        worker_id: args.worker_id.clone().unwrap_or_else(|| setup::default_worker_id(&lane)),
         lane,
         results_dir: args.results_dir.clone(),
-        worker_id: args
-            .worker_id
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", args.lane.as_deref().unwrap_or("w"), uuid_short())),
         idle_evict: (args.idle_evict_s > 0).then(|| Duration::from_secs(args.idle_evict_s)),
     };
-    match run(cfg, engine, shutdown_signal()).await {
+    let shutdown = async {
+        warmlane_infra::shutdown::signal().await;
+        tracing::info!("finishing the in-flight task");
+    };
+    match run(cfg, engine, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("worker: {e}");
+            tracing::error!("worker: {}", Report(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The degraded lane runs pipelines in runner children; a lane worker runs its model
-/// in-process. Both are under the memory manager.
-fn build_engine(
-    args: &Args,
-    settings: &Arc<Settings>,
-    lane: &str,
-    provider: Option<Provider>,
-) -> Result<Box<dyn Engine>, String> {
-    let manager = MemoryManager::from_host(args.memory_budget_bytes, args.memory_margin_bytes, args.memory_policy())
-        .map_err(|e| e.to_string())?;
-    let budget = manager.budget();
-    tracing::info!(lane, budget_bytes = budget.bytes, source = ?budget.source, "memory budget");
-    let manager = Arc::new(manager);
-    if lane == DEGRADED_LANE {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the runner executable: {e}"))?;
-        let mut cfg = RunnerConfig::new(exe);
-        cfg.provider = provider;
-        cfg.deadline_margin = Duration::from_millis(args.runner_deadline_margin_ms);
-        let inner = RunnerEngine::new(settings.clone(), cfg).map_err(|e| e.message)?;
-        Ok(Box::new(ManagedEngine::new(inner, settings.clone(), manager)))
-    } else {
-        let inner = OrtEngine::new(settings.clone(), provider).map_err(|e| e.message)?;
-        Ok(Box::new(ManagedEngine::new(inner, settings.clone(), manager)))
-    }
-}
-
-fn uuid_short() -> String {
-    format!("{:08x}", std::process::id() ^ (warmlane_shared::now_ms() as u32))
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested; finishing the in-flight task");
 }

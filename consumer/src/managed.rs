@@ -9,13 +9,13 @@
 //! are the ledger's; this wrapper performs them through [`Managed`].
 
 use crate::engine::{Engine, EngineFailure, Output};
-use crate::memory::{now_ms, Admission, MemoryManager, OomDecision, OomRetry, PipelineReport, Victim};
+use crate::memory::{now_ms, LoadDecision, MemoryManager, OomDecision, OomRetry, PipelineReport, Victim};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use warmlane_engine::ComponentRole;
 use warmlane_shared::metrics as m;
-use warmlane_shared::{ErrorCode, Settings, ValidRequest};
+use warmlane_shared::settings::pipeline::ComponentRole;
+use warmlane_shared::{ErrorCode, MemorySnapshot, Settings, ValidRequest};
 
 /// What the manager needs of an engine besides [`Engine`].
 pub trait Managed: Engine {
@@ -40,7 +40,7 @@ pub struct ManagedEngine<E> {
     settings: Arc<Settings>,
     manager: Arc<MemoryManager>,
     retry: OomRetry,
-    last_admission: Option<Admission>,
+    last_load_decision: Option<LoadDecision>,
 }
 
 fn oom(message: String) -> EngineFailure {
@@ -51,7 +51,7 @@ impl<E: Managed> ManagedEngine<E> {
     /// Wraps `inner`; `manager` holds the budget and the account.
     pub fn new(inner: E, settings: Arc<Settings>, manager: Arc<MemoryManager>) -> ManagedEngine<E> {
         let retry = OomRetry::new(manager.lock().policy().max_oom_retries);
-        ManagedEngine { inner, settings, manager, retry, last_admission: None }
+        ManagedEngine { inner, settings, manager, retry, last_load_decision: None }
     }
 
     /// The wrapped engine.
@@ -70,8 +70,8 @@ impl<E: Managed> ManagedEngine<E> {
     }
 
     /// The manager's answer to the last load that was not a no-op.
-    pub fn last_admission(&self) -> Option<&Admission> {
-        self.last_admission.as_ref()
+    pub fn last_load_decision(&self) -> Option<&LoadDecision> {
+        self.last_load_decision.as_ref()
     }
 
     /// Makes the ledger follow the engine: forget pipelines that are gone, refresh the
@@ -137,21 +137,21 @@ impl<E: Managed> Engine for ManagedEngine<E> {
             return self.inner.prepare(model);
         }
         if let Some(ms) = self.settings.model(model) {
-            let admission =
+            let decision =
                 self.manager.lock().admit(model, &ms.memory, ms.width.default, ms.height.default, ms.frames.default);
-            self.last_admission = Some(admission.clone());
-            match admission {
-                Admission::Never(check) => {
+            self.last_load_decision = Some(decision.clone());
+            match decision {
+                LoadDecision::Never(check) => {
                     return Err(oom(format!("memory budget refuses the load: {}", check.message)))
                 }
-                Admission::AfterReleasing(models) => {
+                LoadDecision::AfterReleasing(models) => {
                     tracing::info!(model, release = ?models, "the budget holds one of these pipelines, not both: releasing first");
                     if self.inner.resident().is_some_and(|r| models.contains(&r)) {
                         self.inner.release();
                     }
                     self.sync();
                 }
-                Admission::Fits | Admission::Resident => {}
+                LoadDecision::Fits | LoadDecision::Resident => {}
             }
         }
         let result = self.inner.prepare(model);
@@ -221,13 +221,9 @@ impl<E: Managed> Engine for ManagedEngine<E> {
         self.sync();
     }
 
-    fn memory(&self) -> serde_json::Value {
-        let mut snapshot = self.manager.snapshot_json(self.inner.runner_rss_bytes());
-        if let Some(obj) = snapshot.as_object_mut() {
-            obj.insert("loads".into(), self.inner.loads().into());
-            obj.insert("resident".into(), self.inner.resident().into());
-        }
-        snapshot
+    fn memory(&self) -> Option<MemorySnapshot> {
+        let snapshot = self.manager.snapshot(self.inner.runner_rss_bytes());
+        Some(MemorySnapshot { loads: self.inner.loads(), resident: self.inner.resident(), ..snapshot })
     }
 
     fn loads(&self) -> u64 {

@@ -36,15 +36,6 @@ impl OrtEngine {
         Ok(OrtEngine { settings, options, slot: None, loads: 0 })
     }
 
-    /// Parses a `--provider` flag value.
-    pub fn parse_provider(s: &str) -> Result<Provider, String> {
-        match s {
-            "cpu" => Ok(Provider::Cpu),
-            "cuda" => Ok(Provider::Cuda),
-            other => Err(format!("unknown provider `{other}`; use cpu or cuda")),
-        }
-    }
-
     /// Replaces the injected faults, for the resident pipeline and later loads (test hook).
     pub fn set_faults(&mut self, faults: FaultPlan) {
         self.options.faults = faults;
@@ -133,13 +124,6 @@ impl Engine for OrtEngine {
         if let Some(p) = self.slot.take() {
             tracing::info!(model = p.model(), "released the resident pipeline");
         }
-    }
-
-    fn memory(&self) -> serde_json::Value {
-        let rss = warmlane_engine::memory::rss_bytes();
-        let pipelines: Vec<serde_json::Value> =
-            self.slot.iter().filter_map(|p| serde_json::to_value(p.memory()).ok()).collect();
-        serde_json::json!({ "process_rss_bytes": rss, "loads": self.loads, "pipelines": pipelines })
     }
 
     fn loads(&self) -> u64 {

@@ -8,7 +8,7 @@ use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warmlane_consumer::managed::{Managed, ManagedEngine};
-use warmlane_consumer::memory::{probe, Admission, Budget, BudgetSource, MemoryManager, Policy};
+use warmlane_consumer::memory::{probe, Budget, BudgetSource, LoadDecision, MemoryManager, Policy};
 use warmlane_consumer::runner::{RunnerEngine, RunnerFaults};
 use warmlane_consumer::Engine;
 use warmlane_shared::{ErrorCode, Settings};
@@ -79,7 +79,7 @@ fn sc001_alternating_heavy_pipelines_never_hold_two() {
         let runner = engine.inner().runner_rss_bytes().expect("a runner is resident");
         let e = steady.entry(model).or_default();
         *e = (*e).max(runner);
-        let snap = engine.memory();
+        let snap = memory_json(&engine);
         assert_eq!(snap["pipelines"].as_array().map(Vec::len), Some(1), "{snap}");
         assert_eq!(snap["pipelines"][0]["model"], model);
     }
@@ -126,14 +126,14 @@ fn one_pipeline_budget_swaps_and_too_small_budget_refuses() {
     for (i, model) in ["anisora", "phr00t", "anisora"].into_iter().enumerate() {
         let req = request(&settings, model, &format!("budget-{i}"));
         engine.generate(&req, "degraded", &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("{model}: {f}"));
-        let admission = engine.last_admission().cloned();
-        match (i, admission) {
-            (0, Some(Admission::Fits)) => {}
-            (1, Some(Admission::AfterReleasing(r))) => assert_eq!(r, ["anisora"]),
-            (2, Some(Admission::AfterReleasing(r))) => assert_eq!(r, ["phr00t"]),
-            (i, other) => panic!("request {i}: unexpected admission {other:?}"),
+        let decision = engine.last_load_decision().cloned();
+        match (i, decision) {
+            (0, Some(LoadDecision::Fits)) => {}
+            (1, Some(LoadDecision::AfterReleasing(r))) => assert_eq!(r, ["anisora"]),
+            (2, Some(LoadDecision::AfterReleasing(r))) => assert_eq!(r, ["phr00t"]),
+            (i, other) => panic!("request {i}: unexpected load decision {other:?}"),
         }
-        let snap = engine.memory();
+        let snap = memory_json(&engine);
         assert_eq!(snap["pipelines"].as_array().map(Vec::len), Some(1), "{snap}");
         assert!(snap["used_bytes"].as_u64() <= snap["budget_bytes"].as_u64(), "{snap}");
     }
@@ -230,7 +230,7 @@ fn same_model_reuses_the_runner_and_oom_is_retried() {
     engine
         .generate(&request(&settings, "phr00t", "oom-2"), "degraded", &out, &mut |_, _| {})
         .expect("recovers after 2 retries");
-    let snap = engine.memory();
+    let snap = memory_json(&engine);
     assert_eq!(snap["oom_retries"], 2, "{snap}");
     assert!(snap["evictions"].as_u64() >= Some(1), "{snap}");
 }

@@ -35,7 +35,7 @@ fn two_lanes_load_once_and_never_wait() {
     for (model, engine) in &lanes {
         assert_eq!(engine.loads(), 1, "{model} loaded exactly once");
         assert_eq!(engine.resident().as_deref(), Some(*model));
-        let snap = engine.memory();
+        let snap = memory_json(engine);
         assert_eq!(snap["pipelines"][0]["model"], *model);
         let comps = snap["pipelines"][0]["components"].as_array().cloned().unwrap_or_default();
         assert_eq!(comps.len(), 3, "{snap}");
@@ -83,11 +83,11 @@ fn placement_policies_release_components_not_the_pipeline() {
         ManagedEngine::new(OrtEngine::new(settings.clone(), None).expect("ort"), settings.clone(), manager);
     engine.generate(&request(&settings, "anisora", "pol-1"), "anisora", &out, &mut |_, _| {}).expect("first");
     assert_eq!(
-        devices(&engine.memory()),
+        devices(&memory_json(&engine)),
         pairs(&[("text_encoder", "offloaded"), ("denoiser", "cpu"), ("vae_decoder", "cpu")])
     );
     engine.maintain();
-    let snap = engine.memory();
+    let snap = memory_json(&engine);
     assert_eq!(
         devices(&snap),
         pairs(&[("text_encoder", "offloaded"), ("denoiser", "offloaded"), ("vae_decoder", "cpu")])
@@ -96,7 +96,7 @@ fn placement_policies_release_components_not_the_pipeline() {
     engine
         .generate(&request(&settings, "anisora", "pol-2"), "anisora", &out, &mut |_, _| {})
         .expect("second reloads components");
-    assert_eq!(devices(&engine.memory())[1], ("denoiser".to_string(), "cpu".to_string()));
+    assert_eq!(devices(&memory_json(&engine))[1], ("denoiser".to_string(), "cpu".to_string()));
     assert_eq!(engine.loads(), 1, "components come back without a pipeline load");
 
     // Below the headroom every idle, non-pinned component goes; the VAE stays.
@@ -108,7 +108,7 @@ fn placement_policies_release_components_not_the_pipeline() {
         Arc::new(MemoryManager::new(Budget { bytes: 1 << 30, ..tight }, policy)),
     );
     engine.generate(&request(&settings, "phr00t", "pol-3"), "phr00t", &out, &mut |_, _| {}).expect("fits");
-    let snap = engine.memory();
+    let snap = memory_json(&engine);
     assert_eq!(
         devices(&snap),
         pairs(&[("text_encoder", "offloaded"), ("denoiser", "offloaded"), ("vae_decoder", "cpu")]),

@@ -36,7 +36,7 @@ fn oom_retries_up_to_three_then_fails_and_serves_the_next() {
             }
             (_, r) => panic!("N = {n}: unexpected {r:?}"),
         }
-        assert_eq!(engine.memory()["oom_retries"], retries, "N = {n}");
+        assert_eq!(memory_json(&engine)["oom_retries"], retries, "N = {n}");
         engine.inner_mut().set_faults(FaultPlan::default());
         let next = request(&settings, "anisora", &format!("after-{n}-{retries}"));
         engine.generate(&next, "anisora", &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("after N = {n}: {f}"));

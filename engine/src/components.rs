@@ -8,12 +8,12 @@
 //! [`crate::PipelineMemory`] and every [`crate::Generation`].
 
 use crate::error::EngineError;
-use crate::job::ComponentRole;
 use crate::memory::{self, MemorySample};
 use crate::runtime::Runtime;
 use ort::session::Session;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use warmlane_shared::settings::pipeline::ComponentRole;
 use warmlane_shared::settings::pipeline::{Placement, Provider};
 
 /// One component: its file, its settings and (when loaded) its session.

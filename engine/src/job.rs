@@ -8,7 +8,7 @@ use crate::memory::MemorySample;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
-use warmlane_shared::settings::pipeline::{Placement, Provider};
+use warmlane_shared::settings::pipeline::{ComponentRole, Placement, Provider};
 
 /// Options for [`crate::Pipeline::load`].
 #[derive(Debug, Clone, Default)]
@@ -108,41 +108,6 @@ pub struct MemoryFigures {
     pub after_run: MemorySample,
     /// After cleanup.
     pub after_cleanup: MemorySample,
-}
-
-/// A component of a pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ComponentRole {
-    /// Token ids -> embeddings.
-    TextEncoder,
-    /// The model called in the sampler loop.
-    Denoiser,
-    /// Latent -> RGB frames.
-    VaeDecoder,
-}
-
-impl ComponentRole {
-    /// All roles in load order.
-    pub const ALL: [ComponentRole; 3] =
-        [ComponentRole::TextEncoder, ComponentRole::Denoiser, ComponentRole::VaeDecoder];
-
-    /// The settings and log name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentRole::TextEncoder => "text_encoder",
-            ComponentRole::Denoiser => "denoiser",
-            ComponentRole::VaeDecoder => "vae_decoder",
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        match self {
-            ComponentRole::TextEncoder => 0,
-            ComponentRole::Denoiser => 1,
-            ComponentRole::VaeDecoder => 2,
-        }
-    }
 }
 
 /// Measured memory of one component.

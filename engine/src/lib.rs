@@ -36,14 +36,11 @@ pub mod tokenizer;
 mod trim;
 
 pub use error::{classify_ort_message, EngineError, LIBRARY_NOT_FOUND};
-pub use job::{
-    ComponentMemory, ComponentRole, FaultPlan, Generation, Job, LoadOptions, MemoryFigures, PipelineMemory,
-    StageTimings,
-};
+pub use job::{ComponentMemory, FaultPlan, Generation, Job, LoadOptions, MemoryFigures, PipelineMemory, StageTimings};
 pub use memory::MemorySample;
 pub use pipeline::Pipeline;
 pub use runtime::Runtime;
-pub use warmlane_shared::settings::pipeline::{Placement, Provider, Sampler};
+pub use warmlane_shared::settings::pipeline::{ComponentRole, Placement, Provider, Sampler};
 pub use warmlane_shared::settings::PipelineSettings;
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use crate::cleanup::{self, Report};
 use crate::components::Component;
 use crate::error::EngineError;
-use crate::job::{ComponentMemory, ComponentRole, FaultPlan, Generation, Job, LoadOptions, PipelineMemory};
+use crate::job::{ComponentMemory, FaultPlan, Generation, Job, LoadOptions, PipelineMemory};
 use crate::memory::{self, MemorySample};
 use crate::output::{self, Video};
 use crate::runtime::Runtime;
@@ -19,6 +19,7 @@ use ort::session::RunOptions;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use warmlane_shared::settings::pipeline::ComponentRole;
 use warmlane_shared::settings::pipeline::Provider;
 use warmlane_shared::settings::PipelineSettings;
 

@@ -1,8 +1,8 @@
 //! Flags and subcommands of `warmlane-producer`; every flag also reads from the environment.
 
-use crate::config::ConnectArgs;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use warmlane_infra::config::{ConnectArgs, TelemetryArgs};
 
 /// The warmlane producer: submits requests, runs the reaper, and operates lanes.
 #[derive(Debug, Clone, Parser)]
@@ -13,7 +13,7 @@ pub struct Cli {
     pub connect: ConnectArgs,
     /// Logging and metrics.
     #[command(flatten)]
-    pub telemetry: crate::config::TelemetryArgs,
+    pub telemetry: TelemetryArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -56,7 +56,7 @@ pub enum Command {
     Serve(crate::http::ServeArgs),
     /// Inspect or replay the dead queue.
     #[command(subcommand)]
-    Dead(crate::deadq::DeadCommand),
+    Dead(crate::dead_queue::DeadCommand),
     /// Check the settings file and exit.
     CheckSettings,
 }

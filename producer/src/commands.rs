@@ -2,12 +2,14 @@
 
 use crate::cli::{Cli, Command};
 use crate::error::ProducerError;
+use crate::http::ServeError;
 use crate::producer::Producer;
 use std::future::Future;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
-use warmlane_shared::{now_ms, FallbackCause, Settings};
+use warmlane_infra::InfraError;
+use warmlane_shared::{FallbackCause, Settings};
 
 /// Errors of a subcommand.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,12 @@ pub enum CommandError {
     /// Broker, Redis or a refusal.
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    /// Broker or Redis.
+    #[error(transparent)]
+    Infra(#[from] InfraError),
+    /// The HTTP shim could not start or failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     /// Bad input on the command line or in a file.
     #[error("{0}")]
     Input(String),
@@ -36,10 +44,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
         Command::CheckSettings => Ok(()),
         Command::Submit { file, wait } => submit(&producer, &file, wait).await,
         Command::Serve(args) => Ok(crate::http::serve(producer, args, c.amqp_url.clone(), shutdown).await?),
-        Command::Dead(cmd) => Ok(crate::deadq::run(&producer, cmd).await?),
+        Command::Dead(cmd) => Ok(crate::dead_queue::run(&producer, cmd).await?),
         Command::Reaper => Ok(crate::reaper::run(producer, c.amqp_url.clone(), shutdown).await?),
         Command::Lanes => {
-            let status = lanes_status(&producer).await?;
+            let status = crate::lanes::status(&producer).await?;
             println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
             Ok(())
         }
@@ -100,59 +108,4 @@ async fn submit(producer: &Producer, file: &std::path::Path, wait: u64) -> Resul
         }
     }
     Ok(())
-}
-
-/// Per-lane status: readiness, workers, fallback, queue depth.
-pub async fn lanes_status(producer: &Producer) -> Result<serde_json::Value, ProducerError> {
-    let settings = producer.settings();
-    let store = producer.store();
-    let workers = store.workers().await?;
-    let depths = crate::amqp::queue_depths(producer).await.unwrap_or_default();
-    let mut lanes = serde_json::Map::new();
-    for model in settings.models.keys() {
-        let m = &settings.models[model];
-        let health = store.lane_health(model, m.dedicated_lane, settings.lanes.heartbeat_ttl_ms).await?;
-        let disabled = store.lane_disabled(model).await?;
-        let fallback = store.fallback(model).await?;
-        let ready = warmlane_shared::route(&health) == warmlane_shared::Route::Lane;
-        lanes.insert(
-            model.clone(),
-            serde_json::json!({
-                "ready": ready,
-                "dedicated": m.dedicated_lane,
-                "warm_workers": health.warm_workers,
-                "queue_depth": depths.get(&producer.topology().lane_queue(model)).copied(),
-                "cold_starts": store.loads(model).await?,
-                "disabled": disabled.map(|(cause, since, note)| serde_json::json!({"cause": cause, "since_ms": since, "note": note})),
-                "fallback": fallback.map(|f| serde_json::json!({"active": true, "cause": f.cause, "since_ms": f.since_ms, "for_ms": now_ms().saturating_sub(f.since_ms)})),
-            }),
-        );
-    }
-    let degraded_workers = workers.iter().filter(|w| w.lane == warmlane_shared::settings::DEGRADED_LANE).count();
-    Ok(serde_json::json!({
-        "lanes": lanes,
-        "degraded": {
-            "queue_depth": depths.get(&producer.topology().degraded_queue()).copied(),
-            "max_depth": settings.degraded.max_depth,
-            "max_wait_ms": settings.degraded.max_wait_ms,
-            "workers": degraded_workers,
-            "cold_starts": store.loads(warmlane_shared::settings::DEGRADED_LANE).await?,
-        },
-        "workers": workers,
-    }))
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,37 +1,26 @@
-//! The warmlane producer library: admission, routing and publishing, plus the
-//! broker and Redis adapters that the consumer reuses.
+//! The warmlane producer library: admission, routing and publishing with confirms,
+//! the reaper, the operators' commands and the HTTP shim. The broker and Redis
+//! adapters it shares with the workers are in `warmlane-infra`.
 //!
-//! - [`config`]: connection flags shared by every binary (clap + env).
-//! - [`backoff`]: capped exponential backoff with jitter for reconnects.
-//! - [`amqp`]: connecting, declaring the topology, publishing with confirms.
-//! - [`store`]: the Redis side of the contract: task hashes, exactly-once replies,
-//!   worker heartbeats, lane flags.
-//! - [`dead`]: moving poison and undecodable messages to `<prefix>.dead`, with a reply where possible.
 //! - [`producer`]: [`Producer::submit`], FR-020's routing order with confirms.
+//! - [`error`]: [`ProducerError`], a refusal or an infrastructure failure.
 //! - [`reaper`]: answers expired messages and moves unclaimed lane requests degraded;
 //!   sweeps pending tasks whose deadline passed (the backstop).
+//! - [`metrics_sampler`]: the periodic lane and queue gauges.
+//! - [`lanes`]: every lane's status, typed, for the CLI, `GET /lanes` and the dashboard.
+//! - [`dead_queue`]: inspecting and replaying `<prefix>.dead`.
 //! - [`cli`], [`commands`]: the binary's flags and subcommands, callable from tests.
-//! - [`http`]: the HTTP shim and dashboard for web clients.
-//! - [`deadq`]: inspecting and replaying the dead queue.
-//! - [`telemetry`]: tracing setup (human or JSON).
-#![deny(unsafe_code)]
-#![warn(unreachable_pub, clippy::unwrap_in_result)]
+//! - [`http`]: the HTTP shim and dashboard for web clients, over the [`http::Backend`] seam.
 
-pub mod amqp;
-pub mod backoff;
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod dead;
-pub mod deadq;
+pub mod dead_queue;
 pub mod error;
 pub mod http;
+pub mod lanes;
 pub mod metrics_sampler;
 pub mod producer;
 pub mod reaper;
-pub mod store;
-pub mod telemetry;
 
 pub use error::ProducerError;
-pub use producer::{Admission, Producer, SubmitOutcome};
-pub use store::Store;
+pub use producer::{Accepted, Producer, SubmitOutcome};

@@ -6,16 +6,12 @@
 //! request arrives. Run it beside the reaper (`serve` and `reaper` both do); several
 //! samplers may run, since every sample overwrites the same gauges.
 
-use crate::error::ProducerError;
 use crate::producer::Producer;
 use std::sync::Arc;
 use std::time::Duration;
+use warmlane_infra::InfraError;
 use warmlane_shared::metrics as m;
 use warmlane_shared::{route, Route};
-
-/// Gauge: ready messages in a dedicated lane's queue (sampled), by model.
-/// Local until it moves to `warmlane_shared::metrics`.
-pub const LANE_DEPTH: &str = "lane.depth";
 
 /// How often `serve` and `reaper` sample by default.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(5);
@@ -44,10 +40,10 @@ pub struct Sample {
 
 /// Measures once: Redis for lane health, the broker for depths. A broker failure
 /// leaves the depths unknown rather than failing the sample.
-pub async fn sample_once(producer: &Producer) -> Result<Sample, ProducerError> {
+pub async fn sample_once(producer: &Producer) -> Result<Sample, InfraError> {
     let settings = producer.settings();
     let topo = producer.topology();
-    let depths = match crate::amqp::queue_depths(producer).await {
+    let depths = match warmlane_infra::amqp::queue_depths(producer.publisher(), topo, settings).await {
         Ok(d) => d,
         Err(e) => {
             tracing::debug!(error = %e, "queue depths unavailable for this sample");
@@ -73,7 +69,7 @@ pub fn emit(sample: &Sample) {
         metrics::gauge!(m::LANE_READY, m::TAG_MODEL => lane.model.clone()).set(if lane.ready { 1.0 } else { 0.0 });
         metrics::gauge!(m::LANE_WARM_WORKERS, m::TAG_MODEL => lane.model.clone()).set(f64::from(lane.warm_workers));
         if let Some(depth) = lane.depth {
-            metrics::gauge!(LANE_DEPTH, m::TAG_MODEL => lane.model.clone()).set(f64::from(depth));
+            metrics::gauge!(m::LANE_DEPTH, m::TAG_MODEL => lane.model.clone()).set(f64::from(depth));
         }
     }
     if let Some(depth) = sample.degraded_depth {

@@ -7,11 +7,12 @@
 //! 4. A nack there is `queue_overloaded`/`queue_full`: the producer writes the
 //!    terminal reply itself and returns the refusal synchronously.
 
-use crate::amqp::{message_properties, Published, Publisher};
 use crate::error::ProducerError;
-use crate::store::{FinishWhen, Store};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::sync::Arc;
+use warmlane_infra::amqp::{message_properties, Published, Publisher};
+use warmlane_infra::store::{FinishWhen, Store};
+use warmlane_infra::Report;
 use warmlane_shared::metrics as m;
 use warmlane_shared::request::DecodeFailure;
 use warmlane_shared::settings::DEGRADED_LANE;
@@ -21,9 +22,9 @@ use warmlane_shared::{
     ValidRequest,
 };
 
-/// A request the broker has confirmed.
+/// A request the broker has confirmed (stored in its lane or the degraded queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admission {
+pub struct Accepted {
     /// The task.
     pub task_id: String,
     /// The lane it was published to: the model's, or `degraded`.
@@ -35,7 +36,7 @@ pub struct Admission {
 }
 
 /// Result of a submit: admitted, or refused with the reply that was written.
-pub type SubmitOutcome = Result<Admission, ProducerError>;
+pub type SubmitOutcome = Result<Accepted, ProducerError>;
 
 /// Publishes validated requests. Cheap to share behind an `Arc`.
 pub struct Producer {
@@ -116,14 +117,14 @@ impl Producer {
     }
 
     /// Admits and routes a validated request (FR-020). When the broker never took
-    /// the message (`ProducerError::Broker` or `Connect`), the admission is undone, so the caller
-    /// may retry with the same task_id; when the publish is unconfirmed
-    /// (`ProducerError::Unconfirmed`) the task stays and ends with a reply either way.
+    /// the message ([`ProducerError::is_unpublished`]), the admission is undone, so the
+    /// caller may retry with the same task_id; when the publish is unconfirmed
+    /// (`InfraError::Unconfirmed`) the task stays and ends with a reply either way.
     pub async fn submit(&self, req: ValidRequest) -> SubmitOutcome {
         let task_id = req.task_id.clone();
         let outcome = self.admit_and_publish(req).await;
-        if let Err(e @ (ProducerError::Broker(_) | ProducerError::Connect { .. })) = &outcome {
-            let detail = e.to_string();
+        if let Some(e) = outcome.as_ref().err().filter(|e| e.is_unpublished()) {
+            let detail = Report(e).to_string();
             match self.store.forget_unpublished(&task_id).await {
                 Ok(true) => {
                     tracing::warn!(task_id = %task_id, error = %detail, "not queued (broker unavailable); the admission was undone")
@@ -150,33 +151,32 @@ impl Producer {
             return Err(Rejection::invalid("task_id", format!("task_id `{}` is already in use", req.task_id)).into());
         };
         let body = req.to_msgpack();
-        let mut decision = route(&health);
-        if decision == Route::Lane {
-            // The admission already named the lane: a worker may start the task before the confirm arrives.
-            let props = message_properties(&req.task_id, FieldTable::default());
-            match self.publisher.publish(&self.topology.lanes_exchange(), &req.model, &body, props).await? {
-                Published::Acked => {
-                    if fallback_active {
-                        self.note_lane_ready(&req.model).await;
+        let cause = match route(&health) {
+            Route::Degraded(cause) => cause,
+            Route::Lane => {
+                // The admission already named the lane: a worker may start the task before the confirm arrives.
+                let props = message_properties(&req.task_id, FieldTable::default());
+                match self.publisher.publish(&self.topology.lanes_exchange(), &req.model, &body, props).await? {
+                    Published::Acked => {
+                        if fallback_active {
+                            self.note_lane_ready(&req.model).await;
+                        }
+                        metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "lane", m::TAG_MODEL => req.model.clone())
+                            .increment(1);
+                        tracing::info!(task_id = %req.task_id, model = %req.model, lane = %req.model, "admitted to its warm lane");
+                        return Ok(Accepted {
+                            task_id: req.task_id,
+                            lane: req.model,
+                            fallback: None,
+                            submitted_at_ms: now,
+                        });
                     }
-                    metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "lane", m::TAG_MODEL => req.model.clone())
-                        .increment(1);
-                    tracing::info!(task_id = %req.task_id, model = %req.model, lane = %req.model, "admitted to its warm lane");
-                    return Ok(Admission {
-                        task_id: req.task_id,
-                        lane: req.model,
-                        fallback: None,
-                        submitted_at_ms: now,
-                    });
-                }
-                refused => {
-                    tracing::info!(task_id = %req.task_id, model = %req.model, answer = ?refused, "lane refused the publish; falling back");
-                    decision = warmlane_shared::routing::after_lane_refused();
+                    refused => {
+                        tracing::info!(task_id = %req.task_id, model = %req.model, answer = ?refused, "lane refused the publish; falling back");
+                        warmlane_shared::routing::after_lane_refused()
+                    }
                 }
             }
-        }
-        let Route::Degraded(cause) = decision else {
-            return Err(ProducerError::Broker("routing reached the degraded step without a cause".into()));
         };
         self.publish_degraded(&req, &body, cause, degraded_deadline).await
     }
@@ -201,7 +201,7 @@ impl Producer {
                 .increment(1);
             tracing::info!(task_id = %req.task_id, model = %req.model, lane = DEGRADED_LANE, cause = cause.as_str(), "admitted to the degraded queue");
             let submitted_at_ms = req.submitted_at_ms.unwrap_or(now);
-            return Ok(Admission {
+            return Ok(Accepted {
                 task_id: req.task_id.clone(),
                 lane: DEGRADED_LANE.into(),
                 fallback: Some(cause),
@@ -221,7 +221,7 @@ impl Producer {
             &rejection,
             Timings { queued_ms: Some(0), inference_ms: None },
         );
-        self.store.finish(&reply, crate::store::FinishWhen::NotTerminal).await?;
+        self.store.finish(&reply, FinishWhen::NotTerminal).await?;
         metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => rejection.reason.clone()).increment(1);
         metrics::counter!(m::REQUESTS_ROUTED, m::TAG_PATH => "rejected", m::TAG_MODEL => req.model.clone())
             .increment(1);

@@ -10,17 +10,18 @@
 //! Run it inside `warmlane-producer serve` or alone (`warmlane-producer reaper`);
 //! several reapers may run, since every answer is written exactly once.
 
-use crate::amqp::{self, header_str};
-use crate::backoff::Backoff;
 use crate::error::ProducerError;
 use crate::producer::Producer;
-use crate::store::FinishWhen;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use warmlane_infra::amqp::{self, header_str};
+use warmlane_infra::backoff::Backoff;
+use warmlane_infra::store::FinishWhen;
+use warmlane_infra::{InfraError, Report};
 use warmlane_shared::error::reason;
 use warmlane_shared::metrics as m;
 use warmlane_shared::settings::DEGRADED_LANE;
@@ -35,7 +36,7 @@ pub async fn run(
     producer: Arc<Producer>,
     amqp_url: String,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ProducerError> {
+) -> Result<(), InfraError> {
     let sweeper = sweep_forever(producer.clone());
     let sampler = crate::metrics_sampler::run(producer.clone(), crate::metrics_sampler::DEFAULT_EVERY);
     let consumer = consume_forever(producer, amqp_url);
@@ -47,19 +48,19 @@ pub async fn run(
     }
 }
 
-async fn sweep_forever(producer: Arc<Producer>) -> Result<(), ProducerError> {
+async fn sweep_forever(producer: Arc<Producer>) -> Result<(), InfraError> {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if let Err(e) = sweep_once(&producer).await {
-            tracing::warn!(error = %e, "backstop sweep failed; retrying");
+            tracing::warn!(error = %Report(&e), "backstop sweep failed; retrying");
         }
     }
 }
 
 /// One pass of the backstop: answers every overdue pending task. Returns how many it answered.
-pub async fn sweep_once(producer: &Producer) -> Result<usize, ProducerError> {
+pub async fn sweep_once(producer: &Producer) -> Result<usize, InfraError> {
     let store = producer.store();
     let mut answered = 0;
     for task_id in store.overdue(now_ms(), 256).await? {
@@ -91,22 +92,22 @@ fn count_wait_timeout() {
     metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => reason::WAIT_TIMEOUT).increment(1);
 }
 
-async fn consume_forever(producer: Arc<Producer>, amqp_url: String) -> Result<(), ProducerError> {
+async fn consume_forever(producer: Arc<Producer>, amqp_url: String) -> Result<(), InfraError> {
     let mut backoff = Backoff::reconnect();
     loop {
         match consume_expired(&producer, &amqp_url, &mut backoff).await {
             Ok(()) => tracing::warn!("expired-queue consumer stopped; reconnecting"),
-            Err(e) => tracing::warn!(error = %e, "expired-queue consumer failed; reconnecting"),
+            Err(e) => tracing::warn!(error = %Report(&e), "expired-queue consumer failed; reconnecting"),
         }
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
-async fn consume_expired(producer: &Producer, amqp_url: &str, backoff: &mut Backoff) -> Result<(), ProducerError> {
+async fn consume_expired(producer: &Producer, amqp_url: &str, backoff: &mut Backoff) -> Result<(), InfraError> {
     let conn = amqp::connect(amqp_url, Duration::from_secs(5)).await?;
-    let channel = conn.create_channel().await?;
+    let channel = conn.create_channel().await.map_err(InfraError::broker("opening a channel"))?;
     amqp::declare(&channel, &producer.topology().declarations(producer.settings())).await?;
-    channel.basic_qos(32, BasicQosOptions::default()).await?;
+    channel.basic_qos(32, BasicQosOptions::default()).await.map_err(InfraError::broker("setting the prefetch"))?;
     let queue = producer.topology().expired_queue();
     let mut deliveries = channel
         .basic_consume(
@@ -115,23 +116,21 @@ async fn consume_expired(producer: &Producer, amqp_url: &str, backoff: &mut Back
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await?;
+        .await
+        .map_err(InfraError::broker(format!("consuming {queue}")))?;
     backoff.reset();
     tracing::info!(queue = %queue, "reaper consuming expired messages");
     while let Some(delivery) = deliveries.next().await {
-        let delivery = delivery?;
-        if let Err(e) = handle_expired(producer, &delivery).await {
-            // Leave it unacked: the broker redelivers it after the reconnect.
-            tracing::warn!(error = %e, "could not handle an expired message");
-            return Err(e);
-        }
-        delivery.ack(BasicAckOptions::default()).await?;
+        let delivery = delivery.map_err(InfraError::broker("receiving an expired message"))?;
+        // On an error it stays unacked: the broker redelivers it after the reconnect.
+        handle_expired(producer, &delivery).await?;
+        delivery.ack(BasicAckOptions::default()).await.map_err(InfraError::broker("acking an expired message"))?;
     }
     Ok(())
 }
 
 /// Handles one dead-lettered message: lane expiry moves degraded, degraded expiry is answered.
-pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Delivery) -> Result<(), ProducerError> {
+pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Delivery) -> Result<(), InfraError> {
     let props = &delivery.properties;
     let source = header_str(props, HEADER_FIRST_DEATH_QUEUE).unwrap_or_default();
     let lane = producer.topology().lane_of_queue(&source);
@@ -139,7 +138,7 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
         Ok(req) => req,
         Err(failure) => {
             // Never validated by a worker: it expired before one saw it.
-            crate::dead::dead_letter(
+            warmlane_infra::dead_letter::dead_letter(
                 producer.publisher(),
                 producer.store(),
                 producer.topology(),
@@ -157,7 +156,7 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
             tracing::info!(task_id = %req.task_id, model = %req.model, "lane wait ran out; moving to the degraded queue");
             match producer.move_to_degraded(&req).await {
                 Ok(_) | Err(ProducerError::Rejected(_)) => Ok(()),
-                Err(e) => Err(e),
+                Err(ProducerError::Infra(e)) => Err(e),
             }
         }
         _ => {

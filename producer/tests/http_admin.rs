@@ -91,7 +91,7 @@ async fn memory_status_and_fit_check_from_heartbeats() {
     assert!(no_worker["free_bytes"].is_null());
 
     let worker = format!("{}-w", h.prefix);
-    h.heartbeat(&worker, "anisora", json!({"budget_bytes": 10_000_000u64, "used_bytes": 9_200_000u64, "pipelines": [{"model": "anisora", "components": []}]})).await;
+    h.heartbeat(&worker, "anisora", Some(snapshot(10_000_000, 9_200_000, "anisora"))).await;
     let status = get(&app, "/api/v1/hardware/vram", &[]).await.json();
     let w = status["workers"]
         .as_array()

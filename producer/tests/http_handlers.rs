@@ -7,7 +7,7 @@ use http_support::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warmlane_producer::store::FinishWhen;
+use warmlane_infra::store::FinishWhen;
 use warmlane_shared::{ErrorCode, Rejection, Reply, ReplyStatus, Timings};
 
 #[tokio::test]

@@ -10,24 +10,30 @@
 //! - [`keys`]: Redis key names.
 //! - [`routing`]: the routing decision of FR-020 as a pure function.
 //! - [`metrics`]: metric names and tag keys.
+//! - [`worker`]: the worker heartbeat ([`Heartbeat`], [`WorkerState`]).
+//! - [`memory`]: the memory snapshot a heartbeat carries ([`MemorySnapshot`]).
 #![deny(unsafe_code)]
 #![warn(unreachable_pub, clippy::unwrap_in_result)]
 
 pub mod error;
 pub mod keys;
+pub mod memory;
 pub mod metrics;
 pub mod reply;
 pub mod request;
 pub mod routing;
 pub mod settings;
 pub mod topology;
+pub mod worker;
 
 pub use error::{ErrorCode, Rejection};
+pub use memory::MemorySnapshot;
 pub use reply::{Reply, ReplyStatus, ResultInfo, TaskStatus, Timings};
 pub use request::{decode_msgpack, validate_json, ValidRequest};
 pub use routing::{route, FallbackCause, LaneHealth, Route};
 pub use settings::{ModelSettings, Settings, SettingsError};
 pub use topology::Topology;
+pub use worker::{Heartbeat, WorkerState};
 
 /// Wall-clock unix time in milliseconds, the unit of every timestamp on the wire.
 pub fn now_ms() -> u64 {

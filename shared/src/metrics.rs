@@ -30,6 +30,8 @@ pub const REQUESTS_ROUTED: &str = "requests.routed";
 pub const FALLBACK_ACTIVATIONS: &str = "fallback.activations";
 /// Histogram: how long a fallback lasted, ms.
 pub const FALLBACK_DURATION_MS: &str = "fallback.duration_ms";
+/// Gauge: ready messages in a dedicated lane's queue (sampled), by model.
+pub const LANE_DEPTH: &str = "lane.depth";
 /// Gauge: ready messages in the degraded queue (sampled).
 pub const DEGRADED_DEPTH: &str = "degraded.depth";
 /// Histogram: time from admission to the start of inference, ms.

@@ -66,9 +66,10 @@ pub fn route(health: &LaneHealth) -> Route {
     Route::Lane
 }
 
-/// FR-020 step (2): the lane refused the publish (full or unroutable).
-pub fn after_lane_refused() -> Route {
-    Route::Degraded(FallbackCause::Capacity)
+/// FR-020 step (2): the lane refused the publish (full or unroutable); the request
+/// goes degraded with this cause.
+pub fn after_lane_refused() -> FallbackCause {
+    FallbackCause::Capacity
 }
 
 #[cfg(test)]
@@ -90,7 +91,7 @@ mod tests {
         for (health, want) in cases {
             assert_eq!(route(&health), want, "{health:?}");
         }
-        assert_eq!(after_lane_refused(), Route::Degraded(FallbackCause::Capacity));
+        assert_eq!(after_lane_refused(), FallbackCause::Capacity);
     }
 
     #[test]

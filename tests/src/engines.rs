@@ -5,7 +5,13 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use warmlane_consumer::{Engine, EngineFailure, Output};
-use warmlane_shared::{ErrorCode, ValidRequest};
+use warmlane_shared::memory::{Backend, BudgetSource};
+use warmlane_shared::{ErrorCode, MemorySnapshot, ValidRequest};
+
+/// The snapshot of an engine with no memory manager: the resident model only.
+pub fn bare_snapshot(resident: Option<String>) -> MemorySnapshot {
+    MemorySnapshot { resident, ..MemorySnapshot::empty(0, BudgetSource::Flag, Backend::Rss) }
+}
 
 /// A gate the test opens to let held generations finish.
 #[derive(Clone, Default)]
@@ -111,8 +117,8 @@ impl Engine for GateEngine {
         self.resident = None;
     }
 
-    fn memory(&self) -> serde_json::Value {
-        serde_json::json!({ "resident": self.resident })
+    fn memory(&self) -> Option<MemorySnapshot> {
+        Some(bare_snapshot(self.resident.clone()))
     }
 }
 
@@ -165,9 +171,5 @@ impl Engine for SleepEngine {
 
     fn release(&mut self) {
         self.resident = None;
-    }
-
-    fn memory(&self) -> serde_json::Value {
-        serde_json::Value::Null
     }
 }

@@ -45,7 +45,7 @@ impl Fleet {
             Ok(p) => Arc::new(p),
             Err(e) => panic!(
                 "integration tests need RabbitMQ at {} and Redis at {} ({e}); start them with `rabbitmq-server -detached` and `redis-server --daemonize yes`, or run .ci/run",
-                warmlane_producer::config::redact_url(amqp),
+                warmlane_infra::config::redact_url(amqp),
                 redis
             ),
         };
@@ -153,17 +153,17 @@ impl Fleet {
     /// worker), valid for `ttl_ms`: routing then counts the lane as ready.
     pub async fn fake_warm_heartbeat(&self, lane: &str, ttl_ms: u64) {
         let now = warmlane_shared::now_ms();
-        let hb = warmlane_producer::store::Heartbeat {
+        let hb = warmlane_shared::Heartbeat {
             worker_id: format!("{}-fake-{lane}", self.prefix),
             lane: lane.to_string(),
             model: Some(lane.to_string()),
-            state: warmlane_producer::store::WorkerState::Warm,
+            state: warmlane_shared::WorkerState::Warm,
             pid: std::process::id(),
             started_at_ms: now,
             at_ms: now,
             loads: 1,
             tasks: 0,
-            memory: serde_json::Value::Null,
+            memory: None,
         };
         self.producer.store().heartbeat(&hb, ttl_ms).await.expect("heartbeat");
     }
@@ -201,7 +201,7 @@ impl Fleet {
 
     /// Ready messages in a queue.
     pub async fn depth(&self, queue: &str) -> u32 {
-        warmlane_producer::amqp::queue_depth(self.producer.publisher(), queue)
+        warmlane_infra::amqp::queue_depth(self.producer.publisher(), queue)
             .await
             .expect("broker")
             .unwrap_or_else(|| panic!("queue {queue} does not exist"))

@@ -5,7 +5,7 @@
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use warmlane_producer::amqp::{field_table, message_properties, Published, Publisher};
+use warmlane_infra::amqp::{field_table, message_properties, Published, Publisher};
 use warmlane_shared::topology::ArgValue;
 use warmlane_tests::{amqp_url, prefix};
 

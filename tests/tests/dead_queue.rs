@@ -5,9 +5,9 @@
 //! only after the confirm) and keeps an invalid one dead.
 
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use warmlane_producer::amqp::{message_properties, Published};
-use warmlane_producer::deadq::{self, ReplayResult};
-use warmlane_producer::store::FinishWhen;
+use warmlane_infra::amqp::{message_properties, Published};
+use warmlane_infra::store::FinishWhen;
+use warmlane_producer::dead_queue::{self, ReplayResult};
 use warmlane_shared::topology::{DEAD_KEY, HEADER_ERROR_CODE, HEADER_ERROR_REASON, HEADER_SOURCE_QUEUE};
 use warmlane_shared::{ErrorCode, Rejection, Reply, ReplyStatus, Timings};
 use warmlane_tests::fleet::Fleet;
@@ -51,7 +51,7 @@ async fn list_keeps_everything_and_replay_moves_only_valid_messages() {
     let dead = fleet.topology().dead_queue();
 
     for _ in 0..3 {
-        let listed = deadq::list(&p, 10).await.expect("list");
+        let listed = dead_queue::list(&p, 10).await.expect("list");
         assert_eq!(listed.len(), 2, "{listed:?}");
         assert_eq!(listed[0].task(), Some(good.as_str()));
         assert_eq!(listed[0].model.as_deref(), Some("phr00t"));
@@ -62,15 +62,15 @@ async fn list_keeps_everything_and_replay_moves_only_valid_messages() {
         assert_eq!(listed[1].error_code.as_deref(), Some("malformed_message"));
         assert_eq!(fleet.depth(&dead).await, 2, "list removes nothing");
     }
-    assert_eq!(deadq::list(&p, 1).await.expect("list").len(), 1, "--limit");
+    assert_eq!(dead_queue::list(&p, 1).await.expect("list").len(), 1, "--limit");
 
     // Only the bad one, by task id: it stays.
-    let only_bad = deadq::replay(&p, 10, Some(&bad)).await.expect("replay");
+    let only_bad = dead_queue::replay(&p, 10, Some(&bad)).await.expect("replay");
     assert_eq!(only_bad.len(), 1);
     assert!(matches!(only_bad[0].result, ReplayResult::Kept { .. }), "{only_bad:?}");
     assert_eq!(fleet.depth(&dead).await, 2);
 
-    let all = deadq::replay(&p, 10, None).await.expect("replay");
+    let all = dead_queue::replay(&p, 10, None).await.expect("replay");
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[0].result, ReplayResult::Replayed { lane: "degraded".into() }, "no phr00t lane worker: degraded");
     assert!(matches!(all[1].result, ReplayResult::Kept { .. }));
@@ -96,7 +96,7 @@ async fn list_keeps_everything_and_replay_moves_only_valid_messages() {
     assert_eq!(fleet.replies_left(&good).await, 0, "the old failed reply is gone");
 
     // Replaying again finds the task pending: nothing to do for the good one (it is gone anyway).
-    let again = deadq::replay(&p, 10, None).await.expect("replay");
+    let again = dead_queue::replay(&p, 10, None).await.expect("replay");
     assert_eq!(again.len(), 1);
     assert_eq!(fleet.depth(&dead).await, 1);
     fleet.cleanup().await;

@@ -7,7 +7,7 @@ use warmlane_tests::engines::{Gate, GateEngine};
 use warmlane_tests::fleet::Fleet;
 use warmlane_tests::{prefix, request, settings_with};
 
-fn rejected(result: Result<warmlane_producer::Admission, ProducerError>) -> warmlane_shared::Rejection {
+fn rejected(result: Result<warmlane_producer::Accepted, ProducerError>) -> warmlane_shared::Rejection {
     match result {
         Err(ProducerError::Rejected(r)) => r,
         other => panic!("expected a coded rejection, got {other:?}"),
@@ -206,13 +206,13 @@ async fn a_worker_that_takes_a_message_too_late_answers_wait_timeout_itself() {
     let body =
         warmlane_shared::validate_json(&request(&format!("{p}-old"), "anisora"), &fleet.settings).unwrap().to_msgpack();
     let enqueued = now_ms() - 31_000;
-    let props = warmlane_producer::amqp::message_properties(
+    let props = warmlane_infra::amqp::message_properties(
         &format!("{p}-old"),
         warmlane_producer::producer::degraded_headers(enqueued, FallbackCause::Capacity),
     );
     let topo = fleet.topology();
     let answer = fleet.producer.publisher().publish(&topo.degraded_exchange(), "degraded", &body, props).await.unwrap();
-    assert_eq!(answer, warmlane_producer::amqp::Published::Acked);
+    assert_eq!(answer, warmlane_infra::amqp::Published::Acked);
     let gate = Gate::default();
     fleet.spawn_worker("degraded", Box::new(GateEngine::new(gate.clone())));
     let late = fleet.reply(&format!("{p}-old"), 10).await;

@@ -116,7 +116,7 @@ async fn a_plain_amqp_client_gets_its_reply_and_garbage_goes_dead() {
             .expect("dead message")
             .unwrap()
             .unwrap();
-        codes.push(warmlane_producer::amqp::header_str(&d.properties, "x-warmlane-error-code").unwrap());
+        codes.push(warmlane_infra::amqp::header_str(&d.properties, "x-warmlane-error-code").unwrap());
     }
     codes.sort();
     assert_eq!(codes, ["invalid_parameter", "malformed_message", "malformed_message"]);
@@ -135,7 +135,7 @@ async fn a_message_for_another_model_is_forwarded_to_its_lane() {
     fleet.wait_ready("phr00t", 1).await;
     let id = format!("{p}-misrouted");
     let req = warmlane_shared::validate_json(&warmlane_tests::request(&id, "phr00t"), &fleet.settings).unwrap();
-    let props = warmlane_producer::amqp::message_properties(&id, FieldTable::default());
+    let props = warmlane_infra::amqp::message_properties(&id, FieldTable::default());
     fleet
         .producer
         .publisher()

@@ -10,17 +10,7 @@ use warmlane_shared::settings::MemoryEstimate;
 /// Default safety margin kept out of the budget (1.5 GB, as in the VRAM offloader).
 pub const DEFAULT_MARGIN_BYTES: u64 = 1_500_000_000;
 
-/// Where the budget came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BudgetSource {
-    /// `--memory-budget-bytes`.
-    Flag,
-    /// The GPU's total memory (NVML) minus the margin.
-    Device,
-    /// The host's `MemTotal` minus the margin (no GPU).
-    Host,
-}
+pub use warmlane_shared::memory::BudgetSource;
 
 /// The bytes this worker may use for pipelines and their runtime buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,10 +4,11 @@
 //! the component bytes.
 
 use super::budget::{estimate_bytes, mb, runtime_bytes, Budget, FitCheck};
-use super::policy::{eviction_rank, role_from_str, Policy};
-use super::snapshot::{ComponentStatus, Device, Measured, MemorySnapshot, PipelineReport, PipelineStatus};
+use super::policy::{eviction_rank, Policy};
+use super::snapshot::PipelineReport;
 use std::time::Duration;
-use warmlane_engine::ComponentRole;
+use warmlane_shared::memory::{Backend, ComponentStatus, Device, Measured, MemorySnapshot, PipelineStatus};
+use warmlane_shared::settings::pipeline::ComponentRole;
 use warmlane_shared::settings::pipeline::{Placement, Provider};
 use warmlane_shared::settings::MemoryEstimate;
 
@@ -47,7 +48,7 @@ pub type Victim = (String, ComponentRole);
 
 /// Whether a pipeline may become resident.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
+pub enum LoadDecision {
     /// It is resident already.
     Resident,
     /// It fits beside what is resident.
@@ -124,10 +125,10 @@ impl Ledger {
         let components = report
             .components
             .iter()
-            .filter_map(|c| {
-                let role = role_from_str(&c.role)?;
+            .map(|c| {
+                let role = c.role;
                 let prior = old.as_ref().and_then(|o| o.components.iter().find(|p| p.role == role));
-                Some(ComponentEntry {
+                ComponentEntry {
                     role,
                     placement: c.placement,
                     provider: c.provider,
@@ -135,7 +136,7 @@ impl Ledger {
                     bytes: if c.loaded { c.bytes } else { 0 },
                     last_used_ms: prior.map_or(now_ms, |p| p.last_used_ms),
                     active: prior.is_some_and(|p| p.active),
-                })
+                }
             })
             .collect();
         let entry = PipelineEntry { model: report.model.clone(), components };
@@ -294,9 +295,9 @@ impl Ledger {
 
     /// May `model` become resident (at the given size)? Never beside a pipeline it
     /// does not fit next to: then the pipelines to release first, least recently used first.
-    pub fn admit(&self, model: &str, estimate: &MemoryEstimate, width: u32, height: u32, frames: u32) -> Admission {
+    pub fn admit(&self, model: &str, estimate: &MemoryEstimate, width: u32, height: u32, frames: u32) -> LoadDecision {
         if self.is_resident(model) {
-            return Admission::Resident;
+            return LoadDecision::Resident;
         }
         let required = estimate_bytes(estimate, width, height, frames);
         if required > self.budget.bytes {
@@ -306,11 +307,11 @@ impl Ledger {
                 mb(required),
                 mb(self.budget.bytes)
             );
-            return Admission::Never(check);
+            return LoadDecision::Never(check);
         }
         let mut free = self.free();
         if required <= free {
-            return Admission::Fits;
+            return LoadDecision::Fits;
         }
         let mut others: Vec<&PipelineEntry> = self.pipelines.iter().filter(|p| !p.active()).collect();
         others.sort_by_key(|p| p.last_used_ms());
@@ -323,10 +324,10 @@ impl Ledger {
             release.push(p.model.clone());
         }
         if required <= free {
-            Admission::AfterReleasing(release)
+            LoadDecision::AfterReleasing(release)
         } else {
             let check = self.can_fit(model, estimate, width, height, frames);
-            Admission::Never(check)
+            LoadDecision::Never(check)
         }
     }
 
@@ -341,7 +342,7 @@ impl Ledger {
     }
 
     /// The status snapshot.
-    pub fn snapshot(&self, measured: Measured, backend: &str) -> MemorySnapshot {
+    pub fn snapshot(&self, measured: Measured, backend: Backend) -> MemorySnapshot {
         let pipelines = self
             .pipelines
             .iter()
@@ -353,7 +354,7 @@ impl Ledger {
                     .components
                     .iter()
                     .map(|c| ComponentStatus {
-                        role: c.role.as_str().to_string(),
+                        role: c.role,
                         placement: c.placement,
                         device: match (c.loaded, c.provider) {
                             (false, _) => Device::Offloaded,
@@ -368,16 +369,14 @@ impl Ledger {
             })
             .collect();
         MemorySnapshot {
-            budget_bytes: self.budget.bytes,
-            budget_source: self.budget.source,
             used_bytes: self.used,
             free_bytes: self.free(),
             headroom_bytes: self.policy.headroom_bytes,
-            backend: backend.to_string(),
             pipelines,
             evictions: self.evictions,
             oom_retries: self.oom_retries,
             measured,
+            ..MemorySnapshot::empty(self.budget.bytes, self.budget.source, backend)
         }
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::memory::budget::BudgetSource;
 use crate::memory::snapshot::ComponentReport;
+use warmlane_shared::memory::Backend;
 use ComponentRole::*;
 
 const MB: u64 = 1_000_000;
@@ -16,7 +17,7 @@ fn policy() -> Policy {
 /// A pipeline of the demo shape: text encoder (between prompts), denoiser (when idle), VAE (pinned).
 fn report(model: &str, te: u64, den: u64, vae: u64) -> PipelineReport {
     let c = |role: ComponentRole, placement, bytes| ComponentReport {
-        role: role.as_str().into(),
+        role,
         placement,
         provider: Provider::Cpu,
         loaded: true,
@@ -127,11 +128,11 @@ fn can_fit_counts_weights_only_when_not_resident() {
 #[test]
 fn admission_table() {
     let e1 = estimate(200 * MB);
-    let cases: [(u64, &[&str], &str, Admission); 4] = [
-        (1_000 * MB, &["a"], "b", Admission::Fits),
-        (300 * MB, &["a"], "b", Admission::AfterReleasing(vec!["a".into()])),
-        (300 * MB, &["a"], "a", Admission::Resident),
-        (1_000 * MB, &["a", "c"], "b", Admission::Fits),
+    let cases: [(u64, &[&str], &str, LoadDecision); 4] = [
+        (1_000 * MB, &["a"], "b", LoadDecision::Fits),
+        (300 * MB, &["a"], "b", LoadDecision::AfterReleasing(vec!["a".into()])),
+        (300 * MB, &["a"], "a", LoadDecision::Resident),
+        (1_000 * MB, &["a", "c"], "b", LoadDecision::Fits),
     ];
     for (bytes, resident, model, want) in cases {
         let mut l = Ledger::new(budget(bytes), policy());
@@ -143,10 +144,10 @@ fn admission_table() {
     let mut l = Ledger::new(budget(600 * MB), policy());
     l.record(&report("a", 10 * MB, 200 * MB, 5 * MB), 5);
     l.record(&report("c", 10 * MB, 200 * MB, 5 * MB), 1);
-    assert_eq!(l.admit("b", &e1, 64, 64, 8), Admission::AfterReleasing(vec!["c".into()]), "LRU pipeline goes first");
+    assert_eq!(l.admit("b", &e1, 64, 64, 8), LoadDecision::AfterReleasing(vec!["c".into()]), "LRU pipeline goes first");
     let small = Ledger::new(budget(100 * MB), policy());
     match small.admit("b", &e1, 64, 64, 8) {
-        Admission::Never(check) => assert!(check.message.contains("budget is 100.0 MB"), "{}", check.message),
+        LoadDecision::Never(check) => assert!(check.message.contains("budget is 100.0 MB"), "{}", check.message),
         other => panic!("want Never, got {other:?}"),
     }
 }
@@ -156,7 +157,7 @@ fn snapshot_names_and_devices() {
     let mut l = Ledger::new(budget(500 * MB), policy());
     l.record(&report("a", 10 * MB, 200 * MB, 5 * MB), 7);
     l.set_loaded("a", TextEncoder, false, 0, 8);
-    let snap = serde_json::to_value(l.snapshot(Measured::default(), "rss")).expect("json");
+    let snap = serde_json::to_value(l.snapshot(Measured::default(), Backend::Rss)).expect("json");
     assert_eq!(snap["budget_bytes"], 500 * MB);
     assert_eq!(snap["used_bytes"], 205 * MB);
     assert_eq!(snap["free_bytes"], 295 * MB);

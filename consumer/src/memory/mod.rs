@@ -5,8 +5,8 @@
 //! - [`policy`]: what each component placement means in time, and the OOM retry cap (pure).
 //! - [`ledger`]: the accounting of resident pipelines and components, LRU eviction
 //!   plans, the pre-flight check and admission (a plain struct).
-//! - [`snapshot`]: the measured reports that feed the ledger and the status snapshot
-//!   published in the heartbeat.
+//! - [`snapshot`]: the measured reports that feed the ledger (the status snapshot
+//!   published in the heartbeat is `warmlane_shared::MemorySnapshot`).
 //! - [`probe`]: readings (NVML, `/proc`).
 //!
 //! [`MemoryManager`] puts the ledger behind a mutex so the engine, the OOM wrapper and
@@ -19,9 +19,10 @@ pub mod probe;
 pub mod snapshot;
 
 pub use budget::{Budget, BudgetError, BudgetSource, FitCheck};
-pub use ledger::{Admission, Ledger, Victim};
+pub use ledger::{Ledger, LoadDecision, Victim};
 pub use policy::{OomDecision, OomRetry, Policy};
-pub use snapshot::{Measured, MemorySnapshot, PipelineReport};
+pub use snapshot::PipelineReport;
+pub use warmlane_shared::memory::{Measured, MemorySnapshot};
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -29,7 +30,7 @@ use std::sync::{Mutex, MutexGuard};
 #[derive(Debug)]
 pub struct MemoryManager {
     ledger: Mutex<Ledger>,
-    backend: &'static str,
+    backend: warmlane_shared::memory::Backend,
 }
 
 impl MemoryManager {
@@ -54,13 +55,12 @@ impl MemoryManager {
         self.lock().budget()
     }
 
-    /// The status snapshot with current readings, as JSON for the heartbeat.
-    pub fn snapshot_json(&self, runner_rss_bytes: Option<u64>) -> serde_json::Value {
+    /// The status snapshot with current readings, for the heartbeat.
+    pub fn snapshot(&self, runner_rss_bytes: Option<u64>) -> MemorySnapshot {
         let sample = warmlane_engine::memory::sample();
         let measured =
             Measured { worker_rss_bytes: sample.rss, runner_rss_bytes, device_used_bytes: sample.device_used };
-        let snapshot = self.lock().snapshot(measured, self.backend);
-        serde_json::to_value(snapshot).unwrap_or(serde_json::Value::Null)
+        self.lock().snapshot(measured, self.backend)
     }
 }
 

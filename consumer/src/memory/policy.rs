@@ -8,7 +8,6 @@
 //! placement means in time.
 
 use std::time::Duration;
-use warmlane_engine::ComponentRole;
 use warmlane_shared::settings::pipeline::{Placement, Provider};
 
 /// Default headroom below which idle components are evicted (1.5 GB).
@@ -132,11 +131,6 @@ impl OomRetry {
     }
 }
 
-/// Parses a role name of the settings and the wire.
-pub fn role_from_str(s: &str) -> Option<ComponentRole> {
-    ComponentRole::ALL.into_iter().find(|r| r.as_str() == s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,13 +187,5 @@ mod tests {
         assert_eq!(r.on_oom(), OomDecision::Retry { attempt: 1 });
         let mut none = OomRetry::new(0);
         assert_eq!(none.on_oom(), OomDecision::GiveUp { retries: 0 });
-    }
-
-    #[test]
-    fn roles_parse() {
-        for role in ComponentRole::ALL {
-            assert_eq!(role_from_str(role.as_str()), Some(role));
-        }
-        assert_eq!(role_from_str("unet"), None);
     }
 }

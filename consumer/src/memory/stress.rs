@@ -7,12 +7,13 @@ use super::budget::{Budget, BudgetSource};
 use super::snapshot::{ComponentReport, PipelineReport};
 use super::{MemoryManager, Policy};
 use std::sync::Arc;
-use warmlane_engine::ComponentRole;
+use warmlane_shared::memory::Backend;
+use warmlane_shared::settings::pipeline::ComponentRole;
 use warmlane_shared::settings::pipeline::{Placement, Provider};
 
 fn report(model: &str, scale: u64) -> PipelineReport {
     let c = |role: ComponentRole, placement, bytes| ComponentReport {
-        role: role.as_str().into(),
+        role,
         placement,
         provider: Provider::Cuda,
         loaded: true,
@@ -78,13 +79,13 @@ fn concurrent_operations_keep_the_account_exact() {
                         }
                         _ => {
                             let plan = l.eviction_plan(rng.next() % 500_000, None);
-                            let snap = l.snapshot(Default::default(), "rss");
+                            let snap = l.snapshot(Default::default(), Backend::Rss);
                             for (m, role) in plan {
                                 let c = snap
                                     .pipelines
                                     .iter()
                                     .find(|p| p.model == m)
-                                    .and_then(|p| p.components.iter().find(|c| c.role == role.as_str()))
+                                    .and_then(|p| p.components.iter().find(|c| c.role == role))
                                     .expect("planned victim exists");
                                 assert!(!c.active, "active component planned for eviction");
                                 assert_ne!(c.placement, Placement::Pinned, "pinned component planned for eviction");
@@ -103,7 +104,7 @@ fn concurrent_operations_keep_the_account_exact() {
     }
     let l = manager.lock();
     assert_eq!(l.used(), l.sum_of_components());
-    let snap = l.snapshot(Default::default(), "rss");
+    let snap = l.snapshot(Default::default(), Backend::Rss);
     let from_snapshot: u64 = snap.pipelines.iter().flat_map(|p| p.components.iter()).map(|c| c.bytes).sum();
     assert_eq!(from_snapshot, snap.used_bytes);
     assert!(snap.evictions > 0, "the run evicted something");

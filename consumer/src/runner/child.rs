@@ -5,14 +5,13 @@
 
 use super::protocol::{read_frame, write_frame, Request, Response, RunnerFaults};
 use crate::engine::{Engine, EngineFailure};
-use crate::memory::policy::role_from_str;
 use crate::ort_engine::OrtEngine;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use warmlane_engine::{FaultPlan, LoadOptions};
+use warmlane_engine::{FaultPlan, LoadOptions, Provider};
 use warmlane_shared::{ErrorCode, Settings};
 
 struct Loaded {
@@ -63,7 +62,7 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
             }
             Request::Prepare { model: wanted, settings_json, base_dir, provider, faults } => {
                 model = wanted;
-                match prepare(&model, &settings_json, &base_dir, provider.as_deref(), faults) {
+                match prepare(&model, &settings_json, &base_dir, provider, faults) {
                     Ok((loaded, load_ms)) => {
                         state = Some(loaded);
                         Response::Loaded { load_ms }
@@ -75,21 +74,14 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
                 None => failed(not_prepared()),
                 Some(s) => generate(s, &model, &request, &lane, Path::new(&out_dir), &mut output),
             },
-            Request::ReleaseComponent { role } => match (state.as_mut(), role_from_str(&role)) {
-                (Some(s), Some(role)) => {
+            Request::ReleaseComponent { role } => match state.as_mut() {
+                Some(s) => {
                     let _ = crate::managed::Managed::release_component(&mut s.engine, role);
                     memory(s)
                 }
-                (None, _) => failed(not_prepared()),
-                (_, None) => failed(EngineFailure {
-                    code: ErrorCode::InferenceFailed,
-                    message: format!("unknown component `{role}`"),
-                }),
+                None => failed(not_prepared()),
             },
-            Request::Memory => match state.as_ref() {
-                Some(s) => memory(s),
-                None => Response::Memory { json: "null".into() },
-            },
+            Request::Memory => Response::Memory { report: state.as_ref().and_then(|s| s.engine.pipeline_report()) },
         };
         if let Err(e) = write_frame(&mut output, &response) {
             tracing::error!(model, error = %e, "parent stream closed; exiting");
@@ -110,7 +102,7 @@ fn init_stderr_logging() {
 }
 
 fn failed(f: EngineFailure) -> Response {
-    Response::Failed { code: f.code.as_str().to_string(), message: f.message }
+    f.into()
 }
 
 fn not_prepared() -> EngineFailure {
@@ -121,13 +113,12 @@ fn prepare(
     model: &str,
     settings_json: &str,
     base_dir: &str,
-    provider: Option<&str>,
+    provider: Option<Provider>,
     faults: RunnerFaults,
 ) -> Result<(Loaded, u64), EngineFailure> {
     let bad = |message: String| EngineFailure { code: ErrorCode::InferenceFailed, message };
     let settings = Settings::from_json(settings_json, Path::new("(from the worker)"), Path::new(base_dir))
         .map_err(|e| bad(e.to_string()))?;
-    let provider = provider.map(OrtEngine::parse_provider).transpose().map_err(bad)?;
     let plan = FaultPlan { fail_at_step: faults.fail_at_step, oom_next_runs: faults.oom_next_runs };
     let options = LoadOptions { provider_override: provider, ..LoadOptions::default() };
     let settings = Arc::new(settings);
@@ -170,6 +161,5 @@ fn generate(s: &mut Loaded, model: &str, body: &[u8], lane: &str, out_dir: &Path
 }
 
 fn memory(s: &Loaded) -> Response {
-    let json = serde_json::to_string(&s.engine.pipeline_report()).unwrap_or_else(|_| "null".into());
-    Response::Memory { json }
+    Response::Memory { report: s.engine.pipeline_report() }
 }

@@ -6,10 +6,13 @@
 //! `rmp_serde::to_vec_named` output. Encoding and decoding are pure over `Read` and
 //! `Write`, so they are tested on byte buffers.
 
-use crate::engine::Output;
+use crate::engine::{EngineFailure, Output};
+use crate::memory::PipelineReport;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
+use warmlane_shared::settings::pipeline::{ComponentRole, Provider};
+use warmlane_shared::ErrorCode;
 
 /// Largest frame accepted (a request is a few hundred bytes; a memory report a few KB).
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -39,8 +42,8 @@ pub enum Request {
         settings_json: String,
         /// The directory relative pipeline paths resolve against.
         base_dir: String,
-        /// Provider override (`cpu`, `cuda`).
-        provider: Option<String>,
+        /// Provider override.
+        provider: Option<Provider>,
         /// Injected failures (tests).
         faults: RunnerFaults,
     },
@@ -54,10 +57,10 @@ pub enum Request {
         /// Where the video goes.
         out_dir: String,
     },
-    /// Release one component (`text_encoder`, `denoiser`, `vae_decoder`); answered with `Memory`.
+    /// Release one component; answered with `Memory`.
     ReleaseComponent {
-        /// The role.
-        role: String,
+        /// Which component.
+        role: ComponentRole,
     },
     /// Report memory; answered with `Memory`.
     Memory,
@@ -88,15 +91,21 @@ pub enum Response {
     /// The request failed with a contract code.
     Failed {
         /// `gpu_oom`, `inference_timeout`, `inference_failed`, ...
-        code: String,
+        code: ErrorCode,
         /// Detail.
         message: String,
     },
-    /// A memory report: a `PipelineReport` as JSON (`null` when nothing is loaded).
+    /// The pipeline's measurements (`None` when nothing is loaded).
     Memory {
         /// The report.
-        json: String,
+        report: Option<PipelineReport>,
     },
+}
+
+impl From<EngineFailure> for Response {
+    fn from(f: EngineFailure) -> Self {
+        Response::Failed { code: f.code, message: f.message }
+    }
 }
 
 /// Why a frame could not be read.
@@ -109,8 +118,8 @@ pub enum FrameError {
     #[error("frame of {0} bytes is over the limit of {MAX_FRAME_BYTES}")]
     TooLarge(usize),
     /// The bytes are not the expected message.
-    #[error("undecodable frame: {0}")]
-    Decode(String),
+    #[error("undecodable frame")]
+    Decode(#[from] rmp_serde::decode::Error),
 }
 
 /// Writes one frame and flushes.
@@ -144,7 +153,7 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<Option<T>, 
     }
     let mut body = vec![0_u8; len];
     r.read_exact(&mut body)?;
-    rmp_serde::from_slice(&body).map(Some).map_err(|e| FrameError::Decode(e.to_string()))
+    Ok(Some(rmp_serde::from_slice(&body)?))
 }
 
 #[cfg(test)]
@@ -172,7 +181,7 @@ mod tests {
                 model: "anisora".into(),
                 settings_json: "{}".into(),
                 base_dir: "/x".into(),
-                provider: None,
+                provider: Some(Provider::Cuda),
                 faults: RunnerFaults::default(),
             },
             Request::Generate {
@@ -180,7 +189,7 @@ mod tests {
                 lane: "degraded".into(),
                 out_dir: "results".into(),
             },
-            Request::ReleaseComponent { role: "denoiser".into() },
+            Request::ReleaseComponent { role: ComponentRole::Denoiser },
             Request::Memory,
             Request::Shutdown,
         ]);
@@ -190,8 +199,8 @@ mod tests {
             Response::Loaded { load_ms: 3 },
             Response::Progress { step: 1, steps: 8 },
             Response::Done { output },
-            Response::Failed { code: "gpu_oom".into(), message: "x".into() },
-            Response::Memory { json: "null".into() },
+            Response::Failed { code: ErrorCode::GpuOom, message: "x".into() },
+            Response::Memory { report: None },
         ]);
     }
 

@@ -169,7 +169,7 @@ impl RunnerEngine {
             model: model.to_string(),
             settings_json: self.settings_json.clone(),
             base_dir: self.settings.base_dir.display().to_string(),
-            provider: self.cfg.provider.map(|p| p.as_str().to_string()),
+            provider: self.cfg.provider,
             faults: self.cfg.faults,
         };
         let answer = runner.call(&prepare, self.cfg.load_timeout);
@@ -182,10 +182,9 @@ impl RunnerEngine {
                 self.start_spare();
                 return Ok(());
             }
-            Ok(Response::Failed { code, message }) => failed(
-                ErrorCode::parse(&code).unwrap_or(ErrorCode::InferenceFailed),
-                format!("runner for `{model}` could not load: {message}"),
-            ),
+            Ok(Response::Failed { code, message }) => {
+                failed(code, format!("runner for `{model}` could not load: {message}"))
+            }
             Ok(other) => {
                 failed(ErrorCode::InferenceFailed, format!("runner for `{model}` answered Prepare with {other:?}"))
             }
@@ -323,9 +322,7 @@ impl Engine for RunnerEngine {
                     answer = self.runner.as_mut().map_or(Err(CallError::Died("gone".into())), |r| r.recv(deadline));
                 }
                 Ok(Response::Done { output }) => return Ok(output),
-                Ok(Response::Failed { code, message }) => {
-                    return Err(failed(ErrorCode::parse(&code).unwrap_or(ErrorCode::InferenceFailed), message));
-                }
+                Ok(Response::Failed { code, message }) => return Err(failed(code, message)),
                 Ok(other) => {
                     let status = self.runner_died();
                     return Err(failed(
@@ -368,18 +365,6 @@ impl Engine for RunnerEngine {
         }
     }
 
-    fn memory(&self) -> serde_json::Value {
-        let pid = self.pid.load(Ordering::SeqCst);
-        serde_json::json!({
-            "process_rss_bytes": warmlane_engine::memory::rss_bytes(),
-            "runner_pid": (pid != 0).then_some(pid),
-            "spare_pid": self.spare.as_ref().map(RunnerProcess::pid),
-            "runner_rss_bytes": self.runner_rss_bytes(),
-            "resident": self.resident(),
-            "loads": self.loads,
-        })
-    }
-
     fn loads(&self) -> u64 {
         self.loads
     }
@@ -388,13 +373,13 @@ impl Engine for RunnerEngine {
 impl Managed for RunnerEngine {
     fn report(&mut self) -> Option<PipelineReport> {
         match self.call(&Request::Memory, Duration::from_secs(10))? {
-            Response::Memory { json } => serde_json::from_str::<Option<PipelineReport>>(&json).ok().flatten(),
+            Response::Memory { report } => report,
             _ => None,
         }
     }
 
     fn release_component(&mut self, role: ComponentRole) -> Result<(), EngineFailure> {
-        match self.call(&Request::ReleaseComponent { role: role.as_str().into() }, Duration::from_secs(30)) {
+        match self.call(&Request::ReleaseComponent { role }, Duration::from_secs(30)) {
             Some(Response::Memory { .. }) | None => Ok(()),
             Some(Response::Failed { message, .. }) => Err(failed(ErrorCode::InferenceFailed, message)),
             Some(other) => Err(failed(ErrorCode::InferenceFailed, format!("unexpected answer {other:?}"))),

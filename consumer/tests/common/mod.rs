@@ -172,3 +172,8 @@ impl Sampler {
 pub fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
+
+/// An engine's memory snapshot as the JSON a heartbeat carries (`null` without one).
+pub fn memory_json(engine: &impl warmlane_consumer::Engine) -> serde_json::Value {
+    serde_json::to_value(engine.memory()).expect("a snapshot serializes")
+}

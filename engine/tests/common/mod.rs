@@ -96,7 +96,7 @@ struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
 
 impl Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("capture lock").extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -5,8 +5,7 @@
 //! `oneshot` and the same value is served on a real socket.
 
 use super::error::ApiError;
-use super::{auth, routes, HttpConfig};
-use crate::producer::Producer;
+use super::{auth, routes, Backend, HttpConfig};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -17,19 +16,19 @@ use std::sync::Arc;
 use std::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// What every handler shares: the producer and the checked settings of the shim.
+/// What every handler shares: the fleet behind the shim and the checked settings.
 #[derive(Clone)]
 pub struct AppState {
-    /// Admission, routing, Redis.
-    pub producer: Arc<Producer>,
+    /// Admission, routing, Redis: the [`crate::Producer`] in service.
+    pub backend: Arc<dyn Backend>,
     /// Keys, limits, results dir.
     pub config: Arc<HttpConfig>,
 }
 
 impl AppState {
-    /// Bundles the producer and the settings.
-    pub fn new(producer: Arc<Producer>, config: HttpConfig) -> AppState {
-        AppState { producer, config: Arc::new(config) }
+    /// Bundles the backend and the settings.
+    pub fn new(backend: Arc<dyn Backend>, config: HttpConfig) -> AppState {
+        AppState { backend, config: Arc::new(config) }
     }
 }
 

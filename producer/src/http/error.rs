@@ -12,6 +12,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
+use warmlane_infra::{InfraError, Report};
 use warmlane_shared::{ErrorCode, Rejection};
 
 /// Seconds a client should wait before retrying a 503.
@@ -163,17 +164,23 @@ impl From<Rejection> for ApiError {
     }
 }
 
+impl From<InfraError> for ApiError {
+    /// `reason` names the service (`broker`, `redis`), or `unconfirmed` for a publish
+    /// whose outcome is unknown; the cause chain goes to the log only.
+    fn from(e: InfraError) -> Self {
+        let reason = match &e {
+            InfraError::Unconfirmed(_) => "unconfirmed",
+            other => other.service().as_str(),
+        };
+        ApiError::Unavailable { reason: reason.into(), detail: Report(&e).to_string() }
+    }
+}
+
 impl From<ProducerError> for ApiError {
     fn from(e: ProducerError) -> Self {
         match e {
             ProducerError::Rejected(r) => ApiError::Rejected(r),
-            ProducerError::Broker(detail) => ApiError::Unavailable { reason: "broker".into(), detail },
-            ProducerError::Unconfirmed(detail) => ApiError::Unavailable { reason: "unconfirmed".into(), detail },
-            ProducerError::Redis(e) => ApiError::Unavailable { reason: "redis".into(), detail: e.to_string() },
-            ProducerError::Connect { what, detail, .. } => {
-                let reason = if what == "Redis" { "redis" } else { "broker" };
-                ApiError::Unavailable { reason: reason.into(), detail: format!("{what}: {detail}") }
-            }
+            ProducerError::Infra(e) => e.into(),
         }
     }
 }
@@ -235,13 +242,23 @@ mod tests {
     #[test]
     fn an_unconfirmed_publish_says_the_task_may_still_run() {
         let secret = "amqp://guest:hunter2@10.0.0.1";
-        let e = ApiError::from(crate::ProducerError::Unconfirmed(secret.into()));
+        let lost = lapin::Error::from(std::io::Error::other(secret));
+        let e = ApiError::from(crate::ProducerError::Infra(InfraError::Unconfirmed(lost)));
         let d = e.detail();
         assert_eq!(
             (e.status().as_u16(), d.code.as_str(), d.reason.as_str()),
             (503, "service_unavailable", "unconfirmed")
         );
         assert!(d.message.contains("GET /tasks/") && !d.message.contains("hunter2"), "{}", d.message);
+    }
+
+    #[test]
+    fn infrastructure_failures_name_the_service() {
+        let redis = ApiError::from(InfraError::Redis(std::io::Error::other("reset").into()));
+        let broker = ApiError::from(InfraError::Refused("no confirms".into()));
+        for (e, reason) in [(redis, "redis"), (broker, "broker")] {
+            assert_eq!((e.status().as_u16(), e.detail().reason), (503, reason.to_string()));
+        }
     }
 
     #[test]

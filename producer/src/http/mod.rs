@@ -8,6 +8,7 @@
 //! only the shim still answers expired messages.
 //!
 //! - [`app`]: the router and its single route table (also used by the OpenAPI test).
+//! - [`backend`]: [`Backend`], what the handlers ask of the fleet ([`Producer`] ships).
 //! - [`error`]: the error envelope and the one mapping to HTTP status.
 //! - [`auth`]: API and admin keys (compared in constant time, never logged).
 //! - [`routes`]: the handlers; pure decisions (task views, memory fit) live beside them.
@@ -15,21 +16,60 @@
 
 pub mod app;
 pub mod auth;
+pub mod backend;
 pub mod error;
 pub mod openapi;
 pub mod routes;
 
 pub use app::{app, AppState};
+pub use backend::{Backend, Readiness};
 pub use error::ApiError;
 
 use crate::producer::Producer;
 use clap::Args;
 use std::fmt;
 use std::future::Future;
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use warmlane_infra::InfraError;
+
+/// Why the shim could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A relative results directory needs a working directory.
+    #[error("no working directory to resolve the results directory {} against", .path.display())]
+    ResultsDir {
+        /// The directory given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The server failed while serving.
+    #[error("the HTTP server on {addr} failed")]
+    Serve {
+        /// The address it served on.
+        addr: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The reaper beside the shim failed.
+    #[error("the reaper beside the HTTP shim failed")]
+    Reaper(#[source] InfraError),
+}
 
 /// Flags of `warmlane-producer serve`; every flag also reads from the environment.
 #[derive(Clone, Args)]
@@ -115,16 +155,13 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     /// Checks the flags: empty keys are dropped, the results dir is made absolute.
-    pub fn from_args(args: &ServeArgs) -> Result<HttpConfig, crate::ProducerError> {
+    pub fn from_args(args: &ServeArgs) -> Result<HttpConfig, ServeError> {
         let clean = |v: &[String]| v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>();
         let results_dir = if args.results_dir.is_absolute() {
             args.results_dir.clone()
         } else {
-            let cwd = std::env::current_dir().map_err(|e| crate::ProducerError::Connect {
-                what: "the results directory",
-                url: args.results_dir.display().to_string(),
-                detail: format!("no working directory to resolve it against: {e}"),
-            })?;
+            let cwd = std::env::current_dir()
+                .map_err(|source| ServeError::ResultsDir { path: args.results_dir.clone(), source })?;
             cwd.join(&args.results_dir)
         };
         Ok(HttpConfig {
@@ -157,13 +194,11 @@ pub async fn serve(
     args: ServeArgs,
     amqp_url: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), crate::ProducerError> {
+) -> Result<(), ServeError> {
     let config = HttpConfig::from_args(&args)?;
-    let listener = TcpListener::bind(&args.listen).await.map_err(|e| crate::ProducerError::Connect {
-        what: "the HTTP listener",
-        url: args.listen.clone(),
-        detail: format!("cannot bind: {e}"),
-    })?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|source| ServeError::Bind { addr: args.listen.clone(), source })?;
     run(listener, producer, config, amqp_url, shutdown).await
 }
 
@@ -174,7 +209,7 @@ pub async fn run(
     config: HttpConfig,
     amqp_url: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), crate::ProducerError> {
+) -> Result<(), ServeError> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     if config.api_keys.is_empty() {
         tracing::warn!(
@@ -201,7 +236,7 @@ pub async fn run(
         async move {
             let r = axum::serve(listener, router).with_graceful_shutdown(stopped(rx)).await;
             let _ = stop_tx.send(true);
-            r.map_err(|e| crate::ProducerError::Connect { what: "the HTTP listener", url: addr, detail: e.to_string() })
+            r.map_err(|source| ServeError::Serve { addr, source })
         }
     };
     let reaper = async move {
@@ -209,7 +244,7 @@ pub async fn run(
         if r.is_err() {
             let _ = stop_tx.send(true);
         }
-        r
+        r.map_err(ServeError::Reaper)
     };
     let (served, reaped) = tokio::join!(server, reaper);
     waiter.abort();

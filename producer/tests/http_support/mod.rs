@@ -17,10 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
+use warmlane_infra::store::FinishWhen;
 use warmlane_producer::http::{AppState, HttpConfig, ServeArgs};
-use warmlane_producer::store::{FinishWhen, Heartbeat, WorkerState};
 use warmlane_producer::Producer;
+use warmlane_shared::memory::{Backend, BudgetSource, ComponentStatus, Device, PipelineStatus};
+use warmlane_shared::settings::pipeline::{ComponentRole, Placement};
 use warmlane_shared::{now_ms, Reply, ResultInfo, Settings, Timings};
+use warmlane_shared::{Heartbeat, MemorySnapshot, WorkerState};
 
 /// RabbitMQ of the tests.
 pub fn amqp_url() -> String {
@@ -152,7 +155,7 @@ impl Harness {
 
     /// Ready messages in a queue (passive declare).
     pub async fn depth(&self, queue: &str) -> u32 {
-        warmlane_producer::amqp::queue_depth(self.producer.publisher(), queue)
+        warmlane_infra::amqp::queue_depth(self.producer.publisher(), queue)
             .await
             .expect("broker")
             .unwrap_or_else(|| panic!("queue {queue} does not exist"))
@@ -170,7 +173,7 @@ impl Harness {
     }
 
     /// Writes a warm heartbeat for a worker on `lane`, with a memory snapshot.
-    pub async fn heartbeat(&self, worker_id: &str, lane: &str, memory: serde_json::Value) {
+    pub async fn heartbeat(&self, worker_id: &str, lane: &str, memory: Option<MemorySnapshot>) {
         let hb = Heartbeat {
             worker_id: worker_id.into(),
             lane: lane.into(),
@@ -324,17 +327,38 @@ pub async fn finish_as_worker(
     store.finish(&reply, FinishWhen::NotTerminal).await.expect("finish");
 }
 
+/// A worker's memory snapshot holding `model`: its text encoder offloaded, the
+/// denoiser on the GPU and the VAE decoder on the CPU.
+pub fn snapshot(budget: u64, used: u64, model: &str) -> MemorySnapshot {
+    let component = |role, placement, device, bytes| ComponentStatus {
+        role,
+        placement,
+        device,
+        bytes,
+        last_used_ms: now_ms(),
+        active: false,
+    };
+    let components = vec![
+        component(ComponentRole::TextEncoder, Placement::OffloadBetweenPrompts, Device::Offloaded, 0),
+        component(ComponentRole::Denoiser, Placement::OffloadWhenIdle, Device::Gpu, used / 2),
+        component(ComponentRole::VaeDecoder, Placement::Pinned, Device::Cpu, used / 2),
+    ];
+    MemorySnapshot {
+        used_bytes: used,
+        free_bytes: budget.saturating_sub(used),
+        pipelines: vec![PipelineStatus { model: model.into(), bytes: used, last_used_ms: now_ms(), components }],
+        loads: 1,
+        resident: Some(model.into()),
+        as_of_ms: now_ms(),
+        ..MemorySnapshot::empty(budget, BudgetSource::Flag, Backend::Nvml)
+    }
+}
+
 /// A stand-in worker on a model's lane: heartbeats (with a memory snapshot),
 /// consumes the lane queue, and finishes every request with a small GIF.
 pub async fn stand_in_worker(h: &Harness, model: &str) -> tokio::task::JoinHandle<()> {
     let worker_id = format!("{}-worker", h.prefix);
-    let memory = serde_json::json!({
-        "budget_bytes": 8_000_000_000u64, "used_bytes": 5_200_000_000u64, "free_bytes": 2_800_000_000u64,
-        "pipelines": [{"model": model, "components": [
-            {"role": "text_encoder", "loaded": false, "placement": "offload_between_prompts", "provider": "cpu", "rss_bytes": 1000},
-            {"role": "denoiser", "loaded": true, "placement": "offload_when_idle", "provider": "cuda", "rss_bytes": 4000},
-            {"role": "vae_decoder", "loaded": true, "placement": "pinned", "provider": "cpu", "rss_bytes": 2000}]}]
-    });
+    let memory = Some(snapshot(8_000_000_000, 5_200_000_000, model));
     h.heartbeat(&worker_id, model, memory.clone()).await;
     let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
         .await
@@ -390,7 +414,7 @@ pub async fn stand_in_worker(h: &Harness, model: &str) -> tokio::task::JoinHandl
 pub struct Server {
     pub addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<Result<(), warmlane_producer::ProducerError>>,
+    handle: tokio::task::JoinHandle<Result<(), warmlane_producer::http::ServeError>>,
 }
 
 impl Server {

@@ -11,6 +11,9 @@ use crate::settings::{ModelSettings, Param, Settings, PROMPT_LIMIT};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+mod scan;
+pub use scan::scan_task_id;
+
 /// Largest accepted request body; anything bigger is `malformed_message`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest task id.
@@ -110,9 +113,18 @@ pub struct DecodeFailure {
     pub task_id: Option<String>,
 }
 
-/// Decodes and validates a MessagePack body.
+impl DecodeFailure {
+    /// Where the refusal is answered: the body's task id, else the message's
+    /// `message_id` when it is a valid task id (the contract sets it to the task id).
+    pub fn reply_to(&self, message_id: Option<&str>) -> Option<String> {
+        self.task_id.clone().or_else(|| message_id.filter(|id| task_id_ok(id)).map(str::to_string))
+    }
+}
+
+/// Decodes and validates a MessagePack body. A body too broken to decode still
+/// names its task when [`scan_task_id`] can read a valid id from it.
 pub fn decode_msgpack(body: &[u8], settings: &Settings) -> Result<ValidRequest, DecodeFailure> {
-    let fields = msgpack_fields(body)?;
+    let fields = msgpack_fields(body).map_err(|f| DecodeFailure { task_id: scan_task_id(body), ..f })?;
     validate_fields(&fields, settings)
 }
 

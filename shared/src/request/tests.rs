@@ -128,17 +128,64 @@ fn non_finite_floats_are_rejected_in_msgpack() {
 fn undecodable_bodies_are_malformed() {
     let s = fixture();
     let array = rmp_serde::to_vec(&("task-1", "anisora")).unwrap();
-    let mut trailing = to_msgpack(&base("anisora"));
-    trailing.push(0xc0);
     let huge = vec![0x90u8; MAX_BODY_BYTES + 1];
-    for body in [&b""[..], b"not msgpack \xff\xff", &array, &trailing, &huge, &[0x81, 0x01, 0x02]] {
+    for body in [&b""[..], b"not msgpack \xff\xff", &array, &huge, &[0x81, 0x01, 0x02]] {
         let err = decode_msgpack(body, &s).unwrap_err();
         assert_eq!(err.rejection.code, ErrorCode::MalformedMessage, "{body:?}");
-        assert_eq!(err.task_id, None);
+        assert_eq!(err.task_id, None, "no id to read in {body:?}");
     }
-    let truncated = &to_msgpack(&base("anisora"))[..20];
-    assert_eq!(decode_msgpack(truncated, &s).unwrap_err().rejection.code, ErrorCode::MalformedMessage);
     assert_eq!(validate_json(&json!([1, 2]), &s).unwrap_err().rejection.code, ErrorCode::MalformedMessage);
+}
+
+/// A map whose `task_id` comes first, then `rest`, encoded by hand as a publisher in
+/// another language might.
+fn map_with(rest: Vec<(rmpv::Value, rmpv::Value)>) -> Vec<u8> {
+    let mut entries = vec![(rmpv::Value::from("task_id"), rmpv::Value::from("task-1"))];
+    entries.extend(rest);
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &rmpv::Value::Map(entries)).unwrap();
+    out
+}
+
+#[test]
+fn malformed_bodies_with_a_readable_task_id_name_it() {
+    let s = fixture();
+    let mut trailing = to_msgpack(&base("anisora"));
+    trailing.push(0xc0);
+    let named = map_with(vec![(rmpv::Value::from("ok"), rmpv::Value::from(1))]);
+    let at = named.windows(3).position(|w| w == b"\xa2ok").expect("the key");
+    let mut bad_key = named.clone();
+    bad_key[at + 1..at + 3].copy_from_slice(&[0xff, 0xfe]);
+    let oversized = map_with(vec![(rmpv::Value::from("prompt"), rmpv::Value::from("x".repeat(MAX_BODY_BYTES)))]);
+    let marked = map_with(vec![(rmpv::Value::from("x-extra"), rmpv::Value::Nil)]);
+    let mut deep = marked[..marked.len() - 1].to_vec(); // the nil, replaced by 5,000 nested arrays
+    deep.extend(std::iter::repeat_n(0x91u8, 5_000));
+    deep.push(0x01);
+    let list = map_with(vec![(rmpv::Value::from("x-list"), rmpv::Value::Array(vec![rmpv::Value::from(7); 9]))]);
+    let truncated = &list[..list.len() - 4];
+    let cases: [(&str, &[u8]); 5] = [
+        ("trailing bytes after the map", &trailing),
+        ("a key that is not UTF-8", &bad_key),
+        ("a body over the size limit", &oversized),
+        ("nesting deeper than the decoder reads", &deep),
+        ("a truncated array", truncated),
+    ];
+    for (shape, body) in cases {
+        let err = decode_msgpack(body, &s).unwrap_err();
+        assert_eq!(err.rejection.code, ErrorCode::MalformedMessage, "{shape}: {err:?}");
+        assert_eq!(err.task_id.as_deref(), Some("task-1"), "{shape}");
+    }
+}
+
+#[test]
+fn a_refusal_falls_back_to_the_message_id() {
+    let s = fixture();
+    let garbage = decode_msgpack(b"\xc1 not msgpack", &s).unwrap_err();
+    assert_eq!(garbage.reply_to(Some("m-1")).as_deref(), Some("m-1"));
+    assert_eq!(garbage.reply_to(Some("not a task id")), None);
+    assert_eq!(garbage.reply_to(None), None);
+    let named = decode_msgpack(&map_with(vec![]), &s).unwrap_err();
+    assert_eq!(named.reply_to(Some("m-1")).as_deref(), Some("task-1"), "the body's id wins");
 }
 
 #[test]

@@ -79,11 +79,60 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Every provider, for parsers and tests.
+    pub const ALL: [Provider; 2] = [Provider::Cpu, Provider::Cuda];
+
     /// The settings spelling, also used in logs and metadata.
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Cpu => "cpu",
             Provider::Cuda => "cuda",
+        }
+    }
+
+    /// Parses the settings spelling (`cpu`, `cuda`), e.g. a `--provider` flag.
+    pub fn parse(s: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// A component of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentRole {
+    /// Token ids -> embeddings.
+    TextEncoder,
+    /// The model called in the sampler loop.
+    Denoiser,
+    /// Latent -> RGB frames.
+    VaeDecoder,
+}
+
+impl ComponentRole {
+    /// All roles in load order.
+    pub const ALL: [ComponentRole; 3] =
+        [ComponentRole::TextEncoder, ComponentRole::Denoiser, ComponentRole::VaeDecoder];
+
+    /// The settings and log name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentRole::TextEncoder => "text_encoder",
+            ComponentRole::Denoiser => "denoiser",
+            ComponentRole::VaeDecoder => "vae_decoder",
+        }
+    }
+
+    /// Parses the settings name (`text_encoder`, `denoiser`, `vae_decoder`).
+    pub fn parse(s: &str) -> Option<ComponentRole> {
+        ComponentRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Its position in [`ComponentRole::ALL`] (load order).
+    pub fn index(self) -> usize {
+        match self {
+            ComponentRole::TextEncoder => 0,
+            ComponentRole::Denoiser => 1,
+            ComponentRole::VaeDecoder => 2,
         }
     }
 }
@@ -185,6 +234,18 @@ impl PipelineSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_names_parse_back() {
+        for p in Provider::ALL {
+            assert_eq!(Provider::parse(p.as_str()), Some(p));
+        }
+        for (i, r) in ComponentRole::ALL.into_iter().enumerate() {
+            assert_eq!((ComponentRole::parse(r.as_str()), r.index()), (Some(r), i));
+        }
+        assert_eq!(Provider::parse("rocm"), None);
+        assert_eq!(ComponentRole::parse("unet"), None);
+    }
 
     fn sample() -> PipelineSettings {
         serde_json::from_str(

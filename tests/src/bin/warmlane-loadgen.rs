@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 use warmlane_consumer::Engine;
-use warmlane_producer::amqp::{message_properties, Published};
+use warmlane_infra::amqp::{message_properties, Published};
 use warmlane_tests::engines::SleepEngine;
 use warmlane_tests::fleet::Fleet;
 use warmlane_tests::{amqp_url, prefix, redis_url, settings_with};
@@ -293,7 +293,7 @@ impl Engine for Timed {
     ) -> Result<warmlane_consumer::Output, warmlane_consumer::EngineFailure> {
         let t = Instant::now();
         let out = self.inner.generate(req, lane, out_dir, progress);
-        self.log.lock().unwrap().insert(req.task_id.clone(), t.elapsed());
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).insert(req.task_id.clone(), t.elapsed());
         out
     }
 
@@ -305,7 +305,7 @@ impl Engine for Timed {
         self.inner.release()
     }
 
-    fn memory(&self) -> serde_json::Value {
+    fn memory(&self) -> Option<warmlane_shared::MemorySnapshot> {
         self.inner.memory()
     }
 }

@@ -83,9 +83,9 @@ pub async fn disable(
     Path(model): Path<String>,
     body: Bytes,
 ) -> Result<Json<LaneFlag>, ApiError> {
-    known_lane(state.producer.settings(), &model)?;
+    known_lane(state.backend.settings(), &model)?;
     let (cause, note) = disable_request(&body)?;
-    super::bounded("disabling the lane", state.producer.store().disable_lane(&model, cause, &note)).await?;
+    super::bounded("disabling the lane", state.backend.disable_lane(&model, cause, &note)).await?;
     tracing::warn!(model = %model, cause = cause.as_str(), "lane disabled over HTTP");
     Ok(Json(LaneFlag { model, disabled: true, cause: Some(cause.as_str().into()), was_disabled: None }))
 }
@@ -104,8 +104,8 @@ pub async fn disable(
     security(("admin_key" = []))
 )]
 pub async fn enable(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<LaneFlag>, ApiError> {
-    known_lane(state.producer.settings(), &model)?;
-    let was = super::bounded("enabling the lane", state.producer.store().enable_lane(&model)).await?;
+    known_lane(state.backend.settings(), &model)?;
+    let was = super::bounded("enabling the lane", state.backend.enable_lane(&model)).await?;
     tracing::info!(model = %model, was_disabled = was, "lane enabled over HTTP");
     Ok(Json(LaneFlag { model, disabled: false, cause: None, was_disabled: Some(was) }))
 }

@@ -113,7 +113,7 @@ pub async fn generate(
         return Err(ApiError::malformed("content_type", "the body must be sent as `content-type: application/json`"));
     }
     let body = prepare_body(&bytes)?;
-    let admission = state.producer.submit_json(&body).await?;
+    let admission = state.backend.submit_json(&body).await?;
     let status_url = format!("/tasks/{}", admission.task_id);
     let accepted = Accepted {
         events_url: format!("{status_url}/events"),

@@ -1,17 +1,16 @@
 //! Probes and status: `/health` (liveness), `/ready` (broker and Redis answer),
-//! `/lanes` (the same JSON as `warmlane-producer lanes`, plus the degraded
-//! queue's oldest wait) and `/models` (what the dashboard offers).
+//! `/lanes` ([`crate::lanes::status`], as `warmlane-producer lanes` prints it) and
+//! `/models` (what the dashboard offers).
 
+use crate::http::backend::Readiness;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
+use crate::lanes::LanesStatus;
 use axum::extract::State;
 use axum::Json;
-use redis::AsyncCommands;
 use serde::Serialize;
 use utoipa::ToSchema;
-use warmlane_shared::reply::field;
-use warmlane_shared::settings::DEGRADED_LANE;
-use warmlane_shared::{now_ms, Settings};
+use warmlane_shared::Settings;
 
 /// Liveness.
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,8 +45,9 @@ pub async fn health() -> Json<Health> {
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    let (broker, redis) =
-        tokio::time::timeout(super::READ_TIMEOUT, state.producer.ready()).await.unwrap_or((false, false));
+    let Readiness { broker, redis } = tokio::time::timeout(super::READ_TIMEOUT, state.backend.ready())
+        .await
+        .unwrap_or(Readiness { broker: false, redis: false });
     match (broker, redis) {
         (true, true) => Ok(Json(Ready { ready: true, broker, redis })),
         _ => {
@@ -62,49 +62,12 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiErro
 #[utoipa::path(
     get, path = "/lanes", tag = "system",
     responses(
-        (status = 200, description = "Per-lane status; `degraded.oldest_wait_ms` is the wait of the oldest task still pending in the degraded queue (null when none)", body = Object),
+        (status = 200, description = "Per-lane status; `degraded.oldest_wait_ms` is the wait of the oldest task still pending in the degraded queue (null when none)", body = LanesStatus),
         (status = 503, description = "`service_unavailable`", body = ErrorBody),
     )
 )]
-pub async fn lanes(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut status = super::bounded("reading lane status", crate::commands::lanes_status(&state.producer)).await?;
-    let oldest = super::bounded("reading the degraded queue's oldest task", oldest_degraded_wait_ms(&state)).await?;
-    if let Some(degraded) = status.get_mut("degraded").and_then(|d| d.as_object_mut()) {
-        degraded.insert("oldest_wait_ms".into(), oldest.into());
-    }
-    Ok(Json(status))
-}
-
-/// How many of the earliest deadlines to inspect for the degraded queue's oldest task.
-const OLDEST_SCAN: isize = 64;
-
-/// The wait of the oldest task still pending on the degraded lane, from the deadline index:
-/// a degraded task's deadline is its entry time plus the degraded wait and grace.
-async fn oldest_degraded_wait_ms(state: &AppState) -> Result<Option<u64>, ApiError> {
-    let store = state.producer.store();
-    let mut c = store.connection();
-    let earliest: Vec<(String, u64)> =
-        c.zrange_withscores(store.keys().deadlines(), 0, OLDEST_SCAN - 1).await.map_err(crate::ProducerError::from)?;
-    let settings = state.producer.settings();
-    for (task_id, deadline) in earliest {
-        let (status, lane): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(store.keys().task(&task_id))
-            .arg(field::STATUS)
-            .arg(field::LANE)
-            .query_async(&mut c)
-            .await
-            .map_err(crate::ProducerError::from)?;
-        if status.as_deref() == Some("pending") && lane.as_deref() == Some(DEGRADED_LANE) {
-            return Ok(Some(degraded_wait_ms(deadline, now_ms(), settings)));
-        }
-    }
-    Ok(None)
-}
-
-/// Pure: how long a degraded task with this deadline has waited at `now`.
-pub fn degraded_wait_ms(deadline_ms: u64, now: u64, settings: &Settings) -> u64 {
-    let entered = deadline_ms.saturating_sub(settings.degraded.max_wait_ms + settings.degraded.expiry_grace_ms);
-    now.saturating_sub(entered)
+pub async fn lanes(State(state): State<AppState>) -> Result<Json<LanesStatus>, ApiError> {
+    Ok(Json(super::bounded("reading lane status", state.backend.lanes()).await?))
 }
 
 /// A model as the dashboard shows it.
@@ -161,7 +124,7 @@ fn j<T: Serialize>(value: &T) -> serde_json::Value {
 /// The models of `inference_settings.json` with their parameter rules.
 #[utoipa::path(get, path = "/models", tag = "system", responses((status = 200, description = "Models", body = Vec<ModelInfo>)))]
 pub async fn models(State(state): State<AppState>) -> Json<Vec<ModelInfo>> {
-    Json(model_infos(state.producer.settings()))
+    Json(model_infos(state.backend.settings()))
 }
 
 #[cfg(test)]
@@ -181,14 +144,5 @@ mod tests {
         assert_eq!(anisora.steps["fixed"], true);
         let phr00t = infos.iter().find(|m| m.name == "phr00t").unwrap();
         assert_eq!(phr00t.cfg["default"], 1.0);
-    }
-
-    #[test]
-    fn degraded_wait_counts_from_entry() {
-        let s = settings();
-        let entered = 1_000_000;
-        let deadline = entered + s.degraded.max_wait_ms + s.degraded.expiry_grace_ms;
-        assert_eq!(degraded_wait_ms(deadline, entered + 1234, &s), 1234);
-        assert_eq!(degraded_wait_ms(deadline, entered - 5, &s), 0);
     }
 }

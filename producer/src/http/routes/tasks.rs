@@ -149,7 +149,7 @@ fn unknown(id: &str) -> ApiError {
 }
 
 async fn read_view(state: &AppState, id: &str) -> Result<Option<TaskView>, ApiError> {
-    let hash = super::bounded("reading the task", state.producer.store().task(id)).await?;
+    let hash = super::bounded("reading the task", state.backend.task(id)).await?;
     Ok(task_view(id, &hash))
 }
 
@@ -294,7 +294,7 @@ pub fn expected_result_path(results_dir: &FsPath, task_id: &str, uri: &str) -> O
 )]
 pub async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     checked_id(&id)?;
-    let view_hash = super::bounded("reading the task", state.producer.store().task(&id)).await?;
+    let view_hash = super::bounded("reading the task", state.backend.task(&id)).await?;
     let view = task_view(&id, &view_hash).ok_or_else(|| unknown(&id))?;
     let no_result = |message: String| ApiError::NotFound { what: "result", message };
     if view.status != TaskStatus::Done.as_str() {

@@ -2,21 +2,19 @@
 //! (per worker: budget, used, free, utilization level, pipelines with placements)
 //! and `POST /api/v1/hardware/vram/check` (would a request of this size fit now?).
 //!
-//! The workers' memory snapshot is free-form JSON owned by the engine; this module
-//! reads the few figures it needs (`budget_bytes`, `used_bytes`, `free_bytes`,
-//! `pipelines[].model`) tolerantly and passes the rest through. The decisions
-//! (level, fit) are pure functions with table tests.
+//! The workers' memory snapshot is the typed [`MemorySnapshot`] of `warmlane-shared`,
+//! written by the worker's memory manager; a worker whose engine has no manager
+//! sends none. The decisions (level, fit) are pure functions with table tests.
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
-use crate::store::Heartbeat;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warmlane_shared::settings::{MemoryEstimate, DEGRADED_LANE};
-use warmlane_shared::{ErrorCode, Rejection};
+use warmlane_shared::{ErrorCode, Heartbeat, MemorySnapshot, Rejection, WorkerState};
 
 /// Utilization at or above which the bar turns amber.
 pub const AMBER_AT: f64 = 0.6;
@@ -59,23 +57,18 @@ pub struct Figures {
     pub free: Option<u64>,
 }
 
-/// Pure: reads `budget_bytes`, `used_bytes`, `free_bytes` (free defaults to budget - used).
-pub fn figures(memory: &serde_json::Value) -> Figures {
-    let get = |k: &str| memory.get(k).and_then(serde_json::Value::as_u64);
-    let (budget, used) = (get("budget_bytes"), get("used_bytes"));
-    let free = get("free_bytes").or_else(|| Some(budget?.saturating_sub(used?)));
-    Figures { budget, used, free }
+/// Pure: the budget, used and free bytes of a snapshot (all unknown without one).
+pub fn figures(memory: Option<&MemorySnapshot>) -> Figures {
+    memory.map_or(Figures::default(), |m| Figures {
+        budget: Some(m.budget_bytes),
+        used: Some(m.used_bytes),
+        free: Some(m.free_bytes),
+    })
 }
 
-/// Pure: models whose pipeline the worker holds (`pipelines[].model`).
-pub fn resident_models(memory: &serde_json::Value) -> Vec<String> {
-    memory
-        .get("pipelines")
-        .and_then(serde_json::Value::as_array)
-        .map(|ps| {
-            ps.iter().filter_map(|p| p.get("model").or_else(|| p.get("name"))?.as_str().map(str::to_string)).collect()
-        })
-        .unwrap_or_default()
+/// Pure: models whose pipeline the worker holds.
+pub fn resident_models(memory: Option<&MemorySnapshot>) -> Vec<String> {
+    memory.map(|m| m.resident_models().map(str::to_string).collect()).unwrap_or_default()
 }
 
 /// One worker's memory, as `GET /api/v1/hardware/vram` shows it.
@@ -89,7 +82,7 @@ pub struct WorkerMemory {
     pub model: Option<String>,
     /// Worker state (`warm`, `busy`, ...).
     #[schema(value_type = String)]
-    pub state: serde_json::Value,
+    pub state: WorkerState,
     /// Heartbeat time, unix ms.
     pub at_ms: u64,
     /// Budget bytes, when reported.
@@ -104,23 +97,21 @@ pub struct WorkerMemory {
     pub level: Option<Level>,
     /// Utilization at or above 90 %.
     pub critical: bool,
-    /// The worker's snapshot as it sent it (pipelines, components, placements).
+    /// The worker's snapshot as it sent it (pipelines, components, placements);
+    /// null for a worker without a memory manager.
     #[schema(value_type = Object)]
-    pub memory: serde_json::Value,
+    pub memory: Option<MemorySnapshot>,
 }
 
 /// Pure: the view of one heartbeat.
 pub fn worker_memory(hb: &Heartbeat) -> WorkerMemory {
-    let f = figures(&hb.memory);
-    let utilization = match (f.used, f.budget) {
-        (Some(u), Some(b)) if b > 0 => Some(u as f64 / b as f64),
-        _ => None,
-    };
+    let f = figures(hb.memory.as_ref());
+    let utilization = hb.memory.as_ref().and_then(MemorySnapshot::utilization);
     WorkerMemory {
         worker_id: hb.worker_id.clone(),
         lane: hb.lane.clone(),
         model: hb.model.clone(),
-        state: serde_json::to_value(hb.state).unwrap_or_default(),
+        state: hb.state,
         at_ms: hb.at_ms,
         budget_bytes: f.budget,
         used_bytes: f.used,
@@ -148,7 +139,7 @@ pub struct VramStatus {
     responses((status = 200, description = "Per-worker memory", body = VramStatus), (status = 503, description = "`service_unavailable`", body = ErrorBody))
 )]
 pub async fn status(State(state): State<AppState>) -> Result<Json<VramStatus>, ApiError> {
-    let workers = super::bounded("reading heartbeats", state.producer.store().workers()).await?;
+    let workers = super::bounded("reading heartbeats", state.backend.workers()).await?;
     Ok(Json(VramStatus {
         workers: workers.iter().map(worker_memory).collect(),
         thresholds: serde_json::json!({ "amber": AMBER_AT, "red": RED_AT, "critical": CRITICAL_AT }),
@@ -275,7 +266,7 @@ pub async fn check(
     body: Result<Json<FitRequest>, JsonRejection>,
 ) -> Result<Json<FitAnswer>, ApiError> {
     let Json(req) = body.map_err(body_error)?;
-    let settings = state.producer.settings();
+    let settings = state.backend.settings();
     let Some(m) = settings.model(&req.model) else {
         return Err(Rejection::new(
             ErrorCode::UnknownModel,
@@ -287,14 +278,14 @@ pub async fn check(
     let width = within("width", req.width.unwrap_or(m.width.default), &m.width)?;
     let height = within("height", req.height.unwrap_or(m.height.default), &m.height)?;
     let frames = within("frames", req.frames.unwrap_or(m.frames.default), &m.frames)?;
-    let candidates: Vec<Candidate> = super::bounded("reading heartbeats", state.producer.store().workers())
+    let candidates: Vec<Candidate> = super::bounded("reading heartbeats", state.backend.workers())
         .await?
         .iter()
         .map(|hb| Candidate {
             worker_id: hb.worker_id.clone(),
             lane: hb.lane.clone(),
-            free: figures(&hb.memory).free,
-            resident: resident_models(&hb.memory),
+            free: figures(hb.memory.as_ref()).free,
+            resident: resident_models(hb.memory.as_ref()),
         })
         .collect();
     Ok(Json(check_fit(&req.model, &m.memory, (width, height, frames), &candidates)))
@@ -303,7 +294,6 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     const EST: MemoryEstimate = MemoryEstimate { weights_bytes: 1000, runtime_bytes_per_voxel: 2 };
 
@@ -330,19 +320,29 @@ mod tests {
         }
     }
 
+    fn snapshot(budget: u64, used: u64, models: &[&str]) -> MemorySnapshot {
+        use warmlane_shared::memory::{Backend, BudgetSource, PipelineStatus};
+        let pipelines = models
+            .iter()
+            .map(|m| PipelineStatus { model: m.to_string(), bytes: 0, last_used_ms: 0, components: vec![] })
+            .collect();
+        MemorySnapshot {
+            used_bytes: used,
+            free_bytes: budget.saturating_sub(used),
+            pipelines,
+            ..MemorySnapshot::empty(budget, BudgetSource::Flag, Backend::Rss)
+        }
+    }
+
     #[test]
-    fn figures_are_read_tolerantly() {
+    fn figures_come_from_the_snapshot() {
         assert_eq!(
-            figures(&json!({"budget_bytes": 100, "used_bytes": 30})),
+            figures(Some(&snapshot(100, 30, &[]))),
             Figures { budget: Some(100), used: Some(30), free: Some(70) }
         );
-        assert_eq!(figures(&json!({"free_bytes": 5})).free, Some(5));
-        assert_eq!(figures(&json!(null)), Figures::default());
-        assert_eq!(figures(&json!({"budget_bytes": "x"})), Figures::default());
-        assert_eq!(
-            resident_models(&json!({"pipelines": [{"model": "anisora"}, {"name": "phr00t"}, {}]})),
-            vec!["anisora", "phr00t"]
-        );
+        assert_eq!(figures(None), Figures::default());
+        assert_eq!(resident_models(Some(&snapshot(1, 0, &["anisora", "phr00t"]))), vec!["anisora", "phr00t"]);
+        assert!(resident_models(None).is_empty());
     }
 
     #[test]
@@ -382,17 +382,19 @@ mod tests {
             worker_id: "w".into(),
             lane: "anisora".into(),
             model: None,
-            state: crate::store::WorkerState::Warm,
+            state: WorkerState::Warm,
             pid: 1,
             started_at_ms: 0,
             at_ms: 0,
             loads: 0,
             tasks: 0,
-            memory: json!({"budget_bytes": 100, "used_bytes": 95}),
+            memory: Some(snapshot(100, 95, &[])),
         };
         let v = worker_memory(&hb);
         assert_eq!(v.level, Some(Level::Red));
         assert!(v.critical);
-        assert_eq!(v.state, json!("warm"));
+        assert_eq!(serde_json::to_value(v.state).unwrap(), "warm");
+        let bare = worker_memory(&Heartbeat { memory: None, ..hb });
+        assert_eq!((bare.level, bare.critical, bare.free_bytes), (None, false, None));
     }
 }

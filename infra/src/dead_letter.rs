@@ -3,7 +3,7 @@
 //! its one terminal reply.
 
 use crate::amqp::{message_properties, Published, Publisher};
-use crate::error::ProducerError;
+use crate::error::InfraError;
 use crate::store::{FinishWhen, Store};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use warmlane_shared::metrics as m;
@@ -21,7 +21,7 @@ pub async fn dead_letter(
     rejection: &Rejection,
     task_id: Option<&str>,
     lane: Option<&str>,
-) -> Result<(), ProducerError> {
+) -> Result<(), InfraError> {
     let mut headers = FieldTable::default();
     headers.insert(HEADER_ERROR_CODE.into(), AMQPValue::LongString(LongString::from(rejection.code.as_str())));
     headers.insert(HEADER_ERROR_REASON.into(), AMQPValue::LongString(LongString::from(rejection.reason.clone())));
@@ -37,7 +37,7 @@ pub async fn dead_letter(
     let props = message_properties(&message_id, headers);
     match publisher.publish(&topology.dead_exchange(), DEAD_KEY, &delivery.data, props).await? {
         Published::Acked => {}
-        other => return Err(ProducerError::Broker(format!("the dead queue refused a message ({other:?})"))),
+        other => return Err(InfraError::Refused(format!("the dead queue refused a message ({other:?})"))),
     }
     metrics::counter!(m::DEAD_LETTERED, m::TAG_CODE => rejection.code.as_str()).increment(1);
     tracing::warn!(task_id = task_id.unwrap_or("-"), code = rejection.code.as_str(), reason = %rejection.reason, lane = lane.unwrap_or("-"), "message moved to the dead queue");

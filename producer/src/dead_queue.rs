@@ -14,7 +14,6 @@
 //! client sees it go `pending` again; a task that is pending, processing or done is
 //! left alone (its message stays dead and is reported as skipped).
 
-use crate::amqp::header_str;
 use crate::error::ProducerError;
 use crate::producer::Producer;
 use clap::Subcommand;
@@ -22,6 +21,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::Channel;
 use serde::Serialize;
+use warmlane_infra::amqp::header_str;
+use warmlane_infra::InfraError;
 use warmlane_shared::topology::{HEADER_ERROR_CODE, HEADER_ERROR_REASON, HEADER_SOURCE_QUEUE};
 
 /// `warmlane-producer dead ...`
@@ -204,7 +205,11 @@ async fn get_batch(producer: &Producer, channel: &Channel, limit: usize) -> Resu
     let queue = producer.topology().dead_queue();
     let mut got = Vec::new();
     while got.len() < limit {
-        match channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await? {
+        match channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(InfraError::broker(format!("reading {queue}")))?
+        {
             Some(msg) => got.push(msg.delivery),
             None => break,
         }
@@ -261,14 +266,15 @@ async fn replay_one(
         ReplayPlan::Submit { reopen } => reopen,
     };
     if let (true, Some(task)) = (reopen, message.task()) {
-        let mut c = store.connection();
-        let _: () =
-            redis::pipe().del(store.keys().task(task)).del(store.keys().reply(task)).query_async(&mut c).await?;
+        store.reopen(task).await?;
     }
     match producer.submit_msgpack(&delivery.data).await {
         Ok(admission) => {
             // The new publish is confirmed: only now may the dead copy go.
-            channel.basic_ack(delivery.delivery_tag, BasicAckOptions::default()).await?;
+            channel
+                .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+                .await
+                .map_err(InfraError::broker("removing a replayed message from the dead queue"))?;
             tracing::info!(task_id = %admission.task_id, lane = %admission.lane, "dead message replayed");
             Ok(ReplayResult::Replayed { lane: admission.lane })
         }

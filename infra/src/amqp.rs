@@ -6,9 +6,8 @@
 //! [`Published::Nacked`], and a confirm lost with the connection as an error,
 //! never as accepted.
 
-use crate::backoff::Backoff;
 use crate::config::redact_url;
-use crate::error::ProducerError;
+use crate::error::{InfraError, Service};
 use deadpool_lapin::{Config, Pool, Runtime};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -18,6 +17,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use std::time::Duration;
 use tokio::sync::Mutex;
 use warmlane_shared::topology::{ArgValue, Declarations, CONTENT_TYPE};
+use warmlane_shared::{Settings, Topology};
 
 /// The broker's answer to one publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,22 +31,15 @@ pub enum Published {
 }
 
 /// Opens one connection, retrying with backoff until `give_up_after` has passed.
-pub async fn connect(url: &str, give_up_after: Duration) -> Result<Connection, ProducerError> {
-    let started = tokio::time::Instant::now();
-    let mut backoff = Backoff::reconnect();
-    loop {
-        match Connection::connect(url, ConnectionProperties::default()).await {
-            Ok(conn) => return Ok(conn),
-            Err(e) if started.elapsed() >= give_up_after => {
-                return Err(ProducerError::Connect { what: "RabbitMQ", url: redact_url(url), detail: e.to_string() })
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(url = %redact_url(url), error = %e, retry_in_ms = delay.as_millis() as u64, "RabbitMQ not reachable");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+pub async fn connect(url: &str, give_up_after: Duration) -> Result<Connection, InfraError> {
+    crate::backoff::retry("RabbitMQ", give_up_after, || async {
+        Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| InfraError::Connect {
+            service: Service::Broker,
+            url: redact_url(url),
+            source: Box::new(e),
+        })
+    })
+    .await
 }
 
 /// Converts plain queue arguments to an AMQP table.
@@ -65,7 +58,7 @@ pub fn field_table(args: &[(&'static str, ArgValue)]) -> FieldTable {
 
 /// Declares every exchange, queue and binding; idempotent. A queue that exists with
 /// other arguments fails with PRECONDITION_FAILED, reported with the queue's name.
-pub async fn declare(channel: &Channel, decl: &Declarations) -> Result<(), ProducerError> {
+pub async fn declare(channel: &Channel, decl: &Declarations) -> Result<(), InfraError> {
     for ex in &decl.exchanges {
         channel
             .exchange_declare(
@@ -75,18 +68,16 @@ pub async fn declare(channel: &Channel, decl: &Declarations) -> Result<(), Produ
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| ProducerError::Broker(format!("declaring exchange {}: {e}", ex.name)))?;
+            .map_err(InfraError::broker(format!("declaring exchange {}", ex.name)))?;
     }
     for q in &decl.queues {
         channel
             .queue_declare(q.name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, field_table(&q.args))
             .await
-            .map_err(|e| {
-                ProducerError::Broker(format!(
-                    "declaring queue {}: {e} (a queue declared earlier with other arguments must be deleted or the old settings kept)",
-                    q.name
-                ))
-            })?;
+            .map_err(InfraError::broker(format!(
+                "declaring queue {} (a queue declared earlier with other arguments must be deleted or the old settings kept)",
+                q.name
+            )))?;
     }
     for b in &decl.bindings {
         channel
@@ -98,7 +89,7 @@ pub async fn declare(channel: &Channel, decl: &Declarations) -> Result<(), Produ
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| ProducerError::Broker(format!("binding {} to {}: {e}", b.queue, b.exchange)))?;
+            .map_err(InfraError::broker(format!("binding {} to {}", b.queue, b.exchange)))?;
     }
     Ok(())
 }
@@ -129,7 +120,7 @@ pub async fn publish(
     routing_key: &str,
     body: &[u8],
     properties: BasicProperties,
-) -> Result<Published, ProducerError> {
+) -> Result<Published, InfraError> {
     // An error before the frames are written means nothing was queued; after that,
     // only the confirm can tell, and without it the outcome is unknown.
     let pending = {
@@ -142,15 +133,16 @@ pub async fn publish(
                 body,
                 properties,
             )
-            .await?
+            .await
+            .map_err(InfraError::broker("publishing"))?
     };
-    let confirm = pending.await.map_err(|e| ProducerError::Unconfirmed(e.to_string()))?;
+    let confirm = pending.await.map_err(InfraError::Unconfirmed)?;
     Ok(match confirm {
         lapin::Confirmation::Ack(Some(_)) => Published::Returned,
         lapin::Confirmation::Ack(None) => Published::Acked,
         lapin::Confirmation::Nack(_) => Published::Nacked,
         lapin::Confirmation::NotRequested => {
-            return Err(ProducerError::Broker("publish on a channel without confirms".into()))
+            return Err(InfraError::Refused("publish on a channel without confirms".into()))
         }
     })
 }
@@ -197,16 +189,16 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher for `url`; connects lazily.
-    pub fn new(url: &str) -> Result<Publisher, ProducerError> {
+    pub fn new(url: &str) -> Result<Publisher, InfraError> {
         let pool = Config { url: Some(url.to_string()), pool: None }
             .create_pool(ConnectionProperties::default, Runtime::Tokio1)
-            .map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: redact_url(url), detail: e.to_string() })?;
+            .map_err(|e| InfraError::Connect { service: Service::Broker, url: redact_url(url), source: Box::new(e) })?;
         let home = tokio::runtime::Handle::try_current().ok();
         Ok(Publisher { pool, home, cached: Mutex::new(None), order: Mutex::new(()), url: redact_url(url) })
     }
 
     /// The confirm channel, opening one when there is none or it closed.
-    pub async fn channel(&self) -> Result<Channel, ProducerError> {
+    pub async fn channel(&self) -> Result<Channel, InfraError> {
         let mut cached = self.cached.lock().await;
         if let Some((conn, channel)) = cached.as_ref() {
             if conn.status().connected() && channel.status().connected() {
@@ -215,8 +207,11 @@ impl Publisher {
         }
         *cached = None;
         let conn = self.pooled().await?;
-        let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let channel = conn.create_channel().await.map_err(InfraError::broker("opening a channel"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(InfraError::broker("enabling confirms"))?;
         *cached = Some((conn, channel.clone()));
         Ok(channel)
     }
@@ -228,7 +223,7 @@ impl Publisher {
         key: &str,
         body: &[u8],
         props: BasicProperties,
-    ) -> Result<Published, ProducerError> {
+    ) -> Result<Published, InfraError> {
         let channel = self.channel().await?;
         let result = publish(&channel, &self.order, exchange, key, body, props).await;
         if result.is_err() {
@@ -238,7 +233,7 @@ impl Publisher {
     }
 
     /// Declares the topology on the publisher's channel.
-    pub async fn declare(&self, decl: &Declarations) -> Result<(), ProducerError> {
+    pub async fn declare(&self, decl: &Declarations) -> Result<(), InfraError> {
         let channel = self.channel().await?;
         let result = declare(&channel, decl).await;
         if result.is_err() {
@@ -247,22 +242,24 @@ impl Publisher {
         result
     }
 
-    async fn pooled(&self) -> Result<deadpool_lapin::Object, ProducerError> {
+    async fn pooled(&self) -> Result<deadpool_lapin::Object, InfraError> {
         let pool = self.pool.clone();
+        let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| InfraError::Connect {
+            service: Service::Broker,
+            url: self.url.clone(),
+            source,
+        };
         let got = match &self.home {
-            Some(home) => home
-                .spawn(async move { pool.get().await })
-                .await
-                .map_err(|e| ProducerError::Broker(format!("connecting: {e}")))?,
+            Some(home) => home.spawn(async move { pool.get().await }).await.map_err(|e| connect_err(Box::new(e)))?,
             None => pool.get().await,
         };
-        got.map_err(|e| ProducerError::Connect { what: "RabbitMQ", url: self.url.clone(), detail: e.to_string() })
+        got.map_err(|e| connect_err(Box::new(e)))
     }
 
     /// A fresh channel without confirms on the pooled connection, for passive checks.
-    pub async fn channel_plain(&self) -> Result<Channel, ProducerError> {
+    pub async fn channel_plain(&self) -> Result<Channel, InfraError> {
         let conn = self.pooled().await?;
-        Ok(conn.create_channel().await?)
+        conn.create_channel().await.map_err(InfraError::broker("opening a channel"))
     }
 
     /// Whether the broker answers now (for readiness probes).
@@ -272,7 +269,7 @@ impl Publisher {
 }
 
 /// Ready messages in one queue (a passive declare); `None` when the queue does not exist.
-pub async fn queue_depth(publisher: &Publisher, queue: &str) -> Result<Option<u32>, ProducerError> {
+pub async fn queue_depth(publisher: &Publisher, queue: &str) -> Result<Option<u32>, InfraError> {
     // A passive declare of a missing queue closes the channel, so each check gets a fresh one.
     let channel = publisher.channel_plain().await?;
     let depth = channel
@@ -284,16 +281,18 @@ pub async fn queue_depth(publisher: &Publisher, queue: &str) -> Result<Option<u3
     Ok(depth)
 }
 
-/// Ready-message counts of the lane and degraded queues.
+/// Ready-message counts of the lane and degraded queues, by queue name; a queue that
+/// does not exist yet is left out.
 pub async fn queue_depths(
-    producer: &crate::producer::Producer,
-) -> Result<std::collections::HashMap<String, u32>, ProducerError> {
-    let topo = producer.topology();
-    let mut names: Vec<String> = producer.settings().lane_models().map(|m| topo.lane_queue(m)).collect();
-    names.push(topo.degraded_queue());
+    publisher: &Publisher,
+    topology: &Topology,
+    settings: &Settings,
+) -> Result<std::collections::HashMap<String, u32>, InfraError> {
+    let mut names: Vec<String> = settings.lane_models().map(|m| topology.lane_queue(m)).collect();
+    names.push(topology.degraded_queue());
     let mut depths = std::collections::HashMap::new();
     for name in names {
-        if let Some(depth) = queue_depth(producer.publisher(), &name).await? {
+        if let Some(depth) = queue_depth(publisher, &name).await? {
             depths.insert(name, depth);
         }
     }

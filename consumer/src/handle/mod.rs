@@ -1,0 +1,133 @@
+//! One delivery, from bytes to exactly one terminal reply and an ack.
+//!
+//! [`plan`] decides (pure, table-tested); [`handle`] performs the decision: a claim
+//! in Redis when the plan asks for one, then the action, then the ack. The ack
+//! comes only after the outcome is recorded, so a crash before it means a
+//! redelivery, never a lost request; an error means Redis or the broker failed
+//! before that, and the caller requeues the delivery.
+
+pub mod plan;
+
+use crate::ctx::Ctx;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::Channel;
+use plan::{Action, DeadWhy, Facts, Step};
+use warmlane_infra::amqp::message_properties;
+use warmlane_infra::dead_letter::dead_letter;
+use warmlane_infra::store::FinishWhen;
+use warmlane_infra::{InfraError, Published, Report};
+use warmlane_shared::error::reason;
+use warmlane_shared::metrics as m;
+use warmlane_shared::settings::DEGRADED_LANE;
+use warmlane_shared::{now_ms, Rejection, Reply, ReplyStatus, Timings, ValidRequest, WorkerState};
+
+/// Handles one delivery and acks it.
+pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result<(), InfraError> {
+    let facts = Facts::read(delivery, &ctx.settings);
+    let action = match plan::plan(&facts, &ctx.lane, &ctx.settings, now_ms()) {
+        Step::Do(action) => action,
+        Step::Claim { req, by } => {
+            let started = ctx.store.start_as(req, &ctx.lane, &ctx.worker_id, by).await?;
+            plan::after_claim(req, started, &ctx.settings, now_ms())
+        }
+    };
+    perform(ctx, delivery, action).await?;
+    // On the channel itself, from this thread: lapin's `Acker` would route the ack
+    // through a task on the connection's (background) runtime, a wake-up per task.
+    channel
+        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+        .await
+        .map_err(InfraError::broker("acking a delivery"))
+}
+
+async fn perform(ctx: &Ctx, delivery: &Delivery, action: Action<'_>) -> Result<(), InfraError> {
+    match action {
+        Action::DeadLetter { rejection, reply_to, why } => {
+            if why == DeadWhy::Invalid {
+                metrics::counter!(m::VALIDATION_REJECTIONS, m::TAG_CODE => rejection.code.as_str(), m::TAG_REASON => rejection.reason.clone()).increment(1);
+            }
+            let (publisher, lane) = (&ctx.publisher, Some(ctx.lane.as_str()));
+            dead_letter(publisher, &ctx.store, &ctx.topology, delivery, &rejection, reply_to.as_deref(), lane).await
+        }
+        Action::Forward(req) => forward(ctx, delivery, req).await,
+        Action::WaitTimeout { req, waited_ms } => {
+            let rejection = Rejection::wait_timeout(waited_ms, ctx.settings.degraded.max_wait_ms);
+            let timings = Timings { queued_ms: Some(queued_ms(req)), inference_ms: None };
+            let reply = Reply::coded(&req.task_id, ReplyStatus::Failed, Some(DEGRADED_LANE), &rejection, timings);
+            if ctx.store.finish(&reply, FinishWhen::NotTerminal).await? {
+                metrics::counter!(m::WAIT_TIMEOUT_DROPS).increment(1);
+                metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => reason::WAIT_TIMEOUT).increment(1);
+                tracing::warn!(task_id = %req.task_id, waited_ms, "delivered past the degraded wait: queue_overloaded/wait_timeout");
+            }
+            Ok(())
+        }
+        Action::AlreadyAnswered(req) => {
+            tracing::info!(task_id = %req.task_id, "redelivered task already has its reply; acking");
+            Ok(())
+        }
+        Action::Run { req, unclaimed, started_at_ms } => run(ctx, req, unclaimed, started_at_ms).await,
+    }
+}
+
+/// Runs the engine and writes the terminal reply.
+async fn run(ctx: &Ctx, req: &ValidRequest, unclaimed: bool, started_at_ms: u64) -> Result<(), InfraError> {
+    let queued = queued_ms(req);
+    metrics::histogram!(m::QUEUE_WAIT_MS, m::TAG_LANE => ctx.lane.clone()).record(queued as f64);
+    tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, queued_ms = queued, "processing");
+    ctx.set_state(WorkerState::Busy);
+    if unclaimed {
+        ctx.claims.arm(req, started_at_ms);
+    }
+    let result = crate::infer::infer(ctx, req).await;
+    if unclaimed {
+        ctx.claims.disarm();
+    }
+    ctx.set_state(WorkerState::Warm);
+    let reply = plan::run_reply(req, &ctx.lane, &result, queued);
+    if unclaimed {
+        ctx.store.finish_first_delivery(&reply, &ctx.worker_id, started_at_ms).await?;
+    } else {
+        ctx.store.finish(&reply, FinishWhen::NotTerminal).await?;
+    }
+    let (outcome, code) = match &result {
+        Ok(out) => {
+            metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone())
+                .record(out.inference_ms as f64);
+            ("done", "none")
+        }
+        Err(f) => ("failed", f.code.as_str()),
+    };
+    metrics::counter!(m::TASKS_FINISHED, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone(), m::TAG_OUTCOME => outcome, m::TAG_CODE => code).increment(1);
+    ctx.status().tasks += 1;
+    tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, outcome, code, "task finished");
+    Ok(())
+}
+
+fn queued_ms(req: &ValidRequest) -> u64 {
+    req.submitted_at_ms.map(|t| now_ms().saturating_sub(t)).unwrap_or(0)
+}
+
+/// Returns a delivery to its queue after an infrastructure failure.
+pub async fn requeue(delivery: &Delivery) {
+    if let Err(e) = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await {
+        tracing::warn!(error = %Report(&e), "nack failed; the broker redelivers after the channel closes");
+    }
+}
+
+/// A lane worker got a request for another model (a publisher used the wrong
+/// routing key): send it to the right lane, or to the dead queue when there is none.
+async fn forward(ctx: &Ctx, delivery: &Delivery, req: &ValidRequest) -> Result<(), InfraError> {
+    let props = message_properties(&req.task_id, Default::default());
+    let answer = ctx.publisher.publish(&ctx.topology.lanes_exchange(), &req.model, &delivery.data, props).await?;
+    if answer == Published::Acked {
+        tracing::info!(task_id = %req.task_id, from = %ctx.lane, to = %req.model, "forwarded a request to its model's lane");
+        return Ok(());
+    }
+    let rejection = Rejection::invalid(
+        "model",
+        format!("model `{}` was published to lane `{}` and has no lane of its own", req.model, ctx.lane),
+    );
+    dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &rejection, Some(&req.task_id), Some(&ctx.lane))
+        .await
+}

@@ -1,0 +1,179 @@
+//! [`InfraError`]: what can go wrong talking to RabbitMQ or Redis, with its cause
+//! kept as the error's source and classifiers for the caller's next move, in the
+//! manner of lapin's `can_be_recovered`.
+
+use std::error::Error;
+use std::fmt;
+
+/// The backing service a failure belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// RabbitMQ.
+    Broker,
+    /// Redis.
+    Redis,
+}
+
+impl Service {
+    /// The name used in logs and in the HTTP `reason` (`broker`, `redis`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Broker => "broker",
+            Service::Redis => "redis",
+        }
+    }
+
+    fn product(self) -> &'static str {
+        match self {
+            Service::Broker => "RabbitMQ",
+            Service::Redis => "Redis",
+        }
+    }
+}
+
+/// A failure of the broker or Redis. The message names the operation; the cause is
+/// the [`Error::source`] (print the whole chain with [`Report`]).
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    /// A broker operation failed. From a publish: the message was not handed to the broker.
+    #[error("broker: {what}")]
+    Broker {
+        /// The operation (`publishing`, `declaring queue x`, `acking`, ...).
+        what: String,
+        /// lapin's error.
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker answered, but not as the operation needs (a refused dead letter,
+    /// a channel without confirms).
+    #[error("broker: {0}")]
+    Refused(String),
+    /// A publish was written but its confirm never came (the connection dropped
+    /// meanwhile): the message may or may not be queued. Never reported as accepted.
+    #[error("the broker did not confirm the publish")]
+    Unconfirmed(#[source] lapin::Error),
+    /// A Redis command failed.
+    #[error("redis")]
+    Redis(#[from] redis::RedisError),
+    /// Connecting failed (at start, or a pooled connection could not be opened).
+    #[error("cannot connect to {} at {url}", .service.product())]
+    Connect {
+        /// Which service.
+        service: Service,
+        /// The URL, password redacted.
+        url: String,
+        /// The client's error (or a timeout).
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
+    },
+    /// Redis holds a value this version cannot read.
+    #[error("undecodable {what} in Redis")]
+    Corrupt {
+        /// What was read.
+        what: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
+    },
+}
+
+impl InfraError {
+    /// A broker failure during `what`.
+    pub fn broker(what: impl Into<String>) -> impl FnOnce(lapin::Error) -> InfraError {
+        let what = what.into();
+        move |source| InfraError::Broker { what, source }
+    }
+
+    /// The service that failed.
+    pub fn service(&self) -> Service {
+        match self {
+            InfraError::Broker { .. } | InfraError::Refused(_) | InfraError::Unconfirmed(_) => Service::Broker,
+            InfraError::Redis(_) | InfraError::Corrupt { .. } => Service::Redis,
+            InfraError::Connect { service, .. } => *service,
+        }
+    }
+
+    /// Whether trying the same operation again later may succeed: the connection
+    /// failed or timed out. A refusal, a protocol error on a declaration (a queue
+    /// declared with other arguments) or an unreadable value will fail the same way.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            InfraError::Broker { source, .. } => !source.is_amqp_soft_error(),
+            InfraError::Unconfirmed(_) | InfraError::Connect { .. } => true,
+            InfraError::Redis(e) => e.is_io_error() || e.is_timeout() || e.is_connection_dropped(),
+            InfraError::Refused(_) | InfraError::Corrupt { .. } => false,
+        }
+    }
+
+    /// Whether a publish that failed this way certainly left nothing queued, so its
+    /// admission may be undone. An unconfirmed publish may have been queued.
+    pub fn is_unpublished(&self) -> bool {
+        matches!(self, InfraError::Broker { .. } | InfraError::Refused(_) | InfraError::Connect { .. })
+    }
+}
+
+/// Displays an error with its whole chain of sources, `a: b: c`, for logs and CLI
+/// messages (an error's own message leaves its source out).
+pub struct Report<'a>(pub &'a (dyn Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            // Some clients repeat their source in their own message; print it once.
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> redis::RedisError {
+        redis::RedisError::from(std::io::Error::new(kind, "gone"))
+    }
+
+    #[test]
+    fn the_chain_is_kept_and_classified() {
+        let e = InfraError::Redis(io(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(e.service(), Service::Redis);
+        assert!(e.is_retryable() && !e.is_unpublished());
+        assert!(e.source().is_some(), "the cause is the source");
+        assert!(Report(&e).to_string().starts_with("redis: "), "{}", Report(&e));
+
+        let connect = InfraError::Connect {
+            service: Service::Broker,
+            url: "amqp://guest:***@h/".into(),
+            source: "connection refused".into(),
+        };
+        assert_eq!(
+            Report(&connect).to_string(),
+            "cannot connect to RabbitMQ at amqp://guest:***@h/: connection refused"
+        );
+        assert!(connect.is_retryable() && connect.is_unpublished());
+
+        let refused = InfraError::Refused("the dead queue refused a message".into());
+        assert!(!refused.is_retryable() && refused.is_unpublished());
+        let corrupt = InfraError::Corrupt { what: "reply", source: "bad msgpack".into() };
+        assert!(!corrupt.is_retryable());
+        assert_eq!(corrupt.service(), Service::Redis);
+    }
+
+    #[test]
+    fn a_report_prints_a_repeated_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: inner")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(Report(&e).to_string(), "outer: inner");
+    }
+}

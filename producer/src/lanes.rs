@@ -1,0 +1,149 @@
+//! The fleet's lanes as operators see them: readiness, warm workers, queue depth,
+//! the disabled flag and an active fallback per model, and the degraded queue.
+//! One typed answer serves `warmlane-producer lanes`, `GET /lanes` and the dashboard.
+
+use crate::producer::Producer;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use warmlane_infra::InfraError;
+use warmlane_shared::settings::DEGRADED_LANE;
+use warmlane_shared::{now_ms, route, FallbackCause, Heartbeat, Route, Settings};
+
+/// How many of the earliest deadlines to inspect for the degraded queue's oldest task.
+const OLDEST_SCAN: usize = 64;
+
+/// Every lane, the degraded queue and the live workers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LanesStatus {
+    /// Per model, in name order.
+    pub lanes: BTreeMap<String, LaneStatus>,
+    /// The degraded queue and its workers.
+    pub degraded: DegradedStatus,
+    /// Every live worker's last heartbeat.
+    #[schema(value_type = Vec<Object>)]
+    pub workers: Vec<Heartbeat>,
+}
+
+/// One model's lane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LaneStatus {
+    /// Whether routing sends the model's requests to its lane now.
+    pub ready: bool,
+    /// Whether the model has a lane of its own.
+    pub dedicated: bool,
+    /// Workers with a fresh heartbeat and the model warm.
+    pub warm_workers: u32,
+    /// Ready messages in the lane queue (null when unknown or no lane).
+    pub queue_depth: Option<u32>,
+    /// Model loads of the lane's workers so far.
+    pub cold_starts: u64,
+    /// Set while an operator (or the platform) keeps the lane out of routing.
+    pub disabled: Option<Disabled>,
+    /// Set while the model's requests go degraded.
+    pub fallback: Option<Fallback>,
+}
+
+/// The disabled flag of a lane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Disabled {
+    /// `manual` or `quota`.
+    #[schema(value_type = String)]
+    pub cause: FallbackCause,
+    /// Since when, unix ms.
+    pub since_ms: u64,
+    /// The operator's note.
+    pub note: String,
+}
+
+/// An active fallback of a lane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Fallback {
+    /// Always true (the field is absent when no fallback is active).
+    pub active: bool,
+    /// The latest cause.
+    #[schema(value_type = String)]
+    pub cause: FallbackCause,
+    /// Since when, unix ms.
+    pub since_ms: u64,
+    /// For how long so far.
+    pub for_ms: u64,
+}
+
+/// The degraded queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DegradedStatus {
+    /// Ready messages (null when unknown).
+    pub queue_depth: Option<u32>,
+    /// Its length limit.
+    pub max_depth: u32,
+    /// Longest a request may wait in it.
+    pub max_wait_ms: u64,
+    /// Degraded workers alive.
+    pub workers: usize,
+    /// Model loads of the degraded workers so far.
+    pub cold_starts: u64,
+    /// Wait of the oldest task still pending in the degraded queue (null when none).
+    pub oldest_wait_ms: Option<u64>,
+}
+
+/// Reads every lane's status. Queue depths are left unknown when the broker does
+/// not answer; Redis failures fail the whole read.
+pub async fn status(producer: &Producer) -> Result<LanesStatus, InfraError> {
+    let (settings, store, topology) = (producer.settings(), producer.store(), producer.topology());
+    let workers = store.workers().await?;
+    let depths = warmlane_infra::amqp::queue_depths(producer.publisher(), topology, settings).await.unwrap_or_default();
+    let mut lanes = BTreeMap::new();
+    for (model, m) in &settings.models {
+        let health = store.lane_health(model, m.dedicated_lane, settings.lanes.heartbeat_ttl_ms).await?;
+        let disabled = store.lane_disabled(model).await?;
+        let fallback = store.fallback(model).await?;
+        let status = LaneStatus {
+            ready: route(&health) == Route::Lane,
+            dedicated: m.dedicated_lane,
+            warm_workers: health.warm_workers,
+            queue_depth: depths.get(&topology.lane_queue(model)).copied(),
+            cold_starts: store.loads(model).await?,
+            disabled: disabled.map(|d| Disabled { cause: d.cause, since_ms: d.since_ms, note: d.note }),
+            fallback: fallback.map(|f| Fallback {
+                active: true,
+                cause: f.cause,
+                since_ms: f.since_ms,
+                for_ms: now_ms().saturating_sub(f.since_ms),
+            }),
+        };
+        lanes.insert(model.clone(), status);
+    }
+    let oldest = store.earliest_pending_on(DEGRADED_LANE, OLDEST_SCAN).await?;
+    let degraded = DegradedStatus {
+        queue_depth: depths.get(&topology.degraded_queue()).copied(),
+        max_depth: settings.degraded.max_depth,
+        max_wait_ms: settings.degraded.max_wait_ms,
+        workers: workers.iter().filter(|w| w.lane == DEGRADED_LANE).count(),
+        cold_starts: store.loads(DEGRADED_LANE).await?,
+        oldest_wait_ms: oldest.map(|deadline| degraded_wait_ms(deadline, now_ms(), settings)),
+    };
+    Ok(LanesStatus { lanes, degraded, workers })
+}
+
+/// Pure: how long a degraded task with this deadline has waited at `now` (a degraded
+/// task's deadline is its entry time plus the degraded wait and grace).
+pub fn degraded_wait_ms(deadline_ms: u64, now: u64, settings: &Settings) -> u64 {
+    let entered = deadline_ms.saturating_sub(settings.degraded.max_wait_ms + settings.degraded.expiry_grace_ms);
+    now.saturating_sub(entered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn degraded_wait_counts_from_entry() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../inference_settings.json");
+        let s = Settings::load(std::path::Path::new(path)).unwrap();
+        let entered = 1_000_000;
+        let deadline = entered + s.degraded.max_wait_ms + s.degraded.expiry_grace_ms;
+        assert_eq!(degraded_wait_ms(deadline, entered + 1234, &s), 1234);
+        assert_eq!(degraded_wait_ms(deadline, entered - 5, &s), 0);
+    }
+}
