@@ -13,7 +13,7 @@ use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use warmlane_engine::rng::Pcg32;
-use warmlane_engine::{tokenizer, Job, LoadOptions, Pipeline, PipelineSettings, Runtime};
+use warmlane_engine::{tokenizer, Generation, Job, LoadOptions, Pipeline, PipelineSettings, Runtime};
 
 fn main() {
     if let Err(error) = run(std::env::args().skip(1).collect()) {
@@ -55,33 +55,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let runtime = Runtime::init().map_err(|e| e.to_string())?;
     println!("runtime init (dlopen + env):        {:>9.2} ms  ({})", ms(t.elapsed()), runtime.library().display());
 
-    // Session load: engine (three components, measured) vs bare ort (denoiser only).
-    // Every file is read once first, so both loads find it in the page cache and
-    // neither pays the disk read the other skips.
-    let dir = settings.dir_path(&root);
-    let mut cached = 0usize;
-    for file in [&settings.text_encoder.file, &settings.denoiser.file, &settings.vae_decoder.file] {
-        cached += std::fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))?.len();
-    }
-    println!("page cache warmed:                  {cached:>9} B read before timing loads");
-    let t = Instant::now();
-    let mut pipeline = Pipeline::load(&model, &settings, &root, &LoadOptions::default()).map_err(|e| e.to_string())?;
-    println!("engine Pipeline::load (3 sessions): {:>9.2} ms", ms(t.elapsed()));
-    for c in pipeline.memory().components {
-        println!(
-            "  {:<13} load {:>5} ms  rss {:>+9} B  file {:>9} B",
-            c.role.as_str(),
-            c.load_ms,
-            c.rss_bytes,
-            c.file_bytes
-        );
-    }
-    let denoiser_path = settings.dir_path(&root).join(&settings.denoiser.file);
-    let t = Instant::now();
-    let mut direct = Session::builder(runtime.environment())
-        .and_then(|mut b| b.commit_from_file(&denoiser_path))
-        .map_err(|e| e.to_string())?;
-    println!("bare ort denoiser commit_from_file: {:>9.2} ms", ms(t.elapsed()));
+    let (mut pipeline, mut direct) = compare_loads(runtime, &model, &settings, &root)?;
 
     // Engine: per-step time from the progress callback (cfg 1.0: one denoiser run per step).
     pipeline.warm_up().map_err(|e| e.to_string())?;
@@ -100,30 +74,106 @@ fn run(args: Vec<String>) -> Result<(), String> {
         timeout: Duration::from_secs(600),
         out_dir: out.clone(),
     };
-    // Bare ort: the same denoiser inputs (same latent shape, timestep, text embedding), same run count.
-    let lat_shape =
-        [1_usize, settings.latent_channels as usize, frames as usize, height as usize / 8, width as usize / 8];
-    let latent = Pcg32::new(1).normals(lat_shape.iter().product());
-    let ids = tokenizer::encode(&job.prompt, settings.max_tokens as usize, settings.vocab_size);
-    let mut text_session = Session::builder(runtime.environment())
-        .and_then(|mut b| b.commit_from_file(settings.dir_path(&root).join(&settings.text_encoder.file)))
+    let inputs = BareInputs::prepare(runtime, &settings, &root, &job)?;
+    let mut timings = time_rounds(&mut pipeline, &mut direct, &job, &inputs, runs)?;
+    match std::env::var_os("ENGINE_BENCH_KEEP") {
+        Some(_) => println!("outputs kept in {}", out.display()),
+        None => {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
+    report(&model, &inputs.lat_shape, runs, &mut timings);
+    Ok(())
+}
+
+/// Session load: engine (three components, measured) vs bare ort (denoiser only).
+/// Returns the loaded pipeline and the bare denoiser session.
+fn compare_loads(
+    runtime: &Runtime,
+    model: &str,
+    settings: &PipelineSettings,
+    root: &Path,
+) -> Result<(Pipeline, Session), String> {
+    // Every file is read once first, so both loads find it in the page cache and
+    // neither pays the disk read the other skips.
+    let dir = settings.dir_path(root);
+    let mut cached = 0usize;
+    for file in [&settings.text_encoder.file, &settings.denoiser.file, &settings.vae_decoder.file] {
+        cached += std::fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))?.len();
+    }
+    println!("page cache warmed:                  {cached:>9} B read before timing loads");
+    let t = Instant::now();
+    let pipeline = Pipeline::load(model, settings, root, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    println!("engine Pipeline::load (3 sessions): {:>9.2} ms", ms(t.elapsed()));
+    for c in pipeline.memory().components {
+        println!(
+            "  {:<13} load {:>5} ms  rss {:>+9} B  file {:>9} B",
+            c.role.as_str(),
+            c.load_ms,
+            c.rss_bytes,
+            c.file_bytes
+        );
+    }
+    let denoiser_path = settings.dir_path(root).join(&settings.denoiser.file);
+    let t = Instant::now();
+    let direct = Session::builder(runtime.environment())
+        .and_then(|mut b| b.commit_from_file(&denoiser_path))
         .map_err(|e| e.to_string())?;
-    let (text_shape, text) = {
-        let ids_in = TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| e.to_string())?;
-        let out = text_session.run(ort::inputs!["input_ids" => ids_in]).map_err(|e| e.to_string())?;
-        let (shape, data) = out["text_embeds"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
-        (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), data.to_vec())
-    };
-    // Rounds alternate engine and bare so background load hits both alike; the first
-    // round of each is a warm-up and is not counted.
-    let mut engine_steps = Vec::new();
-    let mut direct_runs = Vec::new();
-    let mut generations = Vec::new();
+    println!("bare ort denoiser commit_from_file: {:>9.2} ms", ms(t.elapsed()));
+    Ok((pipeline, direct))
+}
+
+/// The bare denoiser's inputs: the same latent shape, timestep and text embedding as the engine's.
+struct BareInputs {
+    lat_shape: [usize; 5],
+    latent: Vec<f32>,
+    text_shape: Vec<usize>,
+    text: Vec<f32>,
+}
+
+impl BareInputs {
+    /// Draws the latent and runs the text encoder once on `job`'s prompt.
+    fn prepare(runtime: &Runtime, settings: &PipelineSettings, root: &Path, job: &Job) -> Result<BareInputs, String> {
+        let (frames, height, width) = (job.frames, job.height, job.width);
+        let lat_shape =
+            [1_usize, settings.latent_channels as usize, frames as usize, height as usize / 8, width as usize / 8];
+        let latent = Pcg32::new(1).normals(lat_shape.iter().product());
+        let ids = tokenizer::encode(&job.prompt, settings.max_tokens as usize, settings.vocab_size);
+        let mut text_session = Session::builder(runtime.environment())
+            .and_then(|mut b| b.commit_from_file(settings.dir_path(root).join(&settings.text_encoder.file)))
+            .map_err(|e| e.to_string())?;
+        let (text_shape, text) = {
+            let ids_in = TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| e.to_string())?;
+            let out = text_session.run(ort::inputs!["input_ids" => ids_in]).map_err(|e| e.to_string())?;
+            let (shape, data) = out["text_embeds"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+            (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), data.to_vec())
+        };
+        Ok(BareInputs { lat_shape, latent, text_shape, text })
+    }
+}
+
+/// What the timing rounds measured (warm-up rounds left out).
+struct Timings {
+    engine_steps: Vec<Duration>,
+    direct_runs: Vec<Duration>,
+    last_generation: Option<Generation>,
+}
+
+/// Rounds alternate engine and bare so background load hits both alike; the first
+/// round of each is a warm-up and is not counted.
+fn time_rounds(
+    pipeline: &mut Pipeline,
+    direct: &mut Session,
+    job: &Job,
+    inputs: &BareInputs,
+    runs: u32,
+) -> Result<Timings, String> {
+    let mut timings = Timings { engine_steps: Vec::new(), direct_runs: Vec::new(), last_generation: None };
     for round in 0..ROUNDS {
         let mut last = None::<Instant>;
         let mut intervals = Vec::new();
         let generation = pipeline
-            .generate(&job, &mut |_, _| {
+            .generate(job, &mut |_, _| {
                 let now = Instant::now();
                 if let Some(prev) = last {
                     intervals.push(now - prev);
@@ -131,35 +181,37 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 last = Some(now);
             })
             .map_err(|e| e.to_string())?;
-        generations.push(generation);
+        timings.last_generation = Some(generation);
         for i in 0..runs {
             let t = Instant::now();
-            let l = TensorRef::from_array_view((lat_shape, &latent[..])).map_err(|e| e.to_string())?;
-            let ts = [1000.0 * (1.0 - i as f32 / runs as f32)];
-            let tt = TensorRef::from_array_view(([1], &ts[..])).map_err(|e| e.to_string())?;
-            let te = TensorRef::from_array_view((text_shape.clone(), &text[..])).map_err(|e| e.to_string())?;
-            let out = direct
-                .run(ort::inputs!["latent" => l, "timestep" => tt, "text_embeds" => te])
-                .map_err(|e| e.to_string())?;
-            let (_, v) = out["velocity"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
-            std::hint::black_box(v);
+            bare_denoiser_run(direct, inputs, i, runs)?;
             if round > 0 {
-                direct_runs.push(t.elapsed());
+                timings.direct_runs.push(t.elapsed());
             }
         }
         if round > 0 {
-            engine_steps.extend(intervals);
+            timings.engine_steps.extend(intervals);
         }
     }
-    match std::env::var_os("ENGINE_BENCH_KEEP") {
-        Some(_) => println!("outputs kept in {}", out.display()),
-        None => {
-            let _ = std::fs::remove_dir_all(&out);
-        }
-    }
+    Ok(timings)
+}
 
-    let engine_ms = median_ms(&mut engine_steps);
-    let direct_ms = median_ms(&mut direct_runs);
+/// One bare ort denoiser run, step `i` of `runs`.
+fn bare_denoiser_run(direct: &mut Session, inputs: &BareInputs, i: u32, runs: u32) -> Result<(), String> {
+    let l = TensorRef::from_array_view((inputs.lat_shape, &inputs.latent[..])).map_err(|e| e.to_string())?;
+    let ts = [1000.0 * (1.0 - i as f32 / runs as f32)];
+    let tt = TensorRef::from_array_view(([1], &ts[..])).map_err(|e| e.to_string())?;
+    let te = TensorRef::from_array_view((inputs.text_shape.clone(), &inputs.text[..])).map_err(|e| e.to_string())?;
+    let out =
+        direct.run(ort::inputs!["latent" => l, "timestep" => tt, "text_embeds" => te]).map_err(|e| e.to_string())?;
+    let (_, v) = out["velocity"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+    std::hint::black_box(v);
+    Ok(())
+}
+
+fn report(model: &str, lat_shape: &[usize; 5], runs: u32, timings: &mut Timings) {
+    let engine_ms = median_ms(&mut timings.engine_steps);
+    let direct_ms = median_ms(&mut timings.direct_runs);
     println!(
         "workload: {model}, latent {lat_shape:?}, {} rounds of ({} engine steps, {} bare runs)",
         ROUNDS - 1,
@@ -173,7 +225,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         engine_ms - direct_ms,
         100.0 * (engine_ms - direct_ms) / direct_ms
     );
-    if let Some(g) = generations.last() {
+    if let Some(g) = &timings.last_generation {
         println!(
             "last generation: total {} ms = encode {:.2} + denoise {:.2} + decode {:.2} + gif/json write {:.2} ms; {} frames {}x{}, {} B",
             g.inference_ms, g.timings.encode_us as f64 / 1e3, g.timings.denoise_us as f64 / 1e3,
@@ -185,7 +237,6 @@ fn run(args: Vec<String>) -> Result<(), String> {
             g.memory.before.rss, g.memory.after_run.rss, g.memory.after_cleanup.rss
         );
     }
-    Ok(())
 }
 
 fn print_host() {
