@@ -223,22 +223,23 @@ async function refreshLanes() {
   $("lanes-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
+// A component of a worker's memory snapshot (shared/src/memory.rs): `device` is
+// "gpu", "cpu" or "offloaded", `bytes` what is accounted to it now.
 function placementOf(c) {
-  if (c.loaded === false) return "released";
-  const where = String(c.device || c.location || c.provider || "").toLowerCase();
-  return !where || where === "cpu" ? "cpu" : "device";
+  if (c.device === "offloaded") return "released";
+  return c.device === "gpu" ? "device" : "cpu";
 }
 
 function pipelineList(memory) {
   const pipelines = (memory && memory.pipelines) || [];
   if (!pipelines.length) return el("div", { class: "muted" }, "no pipeline resident");
   return el("div", {}, ...pipelines.map((p) => el("div", {},
-    el("strong", {}, p.model || p.name || "pipeline"),
+    el("strong", {}, p.model),
     ...(p.components || []).map((c) => {
       const where = placementOf(c);
       const label = where === "device" ? "device" : where === "cpu" ? "CPU" : "released";
-      const size = c.device_bytes ?? c.measured_bytes ?? c.rss_bytes;
-      return el("div", { class: "placement" }, `${c.role || c.name}: `, el("span", { class: where }, label),
+      const size = c.bytes;
+      return el("div", { class: "placement" }, `${c.role}: `, el("span", { class: where }, label),
         c.placement ? ` · ${c.placement}` : "", size ? ` · ${bytes(size)}` : "");
     }))));
 }
@@ -252,7 +253,7 @@ async function refreshMemory() {
     const parts = [el("h3", {}, w.worker_id, " ", el("span", { class: "badge" }, `${w.lane} · ${w.state}`))];
     if (u === null || u === undefined) {
       parts.push(el("div", { class: "muted" }, "no memory budget reported",
-        w.memory && w.memory.process_rss_bytes ? ` · process ${bytes(w.memory.process_rss_bytes)}` : ""));
+        w.memory && w.memory.measured ? ` · process ${bytes(w.memory.measured.worker_rss_bytes)}` : ""));
     } else {
       const level = levelOf(u);
       parts.push(el("div", { class: "bar", title: `used ${bytes(w.used_bytes)} of ${bytes(w.budget_bytes)}, free ${bytes(w.free_bytes)}` },
