@@ -239,8 +239,17 @@ fn the_image_paths_the_services_use_exist_in_the_dockerfile() {
             }
         }
     }
+    // The builder image carries the toolchain rust-toolchain.toml pins (major.minor).
+    let toolchain = std::fs::read_to_string(repo_root().join("rust-toolchain.toml")).expect("rust-toolchain.toml");
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("channel = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("a pinned channel");
+    let minor: Vec<&str> = channel.split('.').take(2).collect();
+    let builder = format!("rust:{}-bookworm", minor.join("."));
     for needle in [
-        "rust:1-bookworm",
+        builder.as_str(),
         "debian:bookworm-slim",
         "ORT_DYLIB_PATH",
         "fetch-onnxruntime.sh",
