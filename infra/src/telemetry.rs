@@ -82,7 +82,7 @@ pub fn install_statsd(addr: &str, prefix: &str) -> Result<(), MetricsError> {
     let recorder = StatsdBuilder::from("", 0)
         .with_sink(QueuingMetricSink::with_capacity(sink, 10_000))
         .build((!prefix.is_empty()).then_some(prefix))
-        .map_err(|e| MetricsError::Build { addr: addr.to_string(), detail: error_chain(&e) })?;
+        .map_err(|e| MetricsError::Build { addr: addr.to_string(), detail: crate::Report(&e).to_string() })?;
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)
 }
 
@@ -152,20 +152,6 @@ impl MetricSink for ResolvingUdpSink {
         state.socket = Some((socket, v4));
         sent
     }
-}
-
-/// An error with its sources (`Metrics reporting error: failed to lookup address ...`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text = format!("{text}: {next}");
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Installs the StatsD exporter when `--statsd` is set (and not empty); returns

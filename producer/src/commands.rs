@@ -53,10 +53,8 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
         }
         Command::Disable { model, cause, note } => {
             known_lane(&settings, &model)?;
-            let cause = match FallbackCause::parse(&cause) {
-                Some(c @ (FallbackCause::Manual | FallbackCause::Quota)) => c,
-                _ => return Err(CommandError::Input(format!("--cause must be manual or quota, got `{cause}`"))),
-            };
+            let cause = FallbackCause::parse_operator(&cause)
+                .ok_or_else(|| CommandError::Input(format!("--cause must be manual or quota, got `{cause}`")))?;
             producer.store().disable_lane(&model, cause, &note).await?;
             println!("lane {model} disabled ({})", cause.as_str());
             Ok(())

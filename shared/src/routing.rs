@@ -33,6 +33,12 @@ impl FallbackCause {
     pub fn parse(s: &str) -> Option<FallbackCause> {
         [FallbackCause::Capacity, FallbackCause::Quota, FallbackCause::Manual].into_iter().find(|c| c.as_str() == s)
     }
+
+    /// Parses a cause an operator (or the platform) may set on a lane: `manual` or
+    /// `quota`. `capacity` is the fleet's own finding, never set by hand.
+    pub fn parse_operator(s: &str) -> Option<FallbackCause> {
+        FallbackCause::parse(s).filter(|c| *c != FallbackCause::Capacity)
+    }
 }
 
 /// What the producer knows about a lane when it routes.
@@ -99,5 +105,9 @@ mod tests {
         for c in [FallbackCause::Capacity, FallbackCause::Quota, FallbackCause::Manual] {
             assert_eq!(FallbackCause::parse(c.as_str()), Some(c));
         }
+        assert_eq!(FallbackCause::parse_operator("quota"), Some(FallbackCause::Quota));
+        assert_eq!(FallbackCause::parse_operator("manual"), Some(FallbackCause::Manual));
+        assert_eq!(FallbackCause::parse_operator("capacity"), None);
+        assert_eq!(FallbackCause::parse_operator("Manual"), None);
     }
 }

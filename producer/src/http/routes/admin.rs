@@ -55,11 +55,8 @@ pub fn disable_request(bytes: &[u8]) -> Result<(FallbackCause, String), ApiError
         serde_json::from_slice(bytes)
             .map_err(|e| ApiError::malformed("body", format!("the body is not a valid disable request: {e}")))?
     };
-    let cause = match req.cause.as_deref().unwrap_or("manual") {
-        "manual" => FallbackCause::Manual,
-        "quota" => FallbackCause::Quota,
-        _ => return Err(ApiError::invalid("cause", "cause must be `manual` or `quota`")),
-    };
+    let cause = FallbackCause::parse_operator(req.cause.as_deref().unwrap_or("manual"))
+        .ok_or_else(|| ApiError::invalid("cause", "cause must be `manual` or `quota`"))?;
     Ok((cause, req.note.unwrap_or_default().chars().take(500).collect()))
 }
 
