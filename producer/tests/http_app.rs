@@ -67,7 +67,7 @@ impl InMemory {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-        self.tasks.lock().unwrap().insert(req.task_id.clone(), task);
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).insert(req.task_id.clone(), task);
         Ok(Accepted { task_id: req.task_id, lane: req.model, fallback: None, submitted_at_ms: now_ms() })
     }
 

@@ -21,8 +21,8 @@
 //! - [`report`]: Markdown rendering.
 //!
 //! The `capacity-sim` binary only parses arguments and calls into these.
-#![deny(unsafe_code)]
-#![warn(unreachable_pub, missing_docs, clippy::unwrap_in_result)]
+// Workspace lints (Cargo.toml) apply; the simulation also documents every public item.
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod degraded;
