@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command (README "Tests"; .ci/run calls it):
-#   servers up, ONNX Runtime in place, everything built, every test run.
+#   formatting, structure and lints checked; servers up, ONNX Runtime in place,
+#   everything built, every test run in debug and in --release.
+# WARMLANE_TEST_THREADS sets test threads (4); WARMLANE_SKIP_RELEASE=1 skips the
+# --release pass for a quicker local run (CI never sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== format, structure (files <= 500 lines, no import circles)"
+cargo fmt --all --check
+python3 ops/check-structure.py
 
 ops/ensure-services.sh
 ops/fetch-onnxruntime.sh
@@ -24,5 +31,13 @@ $DC -f docker-compose.yml -f docker-compose.cpu.yml config -q
 echo "== build (workspace, all targets)"
 cargo build --workspace --all-targets --locked
 
+echo "== clippy (-D warnings; functions over 80 lines fail, see clippy.toml)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== tests"
 cargo test --workspace --locked -- --test-threads="${WARMLANE_TEST_THREADS:-4}"
+
+if [ "${WARMLANE_SKIP_RELEASE:-0}" != 1 ]; then
+  echo "== tests (--release)"
+  cargo test --workspace --locked --release -- --test-threads="${WARMLANE_TEST_THREADS:-4}"
+fi

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""The house rules on the shape of the code, checked in CI (ops/test.sh):
+
+- no Rust source file over 500 lines;
+- no import circle between the modules of a crate.
+
+A module's imports are the `crate::a::b` and `super::` paths in its code (comments,
+doc links included, do not count). An edge
+a -> b is lifted to the children of the two modules' nearest common ancestor, so
+`http::routes::system -> commands` counts as `http -> commands`; a module using its
+own parent or child is not an edge. Function length is clippy's job
+(`clippy::too_many_lines`, clippy.toml). Exits 1 with one line per finding.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+MAX_LINES = 500
+CRATES = ["shared", "infra", "producer", "consumer", "engine", "tests", "ops/capacity"]
+PATH = re.compile(r"\b(crate|super)((?:::[a-z_][a-z0-9_]*)+)")
+
+
+def module_of(src: Path, file: Path) -> tuple:
+    parts = list(file.relative_to(src).with_suffix("").parts)
+    if parts[-1] in ("mod", "lib", "main"):
+        parts.pop()
+    return tuple(parts)
+
+
+def edges(src: Path):
+    files = sorted(p for p in src.rglob("*.rs") if "bin" not in p.relative_to(src).parts)
+    modules = {module_of(src, f) for f in files}
+    for f in files:
+        here = module_of(src, f)
+        own = here if f.stem in ("mod", "lib", "main") else here[:-1]
+        code = "\n".join(line.split("//", 1)[0] for line in f.read_text().splitlines())
+        for kind, tail in PATH.findall(code):
+            segs = tuple(tail.split("::")[1:])
+            target = segs if kind == "crate" else own[: len(own) - 1] + segs if own else segs
+            # The longest prefix that is a module (the rest are items).
+            while target and target not in modules:
+                target = target[:-1]
+            yield here, target
+
+
+def lifted(a: tuple, b: tuple):
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    if k == len(a) or k == len(b):
+        return None  # one contains the other
+    return a[: k + 1], b[: k + 1]
+
+
+def cycles(graph: dict):
+    seen, stack, found = set(), [], []
+
+    def visit(node):
+        if node in stack:
+            found.append(stack[stack.index(node):] + [node])
+            return
+        if node in seen:
+            return
+        seen.add(node)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            visit(nxt)
+        stack.pop()
+
+    for node in sorted(graph):
+        visit(node)
+    return found
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parent.parent
+    problems = []
+    for crate in CRATES:
+        for file in sorted((root / crate).rglob("*.rs")):
+            n = sum(1 for _ in file.open())
+            if n > MAX_LINES:
+                problems.append(f"{file.relative_to(root)}: {n} lines (limit {MAX_LINES})")
+        src = root / crate / "src"
+        graph = {}
+        for a, b in edges(src):
+            pair = lifted(a, b)
+            if pair:
+                graph.setdefault(pair[0], set()).add(pair[1])
+        for cycle in cycles(graph):
+            shown = " -> ".join("::".join(m) for m in cycle)
+            problems.append(f"{crate}: import circle {shown}")
+    for p in problems:
+        print(f"check-structure: {p}")
+    if not problems:
+        print(f"check-structure: ok ({len(CRATES)} crates: files <= {MAX_LINES} lines, no import circles)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
