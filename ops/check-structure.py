@@ -2,7 +2,9 @@
 """The house rules on the shape of the code, checked in CI (ops/test.sh):
 
 - no Rust source file over 500 lines;
-- no import circle between the modules of a crate.
+- no import circle between the modules of a crate;
+- tests/README.md has a row for every FR-xxx and SC-xxx of the specification, and
+  every test it names (`path.rs` :: `name`) exists.
 
 A module's imports are the `crate::a::b` and `super::` paths in its code (comments,
 doc links included, do not count). An edge
@@ -73,6 +75,24 @@ def cycles(graph: dict):
     return found
 
 
+REQUIREMENTS = [f"FR-{n:03}" for n in range(1, 21)] + ["FR-021a", "FR-021b", "FR-021c"]
+CRITERIA = [f"SC-{n:03}" for n in range(1, 10)]
+
+
+def index_problems(root: Path) -> list:
+    text = (root / "tests/README.md").read_text()
+    found = []
+    rows = {m.group(1) for m in re.finditer(r"^\| (FR-\d+[a-z]?|SC-\d+) \|", text, re.M)}
+    found += [f"tests/README.md: no row for {i}" for i in REQUIREMENTS + CRITERIA if i not in rows]
+    for path, name in re.findall(r"`([\w/.-]+\.rs)` :: `(\w+)`", text):
+        if path == "file.rs":
+            continue
+        file = root / path
+        if not file.is_file() or not re.search(rf"fn {name}\b", file.read_text()):
+            found.append(f"tests/README.md: {path} :: {name} is not a test there")
+    return found
+
+
 def main() -> int:
     root = Path(__file__).resolve().parent.parent
     problems = []
@@ -90,10 +110,14 @@ def main() -> int:
         for cycle in cycles(graph):
             shown = " -> ".join("::".join(m) for m in cycle)
             problems.append(f"{crate}: import circle {shown}")
+    problems += index_problems(root)
     for p in problems:
         print(f"check-structure: {p}")
     if not problems:
-        print(f"check-structure: ok ({len(CRATES)} crates: files <= {MAX_LINES} lines, no import circles)")
+        print(
+            f"check-structure: ok ({len(CRATES)} crates: files <= {MAX_LINES} lines, no import circles; "
+            "tests/README.md covers every FR and SC with existing tests)"
+        )
     return 1 if problems else 0
 
 
