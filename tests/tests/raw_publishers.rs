@@ -93,12 +93,22 @@ async fn a_plain_amqp_client_gets_its_reply_and_garbage_goes_dead() {
     let typed = blpop(&format!("{p}-typed"), &p).await;
     assert_eq!((typed.code, typed.reason.as_deref()), (Some(ErrorCode::InvalidParameter), Some("steps")));
 
+    // A malformed body is answered where its publisher waits: at the task id the body
+    // still shows (here, before trailing bytes), else at the message id.
+    let mut trailing = foreign_request(&format!("{p}-trailing"));
+    trailing.extend_from_slice(b"\xc0\xc0");
+    publish("anisora", trailing, "not-this-id".into()).await;
+    for waiting in [format!("{p}-trailing"), "junk-1".to_string()] {
+        let answer = blpop(&waiting, &p).await;
+        assert_eq!((answer.status, answer.code), (ReplyStatus::Failed, Some(ErrorCode::MalformedMessage)), "{waiting}");
+    }
+
     // The worker is still up: a valid request after the garbage is served.
     let after = format!("{p}-after");
     publish("anisora", foreign_request(&after), after.clone()).await;
     assert_eq!(blpop(&after, &p).await.status, ReplyStatus::Done);
 
-    // The three bad messages wait in the dead queue with their codes.
+    // The four bad messages wait in the dead queue with their codes.
     let dead = conn.create_channel().await.unwrap();
     let mut consumer = dead
         .basic_consume(
@@ -110,7 +120,7 @@ async fn a_plain_amqp_client_gets_its_reply_and_garbage_goes_dead() {
         .await
         .unwrap();
     let mut codes = vec![];
-    for _ in 0..3 {
+    for _ in 0..4 {
         let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
             .await
             .expect("dead message")
@@ -119,7 +129,7 @@ async fn a_plain_amqp_client_gets_its_reply_and_garbage_goes_dead() {
         codes.push(warmlane_infra::amqp::header_str(&d.properties, "x-warmlane-error-code").unwrap());
     }
     codes.sort();
-    assert_eq!(codes, ["invalid_parameter", "malformed_message", "malformed_message"]);
+    assert_eq!(codes, ["invalid_parameter", "malformed_message", "malformed_message", "malformed_message"]);
     assert_eq!(fleet.depth(&fleet.topology().lane_queue("anisora")).await, 0, "nothing blocks the lane");
     let _ = conn.close(200, "bye".into()).await;
     fleet.cleanup().await;
