@@ -214,7 +214,14 @@ async fn consume_loop(
             Ok(s) => s,
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %Report(&e), retry_in_ms = delay.as_millis() as u64, "cannot consume; retrying");
+                let retry_in_ms = delay.as_millis() as u64;
+                if e.is_retryable() {
+                    tracing::warn!(error = %Report(&e), retry_in_ms, "cannot consume; retrying");
+                } else {
+                    // A refused declaration (a queue declared with other arguments) fails
+                    // the same way until an operator changes the broker or the settings.
+                    tracing::error!(error = %Report(&e), retry_in_ms, "the broker refuses this worker's topology; retrying");
+                }
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     _ = tokio::time::sleep(delay) => continue,

@@ -22,7 +22,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::Channel;
 use serde::Serialize;
 use warmlane_infra::amqp::header_str;
-use warmlane_infra::InfraError;
+use warmlane_infra::{InfraError, Report};
 use warmlane_shared::topology::{HEADER_ERROR_CODE, HEADER_ERROR_REASON, HEADER_SOURCE_QUEUE};
 
 /// `warmlane-producer dead ...`
@@ -196,7 +196,7 @@ pub async fn replay(producer: &Producer, limit: usize, only: Option<&str>) -> Re
 /// Closing the channel returns every message that was not acked to the queue.
 async fn close(channel: &Channel) {
     if let Err(e) = channel.close(200, "done".into()).await {
-        tracing::warn!(error = %e, "closing the dead-queue channel failed; the broker requeues its messages anyway");
+        tracing::warn!(error = %Report(&e), "closing the dead-queue channel failed; the broker requeues its messages anyway");
     }
 }
 

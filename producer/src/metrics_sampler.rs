@@ -46,7 +46,7 @@ pub async fn sample_once(producer: &Producer) -> Result<Sample, InfraError> {
     let depths = match warmlane_infra::amqp::queue_depths(producer.publisher(), topo, settings).await {
         Ok(d) => d,
         Err(e) => {
-            tracing::debug!(error = %e, "queue depths unavailable for this sample");
+            tracing::debug!(error = %warmlane_infra::Report(&e), "queue depths unavailable for this sample");
             Default::default()
         }
     };
@@ -95,7 +95,7 @@ pub async fn run(producer: Arc<Producer>, every: Duration) {
             }
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(error = %e, "metrics sampling failed; retrying quietly");
+                tracing::warn!(error = %warmlane_infra::Report(&e), "metrics sampling failed; retrying quietly");
             }
             Err(_) => {}
         }

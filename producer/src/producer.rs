@@ -110,7 +110,7 @@ impl Producer {
         if let Some(task_id) = failure.task_id {
             let reply = Reply::coded(&task_id, ReplyStatus::Rejected, None, &rejection, Timings::default());
             if let Err(e) = self.store.finish(&reply, FinishWhen::Absent).await {
-                tracing::warn!(task_id = %task_id, error = %e, "could not record the refusal in Redis");
+                tracing::warn!(task_id = %task_id, error = %Report(&e), "could not record the refusal in Redis");
             }
         }
         ProducerError::Rejected(rejection)
@@ -131,7 +131,7 @@ impl Producer {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(task_id = %task_id, error = %e, "not queued, and the admission could not be undone; the backstop will answer it")
+                    tracing::warn!(task_id = %task_id, error = %Report(&e), "not queued, and the admission could not be undone; the backstop will answer it")
                 }
             }
         }
@@ -242,7 +242,7 @@ impl Producer {
                 tracing::info!(model, cause = cause.as_str(), duration_ms = ms, "degraded fallback ended");
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(model, error = %e, "could not update the fallback record"),
+            Err(e) => tracing::warn!(model, error = %Report(&e), "could not update the fallback record"),
         }
     }
 }

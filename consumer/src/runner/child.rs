@@ -42,7 +42,7 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             Err(e) => {
-                tracing::error!(model, error = %e, "bad frame from the parent; exiting");
+                tracing::error!(model, error = %warmlane_infra::Report(&e), "bad frame from the parent; exiting");
                 return ExitCode::from(3);
             }
         };
