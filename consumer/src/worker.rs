@@ -32,8 +32,8 @@ use warmlane_infra::{InfraError, Report, Service, Store};
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::{now_ms, Settings, Topology, WorkerState};
 
-/// How a worker is set up.
-#[derive(Debug, Clone)]
+/// How a worker is set up. `{:?}` redacts the URLs' passwords.
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// Settings in force.
     pub settings: Arc<Settings>,
@@ -51,6 +51,21 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Unload the lane model after this long idle (FR-019); `None` keeps it.
     pub idle_evict: Option<Duration>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use warmlane_infra::config::redact_url;
+        f.debug_struct("WorkerConfig")
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("lane", &self.lane)
+            .field("results_dir", &self.results_dir)
+            .field("worker_id", &self.worker_id)
+            .field("idle_evict", &self.idle_evict)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Errors that stop a worker.
@@ -220,7 +235,7 @@ async fn consume_loop(
                 } else {
                     // A refused declaration (a queue declared with other arguments) fails
                     // the same way until an operator changes the broker or the settings.
-                    tracing::error!(error = %Report(&e), retry_in_ms, "the broker refuses this worker's topology; retrying");
+                    tracing::error!(error = %Report(&e), retry_in_ms, "the broker refuses what this worker declares or consumes; retrying");
                 }
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),

@@ -30,8 +30,19 @@ pub enum Published {
     Returned,
 }
 
+/// Checks that `url` is an AMQP URL before a client sees it: the client's own parse
+/// error repeats the whole URL, password included, and would reach the logs.
+pub fn check_url(url: &str) -> Result<(), InfraError> {
+    url.parse::<lapin::uri::AMQPUri>().map(drop).map_err(|_| InfraError::Connect {
+        service: Service::Broker,
+        url: redact_url(url),
+        source: "not an AMQP URL; expected amqp://user:password@host:port/vhost".into(),
+    })
+}
+
 /// Opens one connection, retrying with backoff until `give_up_after` has passed.
 pub async fn connect(url: &str, give_up_after: Duration) -> Result<Connection, InfraError> {
+    check_url(url)?;
     crate::backoff::retry("RabbitMQ", give_up_after, || async {
         Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| InfraError::Connect {
             service: Service::Broker,
@@ -142,7 +153,7 @@ pub async fn publish(
         lapin::Confirmation::Ack(None) => Published::Acked,
         lapin::Confirmation::Nack(_) => Published::Nacked,
         lapin::Confirmation::NotRequested => {
-            return Err(InfraError::Refused("publish on a channel without confirms".into()))
+            return Err(InfraError::Unconfirmable("publish on a channel without confirms".into()))
         }
     })
 }
@@ -154,6 +165,12 @@ pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
         _ => None,
     }
+}
+
+/// When a degraded message entered its queue (the producer's
+/// `x-warmlane-enqueued-ms` header), unix ms.
+pub fn enqueued_ms(props: &BasicProperties) -> Option<u64> {
+    header_int(props, warmlane_shared::topology::HEADER_ENQUEUED_MS).and_then(|v| u64::try_from(v).ok())
 }
 
 /// An integer header of a message, if present.
@@ -190,6 +207,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher for `url`; connects lazily.
     pub fn new(url: &str) -> Result<Publisher, InfraError> {
+        check_url(url)?;
         let pool = Config { url: Some(url.to_string()), pool: None }
             .create_pool(ConnectionProperties::default, Runtime::Tokio1)
             .map_err(|e| InfraError::Connect { service: Service::Broker, url: redact_url(url), source: Box::new(e) })?;
@@ -297,4 +315,19 @@ pub async fn queue_depths(
         }
     }
     Ok(depths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Report;
+
+    #[test]
+    fn a_url_that_does_not_parse_is_refused_without_its_password() {
+        for bad in ["guest:hunter2@localhost:5672", "http://guest:hunter2@localhost/", "amqp://guest:hunter2@[::1"] {
+            let e = check_url(bad).expect_err(bad);
+            assert!(!Report(&e).to_string().contains("hunter2"), "{}", Report(&e));
+        }
+        check_url("amqp://guest:guest@127.0.0.1:5672/%2f").expect("a good URL");
+    }
 }

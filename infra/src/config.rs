@@ -4,8 +4,8 @@ use clap::Args;
 use std::path::PathBuf;
 use warmlane_shared::{Settings, SettingsError};
 
-/// Where the broker, Redis and the settings are.
-#[derive(Debug, Clone, Args)]
+/// Where the broker, Redis and the settings are. `{:?}` redacts the URLs' passwords.
+#[derive(Clone, Args)]
 pub struct ConnectArgs {
     /// AMQP URL of RabbitMQ (credentials are never logged).
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
@@ -19,6 +19,17 @@ pub struct ConnectArgs {
     /// Path of inference_settings.json.
     #[arg(long, env = "WARMLANE_SETTINGS", default_value = "inference_settings.json")]
     pub settings: PathBuf,
+}
+
+impl std::fmt::Debug for ConnectArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectArgs")
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 impl ConnectArgs {
@@ -42,16 +53,17 @@ pub struct TelemetryArgs {
     pub metrics_prefix: String,
 }
 
-/// A URL with its password replaced, for logs and errors.
+/// A URL with its password replaced, for logs and errors. Without a scheme
+/// (`user:password@host`, a typo), everything before the last `@` is masked but the
+/// user name.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
     let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_string();
     };
     let user = userinfo.split(':').next().unwrap_or("");
-    format!("{scheme}://{user}:***@{host}")
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{user}:***@{host}")
 }
 
 #[cfg(test)]
@@ -64,5 +76,13 @@ mod tests {
         assert_eq!(redact_url("redis://:pw@127.0.0.1:6379/"), "redis://:***@127.0.0.1:6379/");
         assert_eq!(redact_url("redis://127.0.0.1/"), "redis://127.0.0.1/");
         assert!(!redact_url("amqp://u:p@w@h/").contains("p@w"));
+        assert_eq!(redact_url("guest:secret@host:5672"), "guest:***@host:5672", "no scheme");
+        let args = ConnectArgs {
+            amqp_url: "amqp://guest:secret@host/".into(),
+            redis_url: "redis://:secret@host/".into(),
+            prefix: "p".into(),
+            settings: "s.json".into(),
+        };
+        assert!(!format!("{args:?}").contains("secret"), "{args:?}");
     }
 }

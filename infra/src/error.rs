@@ -44,10 +44,14 @@ pub enum InfraError {
         #[source]
         source: lapin::Error,
     },
-    /// The broker answered, but not as the operation needs (a refused dead letter,
-    /// a channel without confirms).
+    /// The broker refused a message it was handed (a dead letter nacked or returned):
+    /// nothing is queued.
     #[error("broker: {0}")]
     Refused(String),
+    /// A publish went out on a channel without confirms: it may or may not be queued,
+    /// and nothing will say which.
+    #[error("broker: {0}")]
+    Unconfirmable(String),
     /// A publish was written but its confirm never came (the connection dropped
     /// meanwhile): the message may or may not be queued. Never reported as accepted.
     #[error("the broker did not confirm the publish")]
@@ -66,8 +70,9 @@ pub enum InfraError {
         #[source]
         source: Box<dyn Error + Send + Sync>,
     },
-    /// Redis holds a value this version cannot read.
-    #[error("undecodable {what} in Redis")]
+    /// A value read from (or for) Redis does not convert: stored by another version,
+    /// or not serialisable.
+    #[error("unreadable {what} for Redis")]
     Corrupt {
         /// What was read.
         what: &'static str,
@@ -87,21 +92,26 @@ impl InfraError {
     /// The service that failed.
     pub fn service(&self) -> Service {
         match self {
-            InfraError::Broker { .. } | InfraError::Refused(_) | InfraError::Unconfirmed(_) => Service::Broker,
+            InfraError::Broker { .. }
+            | InfraError::Refused(_)
+            | InfraError::Unconfirmable(_)
+            | InfraError::Unconfirmed(_) => Service::Broker,
             InfraError::Redis(_) | InfraError::Corrupt { .. } => Service::Redis,
             InfraError::Connect { service, .. } => *service,
         }
     }
 
     /// Whether trying the same operation again later may succeed: the connection
-    /// failed or timed out. A refusal, a protocol error on a declaration (a queue
-    /// declared with other arguments) or an unreadable value will fail the same way.
+    /// failed or timed out, or the server asked to retry (Redis loading after a
+    /// restart). A channel-level refusal (a queue declared with other arguments, a
+    /// missing queue), a parse or serialisation failure, a refusal or an unreadable
+    /// value will fail the same way. lapin's and redis-rs's own classifiers decide.
     pub fn is_retryable(&self) -> bool {
         match self {
-            InfraError::Broker { source, .. } => !source.is_amqp_soft_error(),
+            InfraError::Broker { source, .. } => source.can_be_recovered() && !source.is_amqp_soft_error(),
             InfraError::Unconfirmed(_) | InfraError::Connect { .. } => true,
-            InfraError::Redis(e) => e.is_io_error() || e.is_timeout() || e.is_connection_dropped(),
-            InfraError::Refused(_) | InfraError::Corrupt { .. } => false,
+            InfraError::Redis(e) => !matches!(e.retry_method(), redis::RetryMethod::NoRetry),
+            InfraError::Refused(_) | InfraError::Unconfirmable(_) | InfraError::Corrupt { .. } => false,
         }
     }
 
@@ -166,6 +176,16 @@ mod tests {
         let corrupt = InfraError::Corrupt { what: "reply", source: "bad msgpack".into() };
         assert!(!corrupt.is_retryable());
         assert_eq!(corrupt.service(), Service::Redis);
+        let unconfirmable = InfraError::Unconfirmable("no confirms".into());
+        assert!(!unconfirmable.is_unpublished(), "it may be queued");
+
+        let loading =
+            redis::RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading), "loading"));
+        assert!(InfraError::Redis(loading).is_retryable(), "Redis loading its data after a restart");
+        let wrong = redis::RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError), "no"));
+        assert!(!InfraError::Redis(wrong).is_retryable(), "a command Redis refuses fails again");
+        let lost = lapin::Error::from(std::io::Error::other("reset"));
+        assert!(InfraError::broker("publishing")(lost).is_retryable());
     }
 
     #[test]
