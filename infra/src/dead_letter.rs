@@ -10,18 +10,30 @@ use warmlane_shared::metrics as m;
 use warmlane_shared::topology::{DEAD_KEY, HEADER_ERROR_CODE, HEADER_ERROR_REASON, HEADER_SOURCE_QUEUE};
 use warmlane_shared::{Rejection, Reply, ReplyStatus, Timings, Topology};
 
+/// A message on its way to the dead queue, and the answer it owes.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    /// Why it is dead: its code and reason go into its headers and the reply.
+    pub rejection: &'a Rejection,
+    /// The task to answer, and on what condition ([`FinishWhen::Unstarted`] for a
+    /// refused message, [`FinishWhen::NotTerminal`] for poison, which its worker claimed).
+    pub answer: Option<(&'a str, FinishWhen)>,
+    /// The lane it came from, when known.
+    pub lane: Option<&'a str>,
+}
+
 /// Publishes the delivery's body to `<prefix>.dead` with the error in its headers,
-/// then writes the task's reply when `task_id` is known. The caller acks the
+/// then writes the task's reply when the letter names one. The caller acks the
 /// original only after this returns Ok, so nothing is lost on a failure.
 pub async fn dead_letter(
     publisher: &Publisher,
     store: &Store,
     topology: &Topology,
     delivery: &lapin::message::Delivery,
-    rejection: &Rejection,
-    task_id: Option<&str>,
-    lane: Option<&str>,
+    letter: DeadLetter<'_>,
 ) -> Result<(), InfraError> {
+    let DeadLetter { rejection, answer, lane } = letter;
+    let task_id = answer.map(|(id, _)| id);
     let mut headers = FieldTable::default();
     headers.insert(HEADER_ERROR_CODE.into(), AMQPValue::LongString(LongString::from(rejection.code.as_str())));
     headers.insert(HEADER_ERROR_REASON.into(), AMQPValue::LongString(LongString::from(rejection.reason.clone())));
@@ -41,9 +53,11 @@ pub async fn dead_letter(
     }
     metrics::counter!(m::DEAD_LETTERED, m::TAG_CODE => rejection.code.as_str()).increment(1);
     tracing::warn!(task_id = task_id.unwrap_or("-"), code = rejection.code.as_str(), reason = %rejection.reason, lane = lane.unwrap_or("-"), "message moved to the dead queue");
-    if let Some(task_id) = task_id {
+    if let Some((task_id, when)) = answer {
         let reply = Reply::coded(task_id, ReplyStatus::Failed, lane, rejection, Timings::default());
-        store.finish(&reply, FinishWhen::NotTerminal).await?;
+        if !store.finish(&reply, when).await? {
+            tracing::info!(task_id, "the dead message's task is running or answered; left alone");
+        }
     }
     Ok(())
 }

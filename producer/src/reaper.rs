@@ -20,12 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use warmlane_infra::amqp::{self, header_str};
 use warmlane_infra::backoff::Backoff;
+use warmlane_infra::dead_letter::{dead_letter, DeadLetter};
 use warmlane_infra::store::FinishWhen;
 use warmlane_infra::{InfraError, Report};
 use warmlane_shared::error::reason;
 use warmlane_shared::metrics as m;
+use warmlane_shared::routing::degraded_waited_ms;
 use warmlane_shared::settings::DEGRADED_LANE;
-use warmlane_shared::topology::{HEADER_ENQUEUED_MS, HEADER_FIRST_DEATH_QUEUE};
+use warmlane_shared::topology::HEADER_FIRST_DEATH_QUEUE;
 use warmlane_shared::{now_ms, Rejection, Reply, ReplyStatus, Timings};
 
 /// How often the backstop sweeps the deadline index.
@@ -137,18 +139,13 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
     let req = match warmlane_shared::decode_msgpack(&delivery.data, producer.settings()) {
         Ok(req) => req,
         Err(failure) => {
-            // Never validated by a worker: it expired before one saw it.
-            warmlane_infra::dead_letter::dead_letter(
-                producer.publisher(),
-                producer.store(),
-                producer.topology(),
-                delivery,
-                &failure.rejection,
-                failure.task_id.as_deref(),
-                lane.as_deref(),
-            )
-            .await?;
-            return Ok(());
+            // Never validated by a worker: it expired before one saw it. Answered as a
+            // worker would answer it (the body's task id, else the message id).
+            let message_id = props.message_id().as_ref().map(|id| id.as_str().to_string());
+            let reply_to = failure.reply_to(message_id.as_deref());
+            let answer = reply_to.as_deref().map(|id| (id, FinishWhen::Unstarted));
+            let letter = DeadLetter { rejection: &failure.rejection, answer, lane: lane.as_deref() };
+            return dead_letter(producer.publisher(), producer.store(), producer.topology(), delivery, letter).await;
         }
     };
     match lane.as_deref() {
@@ -160,13 +157,10 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
             }
         }
         _ => {
-            let enqueued = amqp::header_int(props, HEADER_ENQUEUED_MS)
-                .map(|v| v as u64)
-                .or(req.submitted_at_ms)
-                .unwrap_or_else(now_ms);
-            let waited = now_ms().saturating_sub(enqueued);
+            let now = now_ms();
+            let waited = degraded_waited_ms(amqp::enqueued_ms(props), req.submitted_at_ms, now);
             let rejection = Rejection::wait_timeout(waited, producer.settings().degraded.max_wait_ms);
-            let queued = now_ms().saturating_sub(req.submitted_at_ms.unwrap_or(enqueued));
+            let queued = req.submitted_at_ms.map_or(waited, |at| now.saturating_sub(at));
             let reply = Reply::coded(
                 &req.task_id,
                 ReplyStatus::Failed,

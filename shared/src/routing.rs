@@ -78,6 +78,13 @@ pub fn after_lane_refused() -> FallbackCause {
     FallbackCause::Capacity
 }
 
+/// How long a degraded message has waited at `now_ms`: since it entered the degraded
+/// queue (the producer's header), else since admission, else not at all. The worker
+/// and the reaper answer `wait_timeout` past `degraded.max_wait_ms` by this measure.
+pub fn degraded_waited_ms(enqueued_ms: Option<u64>, submitted_at_ms: Option<u64>, now_ms: u64) -> u64 {
+    now_ms.saturating_sub(enqueued_ms.or(submitted_at_ms).unwrap_or(now_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +105,14 @@ mod tests {
             assert_eq!(route(&health), want, "{health:?}");
         }
         assert_eq!(after_lane_refused(), FallbackCause::Capacity);
+    }
+
+    #[test]
+    fn degraded_waits_count_from_entry_then_admission() {
+        assert_eq!(degraded_waited_ms(Some(100), Some(50), 130), 30);
+        assert_eq!(degraded_waited_ms(None, Some(50), 130), 80);
+        assert_eq!(degraded_waited_ms(None, None, 130), 0);
+        assert_eq!(degraded_waited_ms(Some(200), None, 130), 0, "a clock ahead of ours is no wait");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
 use plan::{Action, DeadWhy, Facts, Step};
 use warmlane_infra::amqp::message_properties;
-use warmlane_infra::dead_letter::dead_letter;
+use warmlane_infra::dead_letter::{dead_letter, DeadLetter};
 use warmlane_infra::store::FinishWhen;
 use warmlane_infra::{InfraError, Published, Report};
 use warmlane_shared::error::reason;
@@ -47,8 +47,11 @@ async fn perform(ctx: &Ctx, delivery: &Delivery, action: Action<'_>) -> Result<(
             if why == DeadWhy::Invalid {
                 metrics::counter!(m::VALIDATION_REJECTIONS, m::TAG_CODE => rejection.code.as_str(), m::TAG_REASON => rejection.reason.clone()).increment(1);
             }
-            let (publisher, lane) = (&ctx.publisher, Some(ctx.lane.as_str()));
-            dead_letter(publisher, &ctx.store, &ctx.topology, delivery, &rejection, reply_to.as_deref(), lane).await
+            // A refused message never ends a task a worker runs; poison ends its own claimed task.
+            let when = if why == DeadWhy::Poison { FinishWhen::NotTerminal } else { FinishWhen::Unstarted };
+            let answer = reply_to.as_deref().map(|id| (id, when));
+            let letter = DeadLetter { rejection: &rejection, answer, lane: Some(&ctx.lane) };
+            dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, letter).await
         }
         Action::Forward(req) => forward(ctx, delivery, req).await,
         Action::WaitTimeout { req, waited_ms } => {
@@ -128,6 +131,7 @@ async fn forward(ctx: &Ctx, delivery: &Delivery, req: &ValidRequest) -> Result<(
         "model",
         format!("model `{}` was published to lane `{}` and has no lane of its own", req.model, ctx.lane),
     );
-    dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, &rejection, Some(&req.task_id), Some(&ctx.lane))
-        .await
+    let answer = Some((req.task_id.as_str(), FinishWhen::Unstarted));
+    let letter = DeadLetter { rejection: &rejection, answer, lane: Some(&ctx.lane) };
+    dead_letter(&ctx.publisher, &ctx.store, &ctx.topology, delivery, letter).await
 }

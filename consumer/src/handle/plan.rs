@@ -19,12 +19,12 @@
 use crate::claim;
 use crate::engine::{EngineFailure, Output};
 use lapin::message::Delivery;
-use warmlane_infra::amqp::header_int;
+use warmlane_infra::amqp::enqueued_ms;
 use warmlane_infra::store::{Started, StartedBy};
 use warmlane_shared::error::reason;
 use warmlane_shared::request::DecodeFailure;
+use warmlane_shared::routing::degraded_waited_ms;
 use warmlane_shared::settings::DEGRADED_LANE;
-use warmlane_shared::topology::HEADER_ENQUEUED_MS;
 use warmlane_shared::{ErrorCode, Rejection, Reply, ReplyStatus, ResultInfo, Settings, Timings, ValidRequest};
 
 /// What the worker knows of a delivery before any I/O.
@@ -47,7 +47,7 @@ impl Facts {
             request: warmlane_shared::decode_msgpack(&delivery.data, settings),
             message_id: delivery.properties.message_id().as_ref().map(|id| id.as_str().to_string()),
             redelivered: delivery.redelivered,
-            enqueued_ms: header_int(&delivery.properties, HEADER_ENQUEUED_MS).and_then(|v| u64::try_from(v).ok()),
+            enqueued_ms: enqueued_ms(&delivery.properties),
         }
     }
 }
@@ -126,8 +126,7 @@ pub fn plan<'a>(facts: &'a Facts, lane: &str, settings: &Settings, now_ms: u64) 
         return Step::Do(Action::Forward(req));
     }
     if degraded {
-        let enqueued = facts.enqueued_ms.or(req.submitted_at_ms).unwrap_or(now_ms);
-        let waited_ms = now_ms.saturating_sub(enqueued);
+        let waited_ms = degraded_waited_ms(facts.enqueued_ms, req.submitted_at_ms, now_ms);
         if waited_ms > settings.degraded.max_wait_ms {
             return Step::Do(Action::WaitTimeout { req, waited_ms });
         }

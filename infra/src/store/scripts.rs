@@ -58,6 +58,7 @@ local s = redis.call('HGET', KEYS[1], 'status')
 if s == 'done' or s == 'failed' then return 0 end
 if ARGV[7] == 'pending' and s ~= 'pending' then return 0 end
 if ARGV[7] == 'absent' and s then return 0 end
+if ARGV[7] == 'unstarted' and s and s ~= 'pending' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 10))
 if ARGV[8] ~= '' then
   redis.call('HSETNX', KEYS[1], 'attempts', 1)

@@ -22,6 +22,10 @@ pub enum FinishWhen {
     Pending,
     /// Only a task id never seen (a refusal at admission).
     Absent,
+    /// Only a task id never seen or a task still `pending`: a refused message (one
+    /// that does not decode, or names a lane that does not exist) never ends a task
+    /// a worker is running or has answered.
+    Unstarted,
 }
 
 impl FinishWhen {
@@ -30,6 +34,7 @@ impl FinishWhen {
             FinishWhen::NotTerminal => "any",
             FinishWhen::Pending => "pending",
             FinishWhen::Absent => "absent",
+            FinishWhen::Unstarted => "unstarted",
         }
     }
 }

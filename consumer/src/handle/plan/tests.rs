@@ -152,6 +152,8 @@ fn valid_deliveries_follow_the_rules_in_order() {
     let wait = s.degraded.max_wait_ms;
     let (anisora, direct) = (valid("anisora", Some(NOW)), valid("anisora", None));
     let (phr00t, phr00t_old) = (valid("phr00t", Some(NOW)), valid("phr00t", Some(NOW - wait - 5)));
+    // Admitted so long ago that its backstop deadline is 1 s away: too close to start unclaimed.
+    let near_deadline = valid("anisora", Some(NOW + 1_000 - s.lane_deadline_ms(0)));
     let mut off = s.clone();
     off.lanes.late_claim_ms = 0;
     let case = |name, lane, body, redelivered, enqueued, settings, want| Case {
@@ -177,6 +179,7 @@ fn valid_deliveries_follow_the_rules_in_order() {
             Want::Claim { redelivered: false },
         ),
         case("late claims off", "anisora", &anisora, false, None, &off, Want::Claim { redelivered: false }),
+        case("near its deadline", "anisora", &near_deadline, false, None, &s, Want::Claim { redelivered: false }),
         case(
             "degraded within the wait",
             DEGRADED_LANE,
