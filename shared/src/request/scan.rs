@@ -17,7 +17,14 @@ pub fn scan_task_id(body: &[u8]) -> Option<String> {
     let mut r = Reader { body, at: 0 };
     let entries = r.map_len()?;
     for _ in 0..entries {
-        let key = r.str_bytes()?;
+        // A key that is not a string cannot be `task_id`: skip it and its value.
+        let before = r.at;
+        let Some(key) = r.str_bytes() else {
+            r.at = before;
+            r.skip_value()?;
+            r.skip_value()?;
+            continue;
+        };
         if key == b"task_id" {
             let id = std::str::from_utf8(r.str_bytes()?).ok()?;
             return task_id_ok(id).then(|| id.to_string());
@@ -85,9 +92,9 @@ impl<'a> Reader<'a> {
                 0xc4 | 0xd9 => (self.len(1)?, 0),
                 0xc5 | 0xda => (self.len(2)?, 0),
                 0xc6 | 0xdb => (self.len(4)?, 0),
-                0xc7 => (self.len(1)? + 1, 0),
-                0xc8 => (self.len(2)? + 1, 0),
-                0xc9 => (self.len(4)? + 1, 0),
+                0xc7 => (self.len(1)?.checked_add(1)?, 0),
+                0xc8 => (self.len(2)?.checked_add(1)?, 0),
+                0xc9 => (self.len(4)?.checked_add(1)?, 0),
                 0xca => (4, 0),
                 0xcb => (8, 0),
                 0xcc | 0xd0 => (1, 0),
@@ -170,6 +177,18 @@ mod tests {
         }
         let claims_too_much = [0x82, 0xa1, b'a', 0xdd, 0xff, 0xff, 0xff, 0xff];
         assert_eq!(scan_task_id(&claims_too_much), None);
+    }
+
+    #[test]
+    fn keys_that_are_not_strings_are_skipped() {
+        let map = Value::Map(vec![
+            (Value::from(7), Value::Array(vec![Value::Nil; 3])),
+            (Value::Array(vec![Value::from("task_id")]), Value::from("not-me")),
+            (Value::from("task_id"), Value::from("t-4")),
+        ]);
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &map).unwrap();
+        assert_eq!(scan_task_id(&body).as_deref(), Some("t-4"));
     }
 
     #[test]
