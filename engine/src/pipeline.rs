@@ -68,7 +68,7 @@ impl Pipeline {
         }
         let dir = settings.dir_path(base_dir);
         let make = |role: ComponentRole| {
-            let (_, c) = settings.components()[role.index()];
+            let c = settings.component(role);
             Component::new(role, dir.join(&c.file), c.placement, opts.provider_override.unwrap_or(c.provider))
         };
         let mut pipeline = Pipeline {

@@ -185,9 +185,13 @@ impl PipelineSettings {
         base_dir.join(&self.dir)
     }
 
-    /// The three components with their role names, in load order.
-    pub fn components(&self) -> [(&'static str, &ComponentSettings); 3] {
-        [("text_encoder", &self.text_encoder), ("denoiser", &self.denoiser), ("vae_decoder", &self.vae_decoder)]
+    /// The settings of one component.
+    pub fn component(&self, role: ComponentRole) -> &ComponentSettings {
+        match role {
+            ComponentRole::TextEncoder => &self.text_encoder,
+            ComponentRole::Denoiser => &self.denoiser,
+            ComponentRole::VaeDecoder => &self.vae_decoder,
+        }
     }
 
     /// Checks numbers and that every referenced file exists. Returns `(field, message)`
@@ -215,10 +219,13 @@ impl PipelineSettings {
         if !dir.is_dir() {
             return Err(("dir".into(), format!("directory {} does not exist", dir.display())));
         }
-        for (role, component) in self.components() {
-            let path = dir.join(&component.file);
+        for role in ComponentRole::ALL {
+            let path = dir.join(&self.component(role).file);
             if !path.is_file() {
-                return Err((format!("{role}.file"), format!("ONNX file {} does not exist", path.display())));
+                return Err((
+                    format!("{}.file", role.as_str()),
+                    format!("ONNX file {} does not exist", path.display()),
+                ));
             }
         }
         if let Some(tokenizer) = &self.tokenizer {
