@@ -50,9 +50,10 @@ impl OrtEngine {
     }
 }
 
-/// The engine's error as a coded failure.
+/// The engine's error as a coded failure; the message is the whole chain
+/// (`inference failed at vae_decoder: <what ONNX Runtime said>`).
 pub fn failure(e: EngineError) -> EngineFailure {
-    EngineFailure { code: e.code(), message: e.to_string() }
+    EngineFailure { code: e.code(), message: warmlane_shared::error::Report(&e).to_string() }
 }
 
 impl Engine for OrtEngine {

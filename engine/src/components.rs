@@ -96,8 +96,11 @@ pub(crate) fn build_session(
     memory_limit: Option<u64>,
 ) -> Result<(Session, Provider), EngineError> {
     let runtime = Runtime::init()?;
-    let load_error =
-        |message: String| EngineError::Load { component: role.as_str(), path: path.display().to_string(), message };
+    let load_error = |e: ort::Error| EngineError::Load {
+        component: role.as_str(),
+        path: path.display().to_string(),
+        source: Box::new(e),
+    };
     if requested == Provider::Cuda {
         match build_cuda(runtime, path, memory_limit) {
             Ok(session) => return Ok((session, Provider::Cuda)),
@@ -114,10 +117,8 @@ pub(crate) fn build_session(
             }
         }
     }
-    let session = Session::builder(runtime.environment())
-        .map_err(|e| load_error(e.to_string()))?
-        .commit_from_file(path)
-        .map_err(|e| load_error(e.to_string()))?;
+    let session =
+        Session::builder(runtime.environment()).map_err(load_error)?.commit_from_file(path).map_err(load_error)?;
     Ok((session, Provider::Cpu))
 }
 

@@ -7,6 +7,10 @@
 
 use warmlane_shared::ErrorCode;
 
+/// The cause of an engine error: ONNX Runtime's error, an I/O or encoding error, or
+/// the engine's own description of what it found.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The one line printed when the ONNX Runtime shared library cannot be found.
 pub const LIBRARY_NOT_FOUND: &str =
     "ONNX Runtime library not found: set ORT_DYLIB_PATH or run ops/fetch-onnxruntime.sh";
@@ -17,7 +21,8 @@ pub enum EngineError {
     /// No `libonnxruntime` was found (see [`LIBRARY_NOT_FOUND`]).
     #[error("{}", LIBRARY_NOT_FOUND)]
     LibraryNotFound,
-    /// The library was found but could not be loaded or initialised.
+    /// The library was found but could not be loaded or initialised. The process
+    /// keeps the first outcome and hands out copies, so the cause is kept as text.
     #[error("ONNX Runtime initialisation failed ({path}): {message}")]
     RuntimeInit {
         /// The library that was tried.
@@ -26,14 +31,15 @@ pub enum EngineError {
         message: String,
     },
     /// A component's session could not be created.
-    #[error("loading {component} from {path} failed: {message}")]
+    #[error("loading {component} from {path} failed")]
     Load {
         /// `text_encoder`, `denoiser` or `vae_decoder`.
         component: &'static str,
         /// The ONNX file.
         path: String,
-        /// What ONNX Runtime said.
-        message: String,
+        /// What ONNX Runtime (or the settings check) said.
+        #[source]
+        source: BoxError,
     },
     /// A configured feature this build cannot serve (e.g. a `tokenizer.json`).
     #[error("unsupported: {0}")]
@@ -57,28 +63,31 @@ pub enum EngineError {
         limit_ms: u64,
     },
     /// An allocation failed (device or host memory).
-    #[error("out of memory at {stage}: {message}")]
+    #[error("out of memory at {stage}")]
     OutOfMemory {
         /// The stage, e.g. `denoiser step 2/4`.
         stage: String,
         /// What ONNX Runtime said.
-        message: String,
+        #[source]
+        source: BoxError,
     },
     /// Any other failed run.
-    #[error("inference failed at {stage}: {message}")]
+    #[error("inference failed at {stage}")]
     Inference {
         /// The stage, e.g. `vae_decoder`.
         stage: String,
-        /// What ONNX Runtime said.
-        message: String,
+        /// What ONNX Runtime (or the engine's check of its output) said.
+        #[source]
+        source: BoxError,
     },
     /// Writing the result failed.
-    #[error("writing {path} failed: {message}")]
+    #[error("writing {path} failed")]
     Output {
         /// The file.
         path: String,
-        /// The I/O error.
-        message: String,
+        /// The I/O or encoding error.
+        #[source]
+        source: BoxError,
     },
 }
 
@@ -103,13 +112,20 @@ impl EngineError {
         matches!(self, EngineError::OutOfMemory { .. })
     }
 
-    /// Classifies a failed ONNX Runtime call at `stage` into OOM or a generic failure.
-    pub(crate) fn from_ort(stage: impl Into<String>, message: impl Into<String>) -> Self {
-        let (stage, message) = (stage.into(), message.into());
-        match classify_ort_message(&message) {
-            ErrorCode::GpuOom => EngineError::OutOfMemory { stage, message },
-            _ => EngineError::Inference { stage, message },
+    /// Classifies a failed ONNX Runtime call at `stage` into OOM or a generic failure
+    /// by its message (ONNX Runtime has no error kind for allocation failures).
+    pub(crate) fn from_ort(stage: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        let (stage, source) = (stage.into(), source.into());
+        match classify_ort_message(&source.to_string()) {
+            ErrorCode::GpuOom => EngineError::OutOfMemory { stage, source },
+            _ => EngineError::Inference { stage, source },
         }
+    }
+
+    /// A failed stage with the engine's own description (a shape that does not match,
+    /// a session that is not loaded, an injected fault).
+    pub(crate) fn inference(stage: impl Into<String>, why: impl Into<String>) -> Self {
+        EngineError::Inference { stage: stage.into(), source: why.into().into() }
     }
 }
 
@@ -152,5 +168,10 @@ mod tests {
         assert_eq!(EngineError::from_ort("denoiser", "CUDA failure 2").code(), ErrorCode::GpuOom);
         assert_eq!(EngineError::from_ort("denoiser", "shape mismatch").code(), ErrorCode::InferenceFailed);
         assert_eq!(EngineError::LibraryNotFound.to_string(), LIBRARY_NOT_FOUND);
+        // The cause is the source, and the chain reads as one line.
+        let oom = EngineError::from_ort("denoiser step 2/4", "CUDA failure 2");
+        assert_eq!(oom.to_string(), "out of memory at denoiser step 2/4");
+        let chain = warmlane_shared::error::Report(&oom).to_string();
+        assert_eq!(chain, "out of memory at denoiser step 2/4: CUDA failure 2");
     }
 }

@@ -4,7 +4,7 @@
 //! Why atomic: the reply carries the path as soon as the generation returns, and a
 //! reader must never see a half-written GIF, even if the worker dies mid-write.
 
-use crate::error::EngineError;
+use crate::error::{BoxError, EngineError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -70,15 +70,15 @@ impl Video {
     }
 
     /// Encodes the first `frames` frames as a looping GIF with the fixed palette.
-    pub(crate) fn to_gif(&self, frames: usize) -> Result<Vec<u8>, String> {
+    pub(crate) fn to_gif(&self, frames: usize) -> Result<Vec<u8>, BoxError> {
         let (w, h) = (u16::try_from(self.width), u16::try_from(self.height));
         let (Ok(w), Ok(h)) = (w, h) else {
-            return Err(format!("frame {}x{} exceeds GIF limits", self.width, self.height));
+            return Err(format!("frame {}x{} exceeds GIF limits", self.width, self.height).into());
         };
         let mut bytes = Vec::new();
         {
-            let mut encoder = gif::Encoder::new(&mut bytes, w, h, &palette()).map_err(|e| e.to_string())?;
-            encoder.set_repeat(gif::Repeat::Infinite).map_err(|e| e.to_string())?;
+            let mut encoder = gif::Encoder::new(&mut bytes, w, h, &palette())?;
+            encoder.set_repeat(gif::Repeat::Infinite)?;
             for f in 0..frames.min(self.frames) {
                 let frame = gif::Frame {
                     width: w,
@@ -87,7 +87,7 @@ impl Video {
                     buffer: std::borrow::Cow::Owned(self.indexed_frame(f)),
                     ..gif::Frame::default()
                 };
-                encoder.write_frame(&frame).map_err(|e| e.to_string())?;
+                encoder.write_frame(&frame)?;
             }
         }
         Ok(bytes)
@@ -104,7 +104,7 @@ fn to_byte(v: f32) -> u8 {
 /// Writes `bytes` to `dir/name` through a temporary file and a rename.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, EngineError> {
     let path = dir.join(name);
-    let fail = |e: std::io::Error| EngineError::Output { path: path.display().to_string(), message: e.to_string() };
+    let fail = |e: std::io::Error| EngineError::Output { path: path.display().to_string(), source: Box::new(e) };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {

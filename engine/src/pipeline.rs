@@ -58,7 +58,7 @@ impl Pipeline {
         settings.check(base_dir).map_err(|(field, message)| EngineError::Load {
             component: "pipeline",
             path: format!("models.{model}.pipeline.{field}"),
-            message,
+            source: message.into(),
         })?;
         if let Some(tokenizer) = &settings.tokenizer {
             return Err(EngineError::Unsupported(format!(
@@ -139,7 +139,7 @@ impl Pipeline {
         match self.run_with_cleanup(job, &req, progress, true)? {
             Some(generation) => Ok(generation),
             None => {
-                Err(EngineError::Output { path: job.out_dir.display().to_string(), message: "nothing written".into() })
+                Err(EngineError::Output { path: job.out_dir.display().to_string(), source: "nothing written".into() })
             }
         }
     }
@@ -288,7 +288,7 @@ impl Pipeline {
     }
 
     fn run_options(&self) -> Result<RunOptions, EngineError> {
-        let fail = |e: ort::Error| EngineError::Inference { stage: "run options".into(), message: e.to_string() };
+        let fail = |e: ort::Error| EngineError::Inference { stage: "run options".into(), source: Box::new(e) };
         let mut options = RunOptions::new().map_err(fail)?;
         if self.provider() == Provider::Cuda {
             // Give the CUDA arena's unused chunks back to the device after every run.
@@ -300,7 +300,7 @@ impl Pipeline {
     fn write(&self, job: &Job, video: &Video, calls: u32, started: Instant) -> Result<Generation, EngineError> {
         let frames = (job.frames as usize).min(video.frames);
         let gif_name = format!("{}.gif", job.task_id);
-        let gif = video.to_gif(frames).map_err(|message| EngineError::Output { path: gif_name.clone(), message })?;
+        let gif = video.to_gif(frames).map_err(|source| EngineError::Output { path: gif_name.clone(), source })?;
         let path = output::write_atomic(&job.out_dir, &gif_name, &gif)?;
         let generation = Generation {
             path,
@@ -324,7 +324,7 @@ impl Pipeline {
             "inference_ms": generation.inference_ms,
         });
         let text = serde_json::to_vec_pretty(&meta)
-            .map_err(|e| EngineError::Output { path: job.task_id.clone(), message: e.to_string() })?;
+            .map_err(|e| EngineError::Output { path: job.task_id.clone(), source: Box::new(e) })?;
         output::write_atomic(&job.out_dir, &format!("{}.json", job.task_id), &text)?;
         Ok(generation)
     }

@@ -68,11 +68,11 @@ impl Context<'_> {
 
     /// A failed run: a timeout if the deadline passed (the watchdog terminates runs),
     /// else classified from ONNX Runtime's message.
-    fn fail(&self, stage: &str, error: &ort::Error) -> EngineError {
+    fn fail(&self, stage: &str, error: ort::Error) -> EngineError {
         if self.timed_out() {
             return self.timeout(stage);
         }
-        EngineError::from_ort(stage, error.to_string())
+        EngineError::from_ort(stage, error)
     }
 }
 
@@ -105,7 +105,7 @@ pub(crate) fn run(
         let stage = format!("denoiser step {n}/{}", req.steps);
         ctx.check_deadline(&stage)?;
         if ctx.faults.fail_at_step == Some(n) {
-            return Err(EngineError::Inference { stage, message: "injected fault (FaultPlan.fail_at_step)".into() });
+            return Err(EngineError::inference(stage, "injected fault (FaultPlan.fail_at_step)"));
         }
         let mut prediction = denoise(den, ctx, &stage, &latent, shape, step.timestep, &cond)?;
         if let Some(uncond) = &uncond {
@@ -126,10 +126,7 @@ pub(crate) fn run(
 
 fn session(component: &mut Component) -> Result<&mut Session, EngineError> {
     let role = component.role.as_str();
-    component.session.as_mut().ok_or_else(|| EngineError::Inference {
-        stage: role.to_string(),
-        message: format!("{role} session is not loaded"),
-    })
+    component.session.as_mut().ok_or_else(|| EngineError::inference(role, format!("{role} session is not loaded")))
 }
 
 /// Text embeddings `[1, T, D]` of `prompt`.
@@ -141,11 +138,11 @@ pub(crate) struct Embedding {
 fn encode(session: &mut Session, ctx: &Context<'_>, prompt: &str) -> Result<Embedding, EngineError> {
     let stage = "text_encoder";
     let ids = tokenizer::encode(prompt, ctx.settings.max_tokens as usize, ctx.settings.vocab_size);
-    let input = TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| ctx.fail(stage, &e))?;
+    let input = TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| ctx.fail(stage, e))?;
     let outputs = session
         .run_with_options(ort::inputs!["input_ids" => input], ctx.run_options)
-        .map_err(|e| ctx.fail(stage, &e))?;
-    let (shape, data) = extract(&outputs, "text_embeds").map_err(|e| ctx.fail(stage, &e))?;
+        .map_err(|e| ctx.fail(stage, e))?;
+    let (shape, data) = extract(&outputs, "text_embeds").map_err(|e| ctx.fail(stage, e))?;
     Ok(Embedding { shape, data })
 }
 
@@ -163,7 +160,7 @@ fn denoise(
         ctx.faults.oom_next_runs -= 1;
         return Err(EngineError::from_ort(stage, SIMULATED_OOM));
     }
-    let fail = |ctx: &Context<'_>, e: ort::Error| ctx.fail(stage, &e);
+    let fail = |ctx: &Context<'_>, e: ort::Error| ctx.fail(stage, e);
     let latent_in = TensorRef::from_array_view((shape, latent)).map_err(|e| fail(ctx, e))?;
     let t = [timestep];
     let t_in = TensorRef::from_array_view(([1], &t[..])).map_err(|e| fail(ctx, e))?;
@@ -176,10 +173,7 @@ fn denoise(
         .map_err(|e| fail(ctx, e))?;
     let (out_shape, velocity) = extract(&outputs, "velocity").map_err(|e| fail(ctx, e))?;
     if out_shape != shape {
-        return Err(EngineError::Inference {
-            stage: stage.into(),
-            message: format!("velocity shape {out_shape:?}, expected {shape:?}"),
-        });
+        return Err(EngineError::inference(stage, format!("velocity shape {out_shape:?}, expected {shape:?}")));
     }
     ctx.denoiser_calls += 1;
     Ok(velocity)
@@ -187,16 +181,13 @@ fn denoise(
 
 fn decode(session: &mut Session, ctx: &Context<'_>, latent: &[f32], shape: [usize; 5]) -> Result<Video, EngineError> {
     let stage = "vae_decoder";
-    let input = TensorRef::from_array_view((shape, latent)).map_err(|e| ctx.fail(stage, &e))?;
+    let input = TensorRef::from_array_view((shape, latent)).map_err(|e| ctx.fail(stage, e))?;
     let outputs =
-        session.run_with_options(ort::inputs!["latent" => input], ctx.run_options).map_err(|e| ctx.fail(stage, &e))?;
-    let (out_shape, data) = extract(&outputs, "video").map_err(|e| ctx.fail(stage, &e))?;
+        session.run_with_options(ort::inputs!["latent" => input], ctx.run_options).map_err(|e| ctx.fail(stage, e))?;
+    let (out_shape, data) = extract(&outputs, "video").map_err(|e| ctx.fail(stage, e))?;
     match out_shape[..] {
         [1, 3, frames, height, width] => Ok(Video { data, frames, height, width }),
-        _ => Err(EngineError::Inference {
-            stage: stage.into(),
-            message: format!("video shape {out_shape:?}, expected [1, 3, F, H, W]"),
-        }),
+        _ => Err(EngineError::inference(stage, format!("video shape {out_shape:?}, expected [1, 3, F, H, W]"))),
     }
 }
 

@@ -3,7 +3,6 @@
 //! manner of lapin's `can_be_recovered`.
 
 use std::error::Error;
-use std::fmt;
 
 /// The backing service a failure belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,27 +121,7 @@ impl InfraError {
     }
 }
 
-/// Displays an error with its whole chain of sources, `a: b: c`, for logs and CLI
-/// messages (an error's own message leaves its source out).
-pub struct Report<'a>(pub &'a (dyn Error + 'static));
-
-impl fmt::Display for Report<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut last = self.0.to_string();
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            // Some clients repeat their source in their own message; print it once.
-            if !last.contains(&text) {
-                write!(f, ": {text}")?;
-            }
-            last = text;
-            source = s.source();
-        }
-        Ok(())
-    }
-}
+pub use warmlane_shared::error::Report;
 
 #[cfg(test)]
 mod tests {
@@ -186,14 +165,5 @@ mod tests {
         assert!(!InfraError::Redis(wrong).is_retryable(), "a command Redis refuses fails again");
         let lost = lapin::Error::from(std::io::Error::other("reset"));
         assert!(InfraError::broker("publishing")(lost).is_retryable());
-    }
-
-    #[test]
-    fn a_report_prints_a_repeated_cause_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer: inner")]
-        struct Outer(#[source] std::io::Error);
-        let e = Outer(std::io::Error::other("inner"));
-        assert_eq!(Report(&e).to_string(), "outer: inner");
     }
 }

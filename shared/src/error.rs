@@ -127,9 +127,40 @@ impl Rejection {
     }
 }
 
+/// Displays an error with its whole chain of sources, `a: b: c`, for logs and CLI
+/// messages (an error's own message leaves its source out).
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            // Some clients repeat their source in their own message; print it once.
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_prints_a_repeated_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: inner")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(Report(&e).to_string(), "outer: inner");
+    }
 
     #[test]
     fn codes_round_trip_and_map_to_http() {
