@@ -90,13 +90,13 @@ impl Ctx {
     }
 
     /// The heartbeat state, locked; a panic elsewhere does not poison it.
-    pub fn status(&self) -> MutexGuard<'_, Status> {
+    pub fn lock_status(&self) -> MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Updates the heartbeat state.
     pub fn set_state(&self, state: WorkerState) {
-        let mut s = self.status();
+        let mut s = self.lock_status();
         s.state = state;
         if state != WorkerState::Busy {
             s.last_active = Instant::now();

@@ -16,7 +16,7 @@ use warmlane_shared::{ErrorCode, ValidRequest};
 /// to the background runtime: a load is recorded there as soon as it ends, and
 /// progress is written there (a writer is started at the first step reported).
 pub async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailure> {
-    let previous = ctx.status().model.clone();
+    let previous = ctx.lock_status().model.clone();
     let mut load_record = None;
     let mut progress_writer: Option<ProgressWriter> = None;
     let result = {

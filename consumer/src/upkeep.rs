@@ -95,7 +95,7 @@ pub async fn heartbeat_loop(ctx: Arc<Ctx>) {
 pub async fn write_heartbeat(ctx: &Ctx) {
     let fresh = ctx.engine.try_lock().ok().map(|engine| engine.memory());
     let status = {
-        let mut s = ctx.status();
+        let mut s = ctx.lock_status();
         if let Some(mut memory) = fresh {
             if let Some(m) = memory.as_mut() {
                 m.as_of_ms = now_ms();
@@ -135,7 +135,7 @@ pub async fn maintain_engine(ctx: &Ctx) {
 
 /// Unloads the lane's model when it has idled past `limit` (FR-019).
 pub fn evict_if_idle(ctx: &Ctx, limit: Option<Duration>) {
-    let mut status = ctx.status();
+    let mut status = ctx.lock_status();
     if !should_evict(status.model.is_some(), status.state, status.last_active.elapsed(), limit) {
         return;
     }
@@ -153,7 +153,7 @@ pub fn evict_if_idle(ctx: &Ctx, limit: Option<Duration>) {
 /// ([`should_rewarm`]); a failed load waits for the next such request.
 pub async fn rewarm_on_demand(ctx: &Arc<Ctx>) {
     let evicted_at = {
-        let mut s = ctx.status();
+        let mut s = ctx.lock_status();
         if s.state != WorkerState::Evicted {
             // A task delivered to the lane itself loaded the model meanwhile.
             s.evicted_at_ms = None;
@@ -176,10 +176,10 @@ pub async fn rewarm_on_demand(ctx: &Arc<Ctx>) {
     tracing::info!(lane = %ctx.lane, "requests for an evicted lane went degraded: loading the model again");
     ctx.set_state(WorkerState::Loading);
     match warm_up(ctx).await {
-        Ok(()) => ctx.status().evicted_at_ms = None,
+        Ok(()) => ctx.lock_status().evicted_at_ms = None,
         Err(e) => {
             tracing::error!(lane = %ctx.lane, error = %Report(&e), "re-warming the lane failed; it stays evicted");
-            let mut s = ctx.status();
+            let mut s = ctx.lock_status();
             s.state = WorkerState::Evicted;
             s.evicted_at_ms = Some(now_ms());
         }

@@ -102,7 +102,7 @@ async fn run(ctx: &Ctx, req: &ValidRequest, unclaimed: bool, started_at_ms: u64)
         Err(f) => ("failed", f.code.as_str()),
     };
     metrics::counter!(m::TASKS_FINISHED, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone(), m::TAG_OUTCOME => outcome, m::TAG_CODE => code).increment(1);
-    ctx.status().tasks += 1;
+    ctx.lock_status().tasks += 1;
     tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, outcome, code, "task finished");
     Ok(())
 }
