@@ -27,25 +27,26 @@ use warmlane_shared::routing::degraded_waited_ms;
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::{ErrorCode, Rejection, Reply, ReplyStatus, ResultInfo, Settings, Timings, ValidRequest};
 
-/// What the worker knows of a delivery before any I/O.
+/// What the worker knows of a delivery before any I/O (borrowing from the delivery:
+/// nothing is copied on the hot path).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Facts {
+pub struct Facts<'d> {
     /// The body, decoded and validated against the settings in force.
     pub request: Result<ValidRequest, DecodeFailure>,
     /// The AMQP `message_id` (the contract sets it to the task id).
-    pub message_id: Option<String>,
+    pub message_id: Option<&'d str>,
     /// The broker delivered it before.
     pub redelivered: bool,
     /// When it entered the degraded queue (the producer's header), unix ms.
     pub enqueued_ms: Option<u64>,
 }
 
-impl Facts {
+impl<'d> Facts<'d> {
     /// Reads a delivery: decodes the body and the headers the rules need.
-    pub fn read(delivery: &Delivery, settings: &Settings) -> Facts {
+    pub fn read(delivery: &'d Delivery, settings: &Settings) -> Facts<'d> {
         Facts {
             request: warmlane_shared::decode_msgpack(&delivery.data, settings),
-            message_id: delivery.properties.message_id().as_ref().map(|id| id.as_str().to_string()),
+            message_id: delivery.properties.message_id().as_ref().map(|id| id.as_str()),
             redelivered: delivery.redelivered,
             enqueued_ms: enqueued_ms(&delivery.properties),
         }
@@ -110,13 +111,13 @@ pub enum Action<'a> {
 }
 
 /// The decision before any Redis call, for a worker serving `lane` at `now_ms`.
-pub fn plan<'a>(facts: &'a Facts, lane: &str, settings: &Settings, now_ms: u64) -> Step<'a> {
+pub fn plan<'a>(facts: &'a Facts<'_>, lane: &str, settings: &Settings, now_ms: u64) -> Step<'a> {
     let req = match &facts.request {
         Ok(req) => req,
         Err(failure) => {
             return Step::Do(Action::DeadLetter {
                 rejection: failure.rejection.clone(),
-                reply_to: failure.reply_to(facts.message_id.as_deref()),
+                reply_to: failure.reply_to(facts.message_id),
                 why: DeadWhy::Invalid,
             })
         }

@@ -22,13 +22,8 @@ fn request(model: &str, submitted: Option<u64>) -> ValidRequest {
     }
 }
 
-fn facts(body: &[u8], message_id: Option<&str>, redelivered: bool, enqueued_ms: Option<u64>) -> Facts {
-    Facts {
-        request: warmlane_shared::decode_msgpack(body, &settings()),
-        message_id: message_id.map(str::to_string),
-        redelivered,
-        enqueued_ms,
-    }
+fn facts<'d>(body: &[u8], message_id: Option<&'d str>, redelivered: bool, enqueued_ms: Option<u64>) -> Facts<'d> {
+    Facts { request: warmlane_shared::decode_msgpack(body, &settings()), message_id, redelivered, enqueued_ms }
 }
 
 fn valid(model: &str, submitted: Option<u64>) -> Vec<u8> {
