@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 echo "== format, structure (files <= 500 lines, no import circles)"
 cargo fmt --all --check
 python3 ops/check-structure.py
+echo "== ops/export_wan.py argument handling (runs without torch)"
+python3 -m unittest ops/tests/test_export_wan_args.py
 
 ops/ensure-services.sh
 ops/fetch-onnxruntime.sh
@@ -19,6 +21,9 @@ python3 -c "import onnx, numpy" 2>/dev/null || python3 -m pip install -q -r ops/
 # Browser test (dashboard) needs Debian's Chromium and ChromeDriver.
 command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+# The MP4 test (tests/tests/video_http.rs) reads the served video with ffprobe (test-only).
+command -v ffprobe >/dev/null 2>&1 || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; }
 # `docker compose config` validates the fleet definition (Debian ships compose v1 only).
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
