@@ -296,6 +296,21 @@ impl ModelSettings {
         if self.inference_timeout_ms == 0 {
             return bad("inference_timeout_ms", "must be at least 1".into());
         }
+        let pixels = self.pipeline.pixel_multiple();
+        for (field, param) in [("width", &self.width), ("height", &self.height)] {
+            match param.multiple_of {
+                Some(m) if !m.is_multiple_of(pixels.max(1)) => {
+                    return bad(
+                        &format!("{field}.multiple_of"),
+                        format!(
+                            "must be a multiple of {pixels} (pipeline.spatial_downsample x pipeline.latent_multiple), \
+                             got {m}"
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
         self.pipeline.check(base_dir).map_err(|(field, message)| (format!("pipeline.{field}"), message))
     }
 }

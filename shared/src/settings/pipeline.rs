@@ -17,7 +17,11 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub mod io;
+pub use io::{Guidance, Slot, TimestepSpacing};
 
 /// The ONNX components of one model's pipeline and how to run them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +41,17 @@ pub struct PipelineSettings {
     /// schedule. Ignored by DDIM.
     #[serde(default = "default_shift")]
     pub flow_shift: f32,
+    /// How the flow-matching steps are spaced; `uniform` by default.
+    #[serde(default)]
+    pub timestep_spacing: TimestepSpacing,
+    /// How guidance runs the denoiser (`two_pass` or `batch`); `two_pass` by default.
+    #[serde(default)]
+    pub guidance: Guidance,
+    /// Latent height and width must be multiples of this: the denoiser's spatial patch
+    /// size (2 for Wan2.1), 1 by default. Pixels are then multiples of
+    /// `spatial_downsample * latent_multiple`.
+    #[serde(default = "default_one")]
+    pub latent_multiple: u32,
     /// The text encoder: token ids -> embeddings.
     pub text_encoder: ComponentSettings,
     /// The denoiser, called once (or twice with guidance) per step.
@@ -65,6 +80,9 @@ pub struct ComponentSettings {
     /// When the memory manager may release it.
     #[serde(default)]
     pub placement: Placement,
+    /// The graph's tensor names by slot ([`io`]); slots left out keep the demo names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub io: BTreeMap<Slot, String>,
 }
 
 /// ONNX Runtime execution provider.
@@ -179,6 +197,10 @@ fn default_vocab() -> u32 {
     512
 }
 
+fn default_one() -> u32 {
+    1
+}
+
 impl PipelineSettings {
     /// The pipeline directory resolved against `base_dir` (the settings file's directory).
     pub fn dir_path(&self, base_dir: &Path) -> PathBuf {
@@ -194,6 +216,16 @@ impl PipelineSettings {
         }
     }
 
+    /// The tensor name the component `role` has for `slot` (see [`io::tensor_name`]).
+    pub fn tensor(&self, role: ComponentRole, slot: Slot) -> Option<&str> {
+        io::tensor_name(role, &self.component(role).io, slot)
+    }
+
+    /// Pixels per latent cell that a width or height must be a multiple of.
+    pub fn pixel_multiple(&self) -> u32 {
+        self.spatial_downsample.saturating_mul(self.latent_multiple)
+    }
+
     /// Checks numbers and that every referenced file exists. Returns `(field, message)`
     /// for the first problem; the field is relative to the pipeline (e.g. `denoiser.file`).
     pub fn check(&self, base_dir: &Path) -> Result<(), (String, String)> {
@@ -203,6 +235,7 @@ impl PipelineSettings {
             ("temporal_downsample", self.temporal_downsample),
             ("max_tokens", self.max_tokens),
             ("vocab_size", self.vocab_size),
+            ("latent_multiple", self.latent_multiple),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -214,6 +247,10 @@ impl PipelineSettings {
         }
         if !(self.flow_shift.is_finite() && self.flow_shift > 0.0) {
             return Err(("flow_shift".into(), format!("must be finite and > 0, got {}", self.flow_shift)));
+        }
+        for role in ComponentRole::ALL {
+            io::check_io(role, &self.component(role).io)
+                .map_err(|(field, message)| (format!("{}.{field}", role.as_str()), message))?;
         }
         let dir = self.dir_path(base_dir);
         if !dir.is_dir() {

@@ -99,3 +99,40 @@ fn a_third_model_is_a_settings_change_only() {
     let body = serde_json::json!({"v": 1, "task_id": "t3", "model": "wanmini", "prompt": "a fox", "steps": 4});
     assert_eq!(crate::validate_json(&body, &s).unwrap_err().rejection.reason, "steps");
 }
+
+#[test]
+fn pipeline_io_and_pixel_multiples_are_checked() {
+    let wan = fixture();
+    let p = &wan.model("wan-tiny").expect("wan-tiny is configured").pipeline;
+    use crate::settings::pipeline::{ComponentRole, Guidance, Slot, TimestepSpacing};
+    assert_eq!(
+        (p.timestep_spacing, p.guidance, p.pixel_multiple()),
+        (TimestepSpacing::ToSigmaMin, Guidance::Batch, 16)
+    );
+    assert_eq!(p.tensor(ComponentRole::Denoiser, Slot::Prediction), Some("noise_pred"));
+    // The demo models keep the defaults.
+    let a = &wan.model("anisora").unwrap().pipeline;
+    assert_eq!((a.timestep_spacing, a.guidance, a.pixel_multiple()), (TimestepSpacing::Uniform, Guidance::TwoPass, 8));
+    assert_eq!(a.tensor(ComponentRole::Denoiser, Slot::Prediction), Some("velocity"));
+
+    // (edit, field named in the error)
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(Edit, &str); 5] = [
+        (|j| j["models"]["wan-tiny"]["width"]["multiple_of"] = 8.into(), "width.multiple_of"),
+        (|j| j["models"]["wan-tiny"]["pipeline"]["latent_multiple"] = 0.into(), "pipeline.latent_multiple"),
+        (
+            |j| j["models"]["wan-tiny"]["pipeline"]["vae_decoder"]["io"]["timestep"] = "t".into(),
+            "pipeline.vae_decoder.io.timestep",
+        ),
+        (
+            |j| j["models"]["wan-tiny"]["pipeline"]["denoiser"]["io"]["latent"] = "".into(),
+            "pipeline.denoiser.io.latent",
+        ),
+        (|j| j["models"]["wan-tiny"]["pipeline"]["guidance"] = "triple".into(), "expected `two_pass` or `batch`"),
+    ];
+    for (edit, field) in cases {
+        let err = edited(edit).expect_err(field);
+        assert!(err.to_string().contains(field), "{field}: {err}");
+        assert_eq!(err.model.as_deref().unwrap_or("wan-tiny"), "wan-tiny");
+    }
+}
