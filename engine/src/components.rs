@@ -9,12 +9,15 @@
 
 use crate::error::EngineError;
 use crate::memory::{self, MemorySample};
+use crate::ports::{self, Declared, Elem, Ports};
 use crate::runtime::Runtime;
 use ort::session::Session;
+use ort::value::{Outlet, TensorElementType};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use warmlane_shared::settings::pipeline::ComponentRole;
 use warmlane_shared::settings::pipeline::{Placement, Provider};
+use warmlane_shared::settings::PipelineSettings;
 
 /// One component: its file, its settings and (when loaded) its session.
 pub(crate) struct Component {
@@ -24,6 +27,8 @@ pub(crate) struct Component {
     pub(crate) requested: Provider,
     pub(crate) effective: Provider,
     pub(crate) session: Option<Session>,
+    /// The graph's tensors bound to the engine's slots, checked when the session loads.
+    pub(crate) ports: Ports,
     /// RSS growth measured at the last load, bytes.
     pub(crate) rss_bytes: i64,
     /// Device memory growth measured at the last load, bytes.
@@ -42,6 +47,7 @@ impl Component {
             requested,
             effective: requested,
             session: None,
+            ports: Ports::default(),
             rss_bytes: 0,
             device_bytes: None,
             load_ms: 0,
@@ -49,14 +55,28 @@ impl Component {
         }
     }
 
-    /// Creates the session if it is not loaded, measuring what it cost.
-    pub(crate) fn ensure(&mut self, model: &str, memory_limit: Option<u64>) -> Result<(), EngineError> {
+    /// Creates the session if it is not loaded, measuring what it cost, and binds its
+    /// tensors to the slots `settings` name. A graph that does not match the settings
+    /// is a load error naming the field (the session is dropped).
+    pub(crate) fn ensure(
+        &mut self,
+        model: &str,
+        settings: &PipelineSettings,
+        memory_limit: Option<u64>,
+    ) -> Result<(), EngineError> {
         if self.session.is_some() {
             return Ok(());
         }
         let before = memory::sample();
         let started = Instant::now();
         let (session, effective) = build_session(model, self.role, &self.path, self.requested, memory_limit)?;
+        let inputs: Vec<Declared> = session.inputs().iter().map(declared).collect();
+        let outputs: Vec<Declared> = session.outputs().iter().map(declared).collect();
+        self.ports = ports::resolve(self.role, settings, &inputs, &outputs).map_err(|why| EngineError::Load {
+            component: self.role.as_str(),
+            path: self.path.display().to_string(),
+            source: format!("models.{model}.pipeline.{why}").into(),
+        })?;
         let after = memory::sample();
         self.session = Some(session);
         self.effective = effective;
@@ -80,6 +100,19 @@ impl Component {
     pub(crate) fn release(&mut self) -> bool {
         self.session.take().is_some()
     }
+}
+
+/// A graph input or output as [`ports::resolve`] sees it.
+fn declared(outlet: &Outlet) -> Declared {
+    let dtype = outlet.dtype();
+    let elem = match dtype.tensor_type() {
+        Some(TensorElementType::Float32) => Some(Elem::F32),
+        Some(TensorElementType::Int64) => Some(Elem::I64),
+        Some(TensorElementType::Int32) => Some(Elem::I32),
+        _ => None,
+    };
+    let shape = dtype.tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
+    Declared { name: outlet.name().to_string(), elem, shape }
 }
 
 fn device_delta(before: &MemorySample, after: &MemorySample) -> Option<i64> {

@@ -5,6 +5,7 @@
 //! a [`Generation`] or an error into a reply; neither needs to know about ONNX Runtime.
 
 use crate::memory::MemorySample;
+use crate::tokenizer::Tokens;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,18 +57,22 @@ pub struct Job {
     pub frames: u32,
     /// Limit for the whole generation.
     pub timeout: Duration,
-    /// Directory for `<task_id>.gif` and `<task_id>.json`.
+    /// Directory for `<task_id>.mp4`, `<task_id>.gif` and `<task_id>.json`.
     pub out_dir: PathBuf,
 }
 
 /// A finished generation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
-    /// The GIF written.
+    /// The video written: `<task_id>.mp4` (H.264, yuv420p, [`crate::FPS`] fps, faststart).
     pub path: PathBuf,
     /// Its size in bytes.
     pub bytes: u64,
-    /// Frames in the GIF.
+    /// The preview written beside it: `<task_id>.gif`, the same frames.
+    pub preview_path: PathBuf,
+    /// Its size in bytes.
+    pub preview_bytes: u64,
+    /// Frames in the video (and the preview).
     pub frames: u32,
     /// Width in pixels.
     pub width: u32,
@@ -95,7 +100,7 @@ pub struct StageTimings {
     pub denoise_us: u64,
     /// VAE decoding.
     pub decode_us: u64,
-    /// GIF encoding and writing (GIF and JSON).
+    /// Encoding and writing the files (MP4, GIF and JSON).
     pub write_us: u64,
 }
 
@@ -153,4 +158,26 @@ impl PipelineMemory {
     pub fn resident_bytes(&self) -> i64 {
         self.components.iter().filter(|c| c.loaded).map(|c| c.rss_bytes).sum()
     }
+}
+
+/// Every intermediate of one generation, for checking the engine against a reference
+/// implementation ([`crate::Pipeline::trace`]). Plain data, row-major `f32`.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// The prompt's tokens, then the negative prompt's when guided.
+    pub tokens: Vec<Tokens>,
+    /// Text embeddings of the prompt, `[1, T, D]`.
+    pub cond_embeds: Vec<f32>,
+    /// Text embeddings of the negative prompt, when guided.
+    pub uncond_embeds: Option<Vec<f32>>,
+    /// The timestep fed to the denoiser at each step.
+    pub timesteps: Vec<f32>,
+    /// `[1, C, F, h, w]`.
+    pub latent_shape: Vec<usize>,
+    /// The latent after each step.
+    pub latents: Vec<Vec<f32>>,
+    /// The decoded video, `[1, 3, F, H, W]` in [-1, 1] (before any frame cut).
+    pub video: Vec<f32>,
+    /// Its shape.
+    pub video_shape: Vec<usize>,
 }

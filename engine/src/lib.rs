@@ -2,7 +2,8 @@
 //!
 //! A pipeline is three ONNX components named in `inference_settings.json`
 //! (`models.<name>.pipeline`): a text encoder, a denoiser run in a sampler loop, and a
-//! VAE decoder. The engine loads them once, generates videos as animated GIFs,
+//! VAE decoder. The engine loads them once, generates videos as MP4 (H.264) with a
+//! GIF preview beside each,
 //! measures what every component costs in memory, and cleans up after every
 //! generation whatever its outcome. The modules:
 //!
@@ -15,7 +16,8 @@
 //! - `sampling`: the stages of one generation (encode, denoise loop, decode).
 //! - [`schedule`]: sampler schedules and update rules (pure).
 //! - [`tokenizer`], [`rng`]: deterministic prompt ids and initial noise.
-//! - `output`: GIF encoding and atomic file writes.
+//! - `output`: [`Video`], the decoded frames, as MP4 or GIF, and atomic file writes.
+//! - `h264`: RGB to YUV 4:2:0 (BT.601) and OpenH264 encoding; `mp4`: the faststart MP4 muxer.
 //! - `cleanup`: the post-generation cleanup and its log line.
 //! - `trim`: `malloc_trim`, the only `unsafe` in the crate.
 // Workspace lints (Cargo.toml) apply; the engine also documents every public item.
@@ -24,10 +26,13 @@
 mod cleanup;
 mod components;
 pub mod error;
+mod h264;
 pub mod job;
 pub mod memory;
+mod mp4;
 mod output;
 pub mod pipeline;
+mod ports;
 pub mod rng;
 pub mod runtime;
 mod sampling;
@@ -36,10 +41,15 @@ pub mod tokenizer;
 mod trim;
 
 pub use error::{classify_ort_message, EngineError, LIBRARY_NOT_FOUND};
-pub use job::{ComponentMemory, FaultPlan, Generation, Job, LoadOptions, MemoryFigures, PipelineMemory, StageTimings};
+pub use h264::FPS;
+pub use job::{
+    ComponentMemory, FaultPlan, Generation, Job, LoadOptions, MemoryFigures, PipelineMemory, StageTimings, Trace,
+};
 pub use memory::MemorySample;
+pub use output::Video;
 pub use pipeline::Pipeline;
 pub use runtime::Runtime;
+pub use tokenizer::{Tokenizer, Tokens};
 pub use warmlane_shared::settings::pipeline::{ComponentRole, Placement, Provider, Sampler};
 pub use warmlane_shared::settings::PipelineSettings;
 

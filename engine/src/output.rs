@@ -1,20 +1,28 @@
-//! Turning decoded frames into files: an animated GIF and a JSON metadata file,
-//! both written atomically (temporary file, then rename).
+//! Turning decoded frames into files: the video as MP4 (`Video::to_mp4`, in the
+//! `mp4` module, over `h264`), an animated GIF preview and a JSON metadata file, each
+//! written atomically (temporary file, then rename).
 //!
-//! Why atomic: the reply carries the path as soon as the generation returns, and a
-//! reader must never see a half-written GIF, even if the worker dies mid-write.
+//! Why atomic: the reply carries the paths as soon as the generation returns, and a
+//! reader must never see a half-written file, even if the worker dies mid-write.
 
 use crate::error::{BoxError, EngineError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Decoded video frames, `[1, 3, F, H, W]` row-major, values in [-1, 1].
+///
+/// Public so that tools and tests can make the same files a worker makes from
+/// frames of their own (e.g. a stand-in worker serving a real MP4).
 #[derive(Debug)]
-pub(crate) struct Video {
-    pub(crate) data: Vec<f32>,
-    pub(crate) frames: usize,
-    pub(crate) height: usize,
-    pub(crate) width: usize,
+pub struct Video {
+    /// The values, `[1, 3, F, H, W]` row-major.
+    pub data: Vec<f32>,
+    /// F.
+    pub frames: usize,
+    /// H, pixels.
+    pub height: usize,
+    /// W, pixels.
+    pub width: usize,
 }
 
 /// Delay between frames, in hundredths of a second (8 fps).
@@ -69,12 +77,24 @@ impl Video {
             .collect()
     }
 
+    /// Frame `f` as interleaved 8-bit RGB (the caller checks that the data holds it).
+    pub(crate) fn rgb_frame(&self, f: usize) -> Vec<u8> {
+        let plane = self.height * self.width;
+        let channel = |c: usize| (c * self.frames + f) * plane;
+        let (r, g, b) = (channel(0), channel(1), channel(2));
+        (0..plane).flat_map(|i| [self.data[r + i], self.data[g + i], self.data[b + i]].map(to_byte)).collect()
+    }
+
     /// Encodes the first `frames` frames as a looping GIF with the fixed palette.
-    pub(crate) fn to_gif(&self, frames: usize) -> Result<Vec<u8>, BoxError> {
+    pub fn to_gif(&self, frames: usize) -> Result<Vec<u8>, BoxError> {
         let (w, h) = (u16::try_from(self.width), u16::try_from(self.height));
         let (Ok(w), Ok(h)) = (w, h) else {
             return Err(format!("frame {}x{} exceeds GIF limits", self.width, self.height).into());
         };
+        let need = 3 * self.frames * self.height * self.width;
+        if self.data.len() < need {
+            return Err(format!("frame data holds {} values, {need} needed", self.data.len()).into());
+        }
         let mut bytes = Vec::new();
         {
             let mut encoder = gif::Encoder::new(&mut bytes, w, h, &palette())?;
@@ -140,6 +160,76 @@ mod tests {
             count += 1;
         }
         assert_eq!(count, 3);
+    }
+
+    fn gradient(frames: usize, height: usize, width: usize) -> Video {
+        let data = (0..3 * frames * height * width).map(|i| ((i % 11) as f32 / 5.0) - 1.0).collect();
+        Video { data, frames, height, width }
+    }
+
+    /// Offset of the first top-level box of `kind`.
+    fn box_at(file: &[u8], kind: &[u8; 4]) -> Option<usize> {
+        let mut at = 0;
+        while at + 8 <= file.len() {
+            let size = u32::from_be_bytes(file[at..at + 4].try_into().ok()?) as usize;
+            if &file[at + 4..at + 8] == kind {
+                return Some(at);
+            }
+            at += size.max(8);
+        }
+        None
+    }
+
+    #[test]
+    fn mp4_is_faststart_with_one_h264_sample_per_frame() {
+        use mp4_atom::ReadFrom;
+        let video = gradient(6, 24, 32);
+        let bytes = video.to_mp4(5).expect("encode");
+        assert_eq!(&bytes[4..8], b"ftyp", "starts with ftyp");
+        let (moov, mdat) = (box_at(&bytes, b"moov").expect("moov"), box_at(&bytes, b"mdat").expect("mdat"));
+        assert!(moov < mdat, "moov before mdat");
+        let mut cursor = std::io::Cursor::new(&bytes);
+        mp4_atom::Ftyp::read_from(&mut cursor).expect("ftyp");
+        let moov = mp4_atom::Moov::read_from(&mut cursor).expect("moov");
+        let stbl = &moov.trak[0].mdia.minf.stbl;
+        let mp4_atom::StszSamples::Different { sizes } = &stbl.stsz.samples else { panic!("sample sizes") };
+        assert_eq!(sizes.len(), 5, "one sample per frame asked for");
+        let Some(mp4_atom::Codec::Avc1(avc1)) = stbl.stsd.codecs.first() else { panic!("an avc1 entry") };
+        assert_eq!((avc1.visual.width, avc1.visual.height), (32, 24));
+        assert_eq!(stbl.stts.entries[0].sample_delta * crate::FPS, moov.trak[0].mdia.mdhd.timescale);
+
+        // Round trip: OpenH264's decoder turns every sample back into a 32x24 picture.
+        let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
+        let annex_b = |nal: &[u8]| [&[0, 0, 0, 1][..], nal].concat();
+        let mut stream =
+            [annex_b(&avc1.avcc.sequence_parameter_sets[0]), annex_b(&avc1.avcc.picture_parameter_sets[0])].concat();
+        let mut offset = stbl.stco.as_ref().expect("stco").entries[0] as usize;
+        let mut pictures = 0;
+        for &size in sizes {
+            let mut sample = &bytes[offset..offset + size as usize];
+            offset += size as usize;
+            while sample.len() > 4 {
+                let len = u32::from_be_bytes([sample[0], sample[1], sample[2], sample[3]]) as usize;
+                stream.extend_from_slice(&annex_b(&sample[4..4 + len]));
+                sample = &sample[4 + len..];
+            }
+            if let Some(picture) = decoder.decode(&stream).expect("decodes") {
+                use openh264::formats::YUVSource;
+                assert_eq!(picture.dimensions(), (32, 24));
+                pictures += 1;
+            }
+            stream.clear();
+        }
+        pictures += decoder.flush_remaining().expect("flush").len();
+        assert_eq!(pictures, 5);
+    }
+
+    #[test]
+    fn odd_sizes_are_refused_with_the_size_in_the_message() {
+        let error = gradient(2, 24, 31).to_mp4(2).unwrap_err();
+        assert!(error.to_string().contains("31x24") && error.to_string().contains("even"), "{error}");
+        let short = Video { data: vec![0.0; 5], frames: 2, height: 16, width: 16 };
+        assert!(short.to_mp4(2).is_err() && short.to_gif(2).is_err(), "short data is an error, not a panic");
     }
 
     #[test]

@@ -9,18 +9,19 @@
 use crate::cleanup::{self, Report};
 use crate::components::Component;
 use crate::error::EngineError;
-use crate::job::{ComponentMemory, FaultPlan, Generation, Job, LoadOptions, PipelineMemory};
+use crate::job::{ComponentMemory, FaultPlan, Generation, Job, LoadOptions, PipelineMemory, Trace};
 use crate::memory::{self, MemorySample};
 use crate::output::{self, Video};
 use crate::runtime::Runtime;
 use crate::sampling::{self, Context, Request};
+use crate::tokenizer::Tokenizer;
 use crate::trim;
 use ort::session::RunOptions;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use warmlane_shared::settings::pipeline::ComponentRole;
-use warmlane_shared::settings::pipeline::Provider;
+use warmlane_shared::settings::pipeline::{Provider, Slot};
 use warmlane_shared::settings::PipelineSettings;
 
 /// A model's pipeline with its sessions.
@@ -28,6 +29,9 @@ pub struct Pipeline {
     model: String,
     settings: PipelineSettings,
     components: [Component; 3],
+    tokenizer: Tokenizer,
+    /// Set while [`Pipeline::trace`] runs: where the stages record intermediates.
+    tracing: Option<Trace>,
     memory_limit: Option<u64>,
     faults: FaultPlan,
     before_load: MemorySample,
@@ -45,9 +49,10 @@ impl std::fmt::Debug for Pipeline {
 const MAX_SIDE: u32 = 4096;
 
 impl Pipeline {
-    /// Loads every component of `model` (paths relative to `base_dir`), one by one,
-    /// measuring each. Fails on bad settings, a configured tokenizer file (unsupported
-    /// in this build) or a session that cannot be created even on CPU.
+    /// Loads the tokenizer and every component of `model` (paths relative to
+    /// `base_dir`), one by one, measuring each. Fails on bad settings, a tokenizer file
+    /// that does not parse, a graph whose tensors do not match the settings' `io`, or a
+    /// session that cannot be created even on CPU; the error names the file or field.
     pub fn load(
         model: &str,
         settings: &PipelineSettings,
@@ -60,13 +65,12 @@ impl Pipeline {
             path: format!("models.{model}.pipeline.{field}"),
             source: message.into(),
         })?;
-        if let Some(tokenizer) = &settings.tokenizer {
-            return Err(EngineError::Unsupported(format!(
-                "models.{model}.pipeline.tokenizer = {tokenizer:?}: tokenizer.json files need the `tokenizers` crate, \
-                 not available in this build; use null for the built-in hash tokenizer"
-            )));
-        }
         let dir = settings.dir_path(base_dir);
+        let max_tokens = settings.max_tokens as usize;
+        let tokenizer = match &settings.tokenizer {
+            Some(file) => Tokenizer::from_file(&dir.join(file), max_tokens)?,
+            None => Tokenizer::hash(settings.vocab_size, max_tokens),
+        };
         let make = |role: ComponentRole| {
             let c = settings.component(role);
             Component::new(role, dir.join(&c.file), c.placement, opts.provider_override.unwrap_or(c.provider))
@@ -75,6 +79,8 @@ impl Pipeline {
             model: model.to_string(),
             settings: settings.clone(),
             components: ComponentRole::ALL.map(make),
+            tokenizer,
+            tracing: None,
             memory_limit: opts.memory_limit_bytes,
             faults: opts.faults,
             before_load: memory::sample(),
@@ -114,7 +120,7 @@ impl Pipeline {
     /// Runs one tiny generation (1 step, smallest frame) so the first real job does
     /// not pay for lazy initialisation; writes no file.
     pub fn warm_up(&mut self) -> Result<(), EngineError> {
-        let side = self.settings.spatial_downsample;
+        let side = self.settings.pixel_multiple();
         let job = Job {
             task_id: "warm_up".into(),
             lane: "warm_up".into(),
@@ -125,15 +131,35 @@ impl Pipeline {
             seed: 0,
             width: side,
             height: side,
-            frames: 1,
+            frames: self.fixed_frames().unwrap_or(1),
             timeout: Duration::from_secs(600),
             out_dir: std::env::temp_dir(),
         };
         self.run_with_cleanup(&job, &request_of(&job), &mut |_, _| {}, false).map(|_| ())
     }
 
-    /// Generates `job` and writes `<task_id>.gif` and `<task_id>.json` into its
-    /// `out_dir`. `progress(step, steps)` is called after every denoising step.
+    /// Runs `job` from the initial latent `noise` (`[1, C, F, h, w]`, replacing the
+    /// seeded noise) and returns every intermediate: tokens, embeddings, timesteps,
+    /// the latent after each step and the decoded video. Writes no file. This is how
+    /// the engine is checked against a reference implementation's run.
+    pub fn trace(&mut self, job: &Job, noise: &[f32]) -> Result<Trace, EngineError> {
+        let req = Request { noise: Some(noise), ..request_of(job) };
+        self.tracing = Some(Trace::default());
+        let result = self.run_with_cleanup(job, &req, &mut |_, _| {}, false);
+        let trace = self.tracing.take().unwrap_or_default();
+        result.map(|_| trace)
+    }
+
+    /// The video frame count a decoder exported for a fixed number of latent frames
+    /// can produce; `None` when its frames are dynamic (or it was never loaded).
+    pub fn fixed_frames(&self) -> Option<u32> {
+        let port = self.components[ComponentRole::VaeDecoder.index()].ports.get(Slot::Latent)?;
+        let latent_frames = u32::try_from(*port.shape.get(2)?).ok().filter(|&f| f > 0)?;
+        Some((latent_frames - 1) * self.settings.temporal_downsample + 1)
+    }
+
+    /// Generates `job` and writes `<task_id>.mp4`, `<task_id>.gif` and `<task_id>.json`
+    /// into its `out_dir`. `progress(step, steps)` is called after every denoising step.
     pub fn generate(&mut self, job: &Job, progress: &mut dyn FnMut(u32, u32)) -> Result<Generation, EngineError> {
         let req = request_of(job);
         match self.run_with_cleanup(job, &req, progress, true)? {
@@ -188,7 +214,7 @@ impl Pipeline {
 
     /// Loads a component's session if it is not loaded.
     pub fn ensure_component(&mut self, role: ComponentRole) -> Result<(), EngineError> {
-        self.components[role.index()].ensure(&self.model, self.memory_limit)
+        self.components[role.index()].ensure(&self.model, &self.settings, self.memory_limit)
     }
 
     fn ensure_all(&mut self) -> Result<(), EngineError> {
@@ -206,7 +232,7 @@ impl Pipeline {
         let started = Instant::now();
         let before = memory::sample();
         let mut calls = 0;
-        let result = validate(job, &self.settings)
+        let result = validate(job, &self.settings, self.fixed_frames())
             .and_then(|()| self.ensure_all())
             .and_then(|()| self.run_watched(job, req, progress, write, started, &mut calls));
         let after_run = memory::sample();
@@ -252,6 +278,8 @@ impl Pipeline {
         let mut faults = self.faults;
         let mut ctx = Context {
             settings: &self.settings,
+            tokenizer: &self.tokenizer,
+            trace: self.tracing.as_mut(),
             run_options: &run_options,
             started,
             limit: job.timeout,
@@ -297,14 +325,21 @@ impl Pipeline {
         Ok(options)
     }
 
+    /// Writes `<task_id>.mp4` (the video), `<task_id>.gif` (its preview) and
+    /// `<task_id>.json` (metadata), each atomically; the JSON last, so its presence
+    /// means both videos are complete.
     fn write(&self, job: &Job, video: &Video, calls: u32, started: Instant) -> Result<Generation, EngineError> {
         let frames = (job.frames as usize).min(video.frames);
-        let gif_name = format!("{}.gif", job.task_id);
+        let (mp4_name, gif_name) = (format!("{}.mp4", job.task_id), format!("{}.gif", job.task_id));
+        let mp4 = video.to_mp4(frames).map_err(|source| EngineError::Output { path: mp4_name.clone(), source })?;
         let gif = video.to_gif(frames).map_err(|source| EngineError::Output { path: gif_name.clone(), source })?;
-        let path = output::write_atomic(&job.out_dir, &gif_name, &gif)?;
+        let path = output::write_atomic(&job.out_dir, &mp4_name, &mp4)?;
+        let preview_path = output::write_atomic(&job.out_dir, &gif_name, &gif)?;
         let generation = Generation {
             path,
-            bytes: gif.len() as u64,
+            bytes: mp4.len() as u64,
+            preview_path,
+            preview_bytes: gif.len() as u64,
             frames: frames as u32,
             width: video.width as u32,
             height: video.height as u32,
@@ -319,7 +354,9 @@ impl Pipeline {
             "prompt": job.prompt, "negative_prompt": job.negative_prompt,
             "seed": job.seed, "steps": job.steps, "cfg": job.cfg,
             "width": generation.width, "height": generation.height, "frames": generation.frames,
-            "file": gif_name, "bytes": generation.bytes, "provider": generation.provider.as_str(),
+            "file": mp4_name, "bytes": generation.bytes, "fps": crate::FPS,
+            "preview_file": gif_name, "preview_bytes": generation.preview_bytes,
+            "provider": generation.provider.as_str(),
             "sampler": self.settings.sampler, "denoiser_calls": calls,
             "inference_ms": generation.inference_ms,
         });
@@ -331,7 +368,7 @@ impl Pipeline {
 }
 
 /// The job rules the engine itself needs (the contract's limits are checked upstream).
-fn validate(job: &Job, settings: &PipelineSettings) -> Result<(), EngineError> {
+fn validate(job: &Job, settings: &PipelineSettings, fixed_frames: Option<u32>) -> Result<(), EngineError> {
     let invalid = |field: &'static str, message: String| Err(EngineError::InvalidJob { field, message });
     let id_ok = !job.task_id.is_empty()
         && job.task_id.len() <= 64
@@ -339,7 +376,7 @@ fn validate(job: &Job, settings: &PipelineSettings) -> Result<(), EngineError> {
     if !id_ok {
         return invalid("task_id", format!("must be 1-64 chars of [A-Za-z0-9_-], got {:?}", job.task_id));
     }
-    let down = settings.spatial_downsample;
+    let down = settings.pixel_multiple();
     for (field, value) in [("width", job.width), ("height", job.height)] {
         if value == 0 || value % down != 0 || value > MAX_SIDE {
             return invalid(field, format!("must be a positive multiple of {down} up to {MAX_SIDE}, got {value}"));
@@ -347,6 +384,13 @@ fn validate(job: &Job, settings: &PipelineSettings) -> Result<(), EngineError> {
     }
     if job.frames == 0 {
         return invalid("frames", "must be at least 1, got 0".into());
+    }
+    let latent_frames = |frames: u32| (frames - 1).div_ceil(settings.temporal_downsample);
+    if let Some(fixed) = fixed_frames.filter(|&f| latent_frames(f) != latent_frames(job.frames)) {
+        return invalid(
+            "frames",
+            format!("this pipeline's VAE decoder was exported for {fixed} frames, got {}", job.frames),
+        );
     }
     if job.steps == 0 {
         return invalid("steps", "must be at least 1, got 0".into());
@@ -368,5 +412,54 @@ fn request_of(job: &Job) -> Request<'_> {
         width: job.width,
         height: job.height,
         frames: job.frames,
+        noise: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_checks_sizes_and_a_fixed_frame_count() {
+        let settings: PipelineSettings = serde_json::from_str(
+            r#"{ "dir": "m", "sampler": "flow_euler", "latent_channels": 16, "spatial_downsample": 8,
+                 "temporal_downsample": 4, "latent_multiple": 2, "max_tokens": 8, "text_encoder": { "file": "t" },
+                 "denoiser": { "file": "d" }, "vae_decoder": { "file": "v" } }"#,
+        )
+        .expect("parses");
+        let job = |width: u32, frames: u32| Job {
+            task_id: "t".into(),
+            lane: "l".into(),
+            prompt: "p".into(),
+            negative_prompt: None,
+            steps: 1,
+            cfg: 1.0,
+            seed: 0,
+            width,
+            height: 32,
+            frames,
+            timeout: Duration::from_secs(1),
+            out_dir: std::env::temp_dir(),
+        };
+        // (width, frames, decoder fixed at, refused field)
+        let cases = [
+            (32, 9, None, None),
+            (32, 6, None, None),
+            (24, 9, None, Some("width")),
+            (32, 9, Some(9), None),
+            (32, 7, Some(9), None),
+            (32, 17, Some(9), Some("frames")),
+            (32, 1, Some(9), Some("frames")),
+            (32, 0, None, Some("frames")),
+        ];
+        for (width, frames, fixed, want) in cases {
+            let got = match validate(&job(width, frames), &settings, fixed) {
+                Err(EngineError::InvalidJob { field, .. }) => Some(field),
+                Err(other) => panic!("{other}"),
+                Ok(()) => None,
+            };
+            assert_eq!(got, want, "width {width}, frames {frames}, fixed {fixed:?}");
+        }
     }
 }

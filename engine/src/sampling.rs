@@ -8,14 +8,19 @@
 
 use crate::components::Component;
 use crate::error::EngineError;
-use crate::job::{FaultPlan, StageTimings};
+use crate::job::{FaultPlan, StageTimings, Trace};
 use crate::output::Video;
+use crate::ports::Ports;
 use crate::rng::Pcg32;
-use crate::{schedule, tokenizer};
+use crate::schedule;
+use crate::tokenizer::Tokenizer;
+use feed::Tensor;
 use ort::session::{RunOptions, Session};
-use ort::value::TensorRef;
 use std::time::{Duration, Instant};
+use warmlane_shared::settings::pipeline::{Guidance, Slot};
 use warmlane_shared::settings::PipelineSettings;
+
+mod feed;
 
 /// Message of a simulated allocation failure; classified like a real one.
 pub(crate) const SIMULATED_OOM: &str =
@@ -32,11 +37,14 @@ pub(crate) struct Request<'a> {
     pub(crate) width: u32,
     pub(crate) height: u32,
     pub(crate) frames: u32,
+    /// The initial latent, replacing the seeded noise (reproducing a reference run).
+    pub(crate) noise: Option<&'a [f32]>,
 }
 
 /// Per-run state shared by the stages.
 pub(crate) struct Context<'a> {
     pub(crate) settings: &'a PipelineSettings,
+    pub(crate) tokenizer: &'a Tokenizer,
     pub(crate) run_options: &'a RunOptions,
     pub(crate) started: Instant,
     pub(crate) limit: Duration,
@@ -44,6 +52,8 @@ pub(crate) struct Context<'a> {
     /// Completed denoiser runs of this generation.
     pub(crate) denoiser_calls: u32,
     pub(crate) timings: StageTimings,
+    /// Where every intermediate goes when the caller traces the run.
+    pub(crate) trace: Option<&'a mut Trace>,
 }
 
 impl Context<'_> {
@@ -88,18 +98,22 @@ pub(crate) fn run(
     let guided = req.cfg != 1.0;
 
     let t0 = Instant::now();
-    let text = session(text_encoder)?;
-    let cond = encode(text, ctx, req.prompt)?;
-    let uncond = if guided { Some(encode(text, ctx, req.negative_prompt)?) } else { None };
+    let cond = encode(text_encoder, ctx, req.prompt)?;
+    let uncond = if guided { Some(encode(text_encoder, ctx, req.negative_prompt)?) } else { None };
     ctx.timings.encode_us = t0.elapsed().as_micros() as u64;
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        trace.cond_embeds = cond.data.clone();
+        trace.uncond_embeds = uncond.as_ref().map(|u| u.data.clone());
+    }
 
     let t1 = Instant::now();
-    let down = s.spatial_downsample as usize;
-    let latent_frames = (req.frames as usize - 1) / s.temporal_downsample as usize + 1;
-    let shape = [1, s.latent_channels as usize, latent_frames, req.height as usize / down, req.width as usize / down];
-    let mut latent = Pcg32::new(req.seed).normals(shape.iter().product());
-    let plan = schedule::plan(s.sampler, req.steps, s.flow_shift);
-    let den = session(denoiser)?;
+    let shape = latent_shape(s, req);
+    let mut latent = initial_latent(req, &shape)?;
+    let plan = schedule::plan(s.sampler, req.steps, s.flow_shift, s.timestep_spacing);
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        trace.timesteps = plan.iter().map(|step| step.timestep).collect();
+        trace.latent_shape = shape.to_vec();
+    }
     for (i, step) in plan.iter().enumerate() {
         let n = i as u32 + 1;
         let stage = format!("denoiser step {n}/{}", req.steps);
@@ -107,26 +121,51 @@ pub(crate) fn run(
         if ctx.faults.fail_at_step == Some(n) {
             return Err(EngineError::inference(stage, "injected fault (FaultPlan.fail_at_step)"));
         }
-        let mut prediction = denoise(den, ctx, &stage, &latent, shape, step.timestep, &cond)?;
-        if let Some(uncond) = &uncond {
-            let unconditional = denoise(den, ctx, &stage, &latent, shape, step.timestep, uncond)?;
-            schedule::guide(&mut prediction, &unconditional, req.cfg);
-        }
+        let at = At { stage: &stage, latent: &latent, shape, timestep: step.timestep };
+        let prediction = predict(denoiser, ctx, at, &cond, uncond.as_ref(), req.cfg)?;
         schedule::update(s.sampler, *step, &mut latent, &prediction);
+        if let Some(trace) = ctx.trace.as_deref_mut() {
+            trace.latents.push(latent.clone());
+        }
         progress(n, req.steps);
     }
     ctx.timings.denoise_us = t1.elapsed().as_micros() as u64;
 
     let t2 = Instant::now();
     ctx.check_deadline("vae_decoder")?;
-    let video = decode(session(vae_decoder)?, ctx, &latent, shape)?;
+    let video = decode(vae_decoder, ctx, &latent, shape)?;
     ctx.timings.decode_us = t2.elapsed().as_micros() as u64;
     Ok(video)
 }
 
-fn session(component: &mut Component) -> Result<&mut Session, EngineError> {
+/// `[1, C, F, h, w]` of a request.
+fn latent_shape(s: &PipelineSettings, req: &Request<'_>) -> [usize; 5] {
+    let down = s.spatial_downsample as usize;
+    // Rounded up, so the decoder gives at least the frames asked for (the extra ones are
+    // cut); for `4k + 1` frames this is the reference pipeline's count.
+    let latent_frames = (req.frames as usize - 1).div_ceil(s.temporal_downsample as usize) + 1;
+    [1, s.latent_channels as usize, latent_frames, req.height as usize / down, req.width as usize / down]
+}
+
+/// The seeded noise, or the caller's initial latent when it has the right size.
+fn initial_latent(req: &Request<'_>, shape: &[usize; 5]) -> Result<Vec<f32>, EngineError> {
+    let len = shape.iter().product();
+    match req.noise {
+        None => Ok(Pcg32::new(req.seed).normals(len)),
+        Some(noise) if noise.len() == len => Ok(noise.to_vec()),
+        Some(noise) => Err(EngineError::inference(
+            "initial latent",
+            format!("{} values given, the latent {shape:?} has {len}", noise.len()),
+        )),
+    }
+}
+
+fn session<'c>(component: &'c mut Component, stage: &str) -> Result<(&'c mut Session, &'c Ports), EngineError> {
     let role = component.role.as_str();
-    component.session.as_mut().ok_or_else(|| EngineError::inference(role, format!("{role} session is not loaded")))
+    match component.session.as_mut() {
+        Some(session) => Ok((session, &component.ports)),
+        None => Err(EngineError::inference(stage, format!("{role} session is not loaded"))),
+    }
 }
 
 /// Text embeddings `[1, T, D]` of `prompt`.
@@ -135,66 +174,112 @@ pub(crate) struct Embedding {
     data: Vec<f32>,
 }
 
-fn encode(session: &mut Session, ctx: &Context<'_>, prompt: &str) -> Result<Embedding, EngineError> {
+fn encode(component: &mut Component, ctx: &mut Context<'_>, prompt: &str) -> Result<Embedding, EngineError> {
     let stage = "text_encoder";
-    let ids = tokenizer::encode(prompt, ctx.settings.max_tokens as usize, ctx.settings.vocab_size);
-    let input = TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| ctx.fail(stage, e))?;
-    let outputs = session
-        .run_with_options(ort::inputs!["input_ids" => input], ctx.run_options)
-        .map_err(|e| ctx.fail(stage, e))?;
-    let (shape, data) = extract(&outputs, "text_embeds").map_err(|e| ctx.fail(stage, e))?;
+    let tokens = ctx.tokenizer.encode(prompt)?;
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        trace.tokens.push(tokens.clone());
+    }
+    let (session, ports) = session(component, stage)?;
+    let shape = [1, tokens.ids.len()];
+    let mut inputs = vec![feed::Feed::new(Slot::InputIds, Tensor::Int(&tokens.ids), &shape)];
+    if ports.get(Slot::AttentionMask).is_some() {
+        inputs.push(feed::Feed::new(Slot::AttentionMask, Tensor::Int(&tokens.mask), &shape));
+    }
+    let (shape, data) = feed::run(session, ctx, stage, inputs, ports, Slot::TextEmbeds)?;
+    if shape.len() != 3 || shape[0] != 1 {
+        return Err(EngineError::inference(stage, format!("embedding shape {shape:?}, expected [1, T, D]")));
+    }
     Ok(Embedding { shape, data })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn denoise(
-    session: &mut Session,
-    ctx: &mut Context<'_>,
-    stage: &str,
-    latent: &[f32],
+/// Where a denoiser run happens: the stage name, the latent and its shape, the timestep.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    stage: &'a str,
+    latent: &'a [f32],
     shape: [usize; 5],
     timestep: f32,
+}
+
+/// The guided prediction for one step: one run without guidance, else two runs or
+/// one batch of 2 (by settings), combined as `u + cfg * (c - u)`.
+fn predict(
+    component: &mut Component,
+    ctx: &mut Context<'_>,
+    at: At<'_>,
+    cond: &Embedding,
+    uncond: Option<&Embedding>,
+    cfg: f32,
+) -> Result<Vec<f32>, EngineError> {
+    let Some(uncond) = uncond else {
+        return denoise(component, ctx, at, cond);
+    };
+    if ctx.settings.guidance == Guidance::TwoPass {
+        let mut prediction = denoise(component, ctx, at, cond)?;
+        let unconditional = denoise(component, ctx, at, uncond)?;
+        schedule::guide(&mut prediction, &unconditional, cfg);
+        return Ok(prediction);
+    }
+    if cond.shape != uncond.shape {
+        let why = format!("cond {:?} and uncond {:?} embeddings cannot form a batch", cond.shape, uncond.shape);
+        return Err(EngineError::inference(at.stage, why));
+    }
+    let latent = [at.latent, at.latent].concat();
+    let text =
+        Embedding { shape: vec![2, cond.shape[1], cond.shape[2]], data: [&cond.data[..], &uncond.data[..]].concat() };
+    let [_, c, f, h, w] = at.shape;
+    let mut out = denoise(component, ctx, At { latent: &latent, shape: [2, c, f, h, w], ..at }, &text)?;
+    let unconditional = out.split_off(at.latent.len());
+    schedule::guide(&mut out, &unconditional, cfg);
+    Ok(out)
+}
+
+/// One denoiser run on a batch of `at.shape[0]` (counted as that many calls).
+fn denoise(
+    component: &mut Component,
+    ctx: &mut Context<'_>,
+    at: At<'_>,
     text: &Embedding,
 ) -> Result<Vec<f32>, EngineError> {
+    let stage = at.stage;
     if ctx.faults.oom_next_runs > 0 {
         ctx.faults.oom_next_runs -= 1;
         return Err(EngineError::from_ort(stage, SIMULATED_OOM));
     }
-    let fail = |ctx: &Context<'_>, e: ort::Error| ctx.fail(stage, e);
-    let latent_in = TensorRef::from_array_view((shape, latent)).map_err(|e| fail(ctx, e))?;
-    let t = [timestep];
-    let t_in = TensorRef::from_array_view(([1], &t[..])).map_err(|e| fail(ctx, e))?;
-    let text_in = TensorRef::from_array_view((text.shape.clone(), &text.data[..])).map_err(|e| fail(ctx, e))?;
-    let outputs = session
-        .run_with_options(
-            ort::inputs!["latent" => latent_in, "timestep" => t_in, "text_embeds" => text_in],
-            ctx.run_options,
-        )
-        .map_err(|e| fail(ctx, e))?;
-    let (out_shape, velocity) = extract(&outputs, "velocity").map_err(|e| fail(ctx, e))?;
+    let (session, ports) = session(component, stage)?;
+    let shape = at.shape;
+    let timesteps = vec![at.timestep; shape[0]];
+    let inputs = vec![
+        feed::Feed::new(Slot::Latent, Tensor::Float(at.latent), &shape),
+        feed::Feed::new(Slot::Timestep, Tensor::Time(&timesteps), &[shape[0]]),
+        feed::Feed::new(Slot::TextEmbeds, Tensor::Float(&text.data), &text.shape),
+    ];
+    let (out_shape, prediction) = feed::run(session, ctx, stage, inputs, ports, Slot::Prediction)?;
     if out_shape != shape {
-        return Err(EngineError::inference(stage, format!("velocity shape {out_shape:?}, expected {shape:?}")));
+        return Err(EngineError::inference(stage, format!("prediction shape {out_shape:?}, expected {shape:?}")));
     }
-    ctx.denoiser_calls += 1;
-    Ok(velocity)
+    ctx.denoiser_calls += shape[0] as u32;
+    Ok(prediction)
 }
 
-fn decode(session: &mut Session, ctx: &Context<'_>, latent: &[f32], shape: [usize; 5]) -> Result<Video, EngineError> {
+fn decode(
+    component: &mut Component,
+    ctx: &mut Context<'_>,
+    latent: &[f32],
+    shape: [usize; 5],
+) -> Result<Video, EngineError> {
     let stage = "vae_decoder";
-    let input = TensorRef::from_array_view((shape, latent)).map_err(|e| ctx.fail(stage, e))?;
-    let outputs =
-        session.run_with_options(ort::inputs!["latent" => input], ctx.run_options).map_err(|e| ctx.fail(stage, e))?;
-    let (out_shape, data) = extract(&outputs, "video").map_err(|e| ctx.fail(stage, e))?;
-    match out_shape[..] {
-        [1, 3, frames, height, width] => Ok(Video { data, frames, height, width }),
-        _ => Err(EngineError::inference(stage, format!("video shape {out_shape:?}, expected [1, 3, F, H, W]"))),
+    let (session, ports) = session(component, stage)?;
+    let inputs = vec![feed::Feed::new(Slot::Latent, Tensor::Float(latent), &shape)];
+    let (out_shape, data) = feed::run(session, ctx, stage, inputs, ports, Slot::Video)?;
+    let video = match out_shape[..] {
+        [1, 3, frames, height, width] => Video { data, frames, height, width },
+        _ => return Err(EngineError::inference(stage, format!("video shape {out_shape:?}, expected [1, 3, F, H, W]"))),
+    };
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        trace.video = video.data.clone();
+        trace.video_shape = out_shape;
     }
-}
-
-/// Copies output `name` out of the run's buffers, so nothing run-time outlives the run.
-fn extract(outputs: &ort::session::SessionOutputs<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>), ort::Error> {
-    let value = outputs.get(name).ok_or_else(|| ort::Error::new(format!("model has no output `{name}`")))?;
-    let (shape, data) = value.try_extract_tensor::<f32>()?;
-    let shape = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
-    Ok((shape, data.to_vec()))
+    Ok(video)
 }

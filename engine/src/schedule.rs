@@ -5,9 +5,16 @@
 //!
 //! **Flow matching, Euler** (`flow_euler`, Wan / AniSora style). The latent moves from
 //! noise at `t = 1` to data at `t = 0` along the predicted velocity `v = noise - data`.
-//! The schedule has `steps + 1` points `t_i = shift(1 - i/steps)`, with
-//! `shift(t) = s*t / (1 + (s-1)*t)` (`s = flow_shift`, 1.0 is linear). Step `i` calls
-//! the denoiser at timestep `1000 * t_i` and updates `x <- x - (t_i - t_{i+1}) * v`.
+//! With `shift(t) = s*t / (1 + (s-1)*t)` (`s = flow_shift`, 1.0 is linear), the
+//! schedule's points are, by `timestep_spacing`:
+//! - `uniform`: `t_i = shift(1 - i/steps)` for `i` in `0..=steps`;
+//! - `to_sigma_min`: `t_i = shift(1 - i (1 - m)/(steps - 1))` for `i` in `0..steps`,
+//!   with `m = shift(1/1000)`, then `t_steps = 0`. This is the Wan2.1 reference
+//!   scheduler (diffusers' `FlowMatchEulerDiscreteScheduler`): its smallest training
+//!   sigma is already shifted once, and the evenly spaced points are shifted again.
+//!
+//! Step `i` calls the denoiser at timestep `1000 * t_i` and updates
+//! `x <- x - (t_i - t_{i+1}) * v`.
 //!
 //! **DDIM** (`ddim`, eta = 0). The model predicts the noise `eps`; with a linear beta
 //! schedule over 1000 training steps (`beta` from 1e-4 to 0.02), the timesteps are
@@ -18,7 +25,7 @@
 //! unconditional text) and the prediction is `u + cfg * (c - u)`; with `cfg == 1` it
 //! runs once, conditional only.
 
-use warmlane_shared::settings::pipeline::Sampler;
+use warmlane_shared::settings::pipeline::{Sampler, TimestepSpacing};
 
 const TRAIN_STEPS: usize = 1000;
 
@@ -34,9 +41,10 @@ pub struct Step {
 }
 
 /// The plan of `steps` denoiser steps for `sampler`.
-pub fn plan(sampler: Sampler, steps: u32, shift: f32) -> Vec<Step> {
+pub fn plan(sampler: Sampler, steps: u32, shift: f32, spacing: TimestepSpacing) -> Vec<Step> {
     let n = steps.max(1) as usize;
     match sampler {
+        Sampler::FlowEuler if spacing == TimestepSpacing::ToSigmaMin => to_sigma_min(n, shift),
         Sampler::FlowEuler => {
             let t = |i: usize| {
                 let lin = 1.0 - i as f32 / n as f32;
@@ -57,6 +65,21 @@ pub fn plan(sampler: Sampler, steps: u32, shift: f32) -> Vec<Step> {
                 .collect()
         }
     }
+}
+
+/// The reference scheduler's sigmas, computed in f64 and rounded to f32 as it does.
+fn to_sigma_min(n: usize, shift: f32) -> Vec<Step> {
+    let s = f64::from(shift);
+    let shifted = |t: f64| s * t / (1.0 + (s - 1.0) * t);
+    let sigma_min = shifted(1.0 / TRAIN_STEPS as f64);
+    let sigma = |i: usize| -> f32 {
+        if i >= n {
+            return 0.0;
+        }
+        let lin = if n == 1 { 1.0 } else { 1.0 - i as f64 * (1.0 - sigma_min) / (n - 1) as f64 };
+        shifted(lin) as f32
+    };
+    (0..n).map(|i| Step { timestep: sigma(i) * TRAIN_STEPS as f32, now: sigma(i), next: sigma(i + 1) }).collect()
 }
 
 fn alphas_cumprod() -> Vec<f32> {
@@ -104,7 +127,7 @@ mod tests {
 
     #[test]
     fn flow_schedule_runs_one_to_zero() {
-        let plan = plan(Sampler::FlowEuler, 4, 1.0);
+        let plan = plan(Sampler::FlowEuler, 4, 1.0, TimestepSpacing::Uniform);
         assert_eq!(plan.len(), 4);
         assert_eq!(plan[0].now, 1.0);
         assert_eq!(plan[3].next, 0.0);
@@ -119,7 +142,7 @@ mod tests {
         let (noise, data) = ([1.0_f32, -2.0], [0.25_f32, 0.5]);
         let v: Vec<f32> = noise.iter().zip(&data).map(|(n, d)| n - d).collect();
         let mut x = noise.to_vec();
-        for step in plan(Sampler::FlowEuler, 8, 3.0) {
+        for step in plan(Sampler::FlowEuler, 8, 3.0, TimestepSpacing::Uniform) {
             update(Sampler::FlowEuler, step, &mut x, &v);
         }
         assert!(x.iter().zip(&data).all(|(a, b)| (a - b).abs() < 1e-5), "{x:?}");
@@ -136,8 +159,31 @@ mod tests {
     }
 
     #[test]
+    fn sigma_min_spacing_matches_the_reference_formula() {
+        // shift 1: evenly spaced from 1 to 1/1000, then 0.
+        let plan = plan(Sampler::FlowEuler, 4, 1.0, TimestepSpacing::ToSigmaMin);
+        let want = [1.0, 1.0 - 0.999 / 3.0, 1.0 - 2.0 * 0.999 / 3.0, 0.001];
+        for (step, want) in plan.iter().zip(want) {
+            assert!((f64::from(step.now) - want).abs() < 1e-6, "{step:?} vs {want}");
+        }
+        assert_eq!(plan[3].next, 0.0);
+        assert_eq!(plan[0].timestep, 1000.0);
+        // shift 3: both ends shifted, the last point twice.
+        let plan = plan_of(4, 3.0);
+        let m = 3.0 * 0.001 / (1.0 + 2.0 * 0.001);
+        let last = 3.0 * m / (1.0 + 2.0 * m);
+        assert!((f64::from(plan[3].now) - last).abs() < 1e-7, "{:?}", plan[3]);
+        assert!(plan.windows(2).all(|w| w[0].now > w[1].now && w[0].next == w[1].now));
+        assert_eq!(plan_of(1, 3.0)[0], Step { timestep: 1000.0, now: 1.0, next: 0.0 });
+    }
+
+    fn plan_of(steps: u32, shift: f32) -> Vec<Step> {
+        plan(Sampler::FlowEuler, steps, shift, TimestepSpacing::ToSigmaMin)
+    }
+
+    #[test]
     fn ddim_plan_descends() {
-        let plan = plan(Sampler::Ddim, 4, 1.0);
+        let plan = plan(Sampler::Ddim, 4, 1.0, TimestepSpacing::Uniform);
         assert_eq!(plan.len(), 4);
         assert!(plan.windows(2).all(|w| w[0].timestep > w[1].timestep));
         assert_eq!(plan[3].next, 1.0);

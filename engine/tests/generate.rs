@@ -1,5 +1,5 @@
-//! Both demo pipelines generate playable, reproducible GIFs on CPU, with the denoiser
-//! called once per step without guidance and twice per step with it.
+//! Both demo pipelines generate reproducible MP4s with GIF previews on CPU, with the
+//! denoiser called once per step without guidance and twice per step with it.
 
 mod common;
 
@@ -37,11 +37,15 @@ fn check_model(model: &str, steps: u32, cfg: f32, expected_calls: u32) {
     assert_eq!(pipeline.denoiser_calls_total() - calls_before, u64::from(expected_calls));
     assert_eq!(seen, (1..=steps).map(|s| (s, steps)).collect::<Vec<_>>());
     assert_eq!((first.width, first.height, first.frames), (32, 24, 5));
-    assert_eq!(first.path, out.join("first.gif"));
+    assert_eq!(first.path, out.join("first.mp4"));
+    assert_eq!(first.preview_path, out.join("first.gif"));
 
-    let bytes = std::fs::read(&first.path).expect("gif written");
+    let bytes = std::fs::read(&first.path).expect("mp4 written");
     assert_eq!(bytes.len() as u64, first.bytes);
-    assert_eq!(decode_gif(&bytes), (32, 24, 5));
+    assert_eq!(&bytes[4..8], b"ftyp", "an MP4");
+    let preview = std::fs::read(&first.preview_path).expect("gif written");
+    assert_eq!(preview.len() as u64, first.preview_bytes);
+    assert_eq!(decode_gif(&preview), (32, 24, 5));
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("first.json")).expect("json written")).expect("json parses");
     assert_eq!(meta["model"], model);
@@ -109,7 +113,7 @@ fn ddim_sampler_runs_the_same_components() {
     let mut pipeline = Pipeline::load("phr00t", &settings, &repo_root(), &LoadOptions::default()).expect("load");
     let generation = pipeline.generate(&job("ddim", 4, 1.0, 3, &out), &mut |_, _| {}).expect("generate");
     assert_eq!(generation.denoiser_calls, 4);
-    let bytes = std::fs::read(&generation.path).expect("gif written");
+    let bytes = std::fs::read(&generation.preview_path).expect("gif written");
     assert_eq!(decode_gif(&bytes), (32, 24, 5));
     let _ = std::fs::remove_dir_all(&out);
 }

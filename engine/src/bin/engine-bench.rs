@@ -2,7 +2,9 @@
 //! calling `ort` directly on the same denoiser with the same inputs and run count.
 //!
 //! Usage: `cargo run -p warmlane-engine --release --bin engine-bench -- [model] [runs] [width] [height] [frames]`
-//! (defaults: anisora 24 256 256 16). `model` may also be a pipeline directory such as
+//! (defaults: anisora 24 256 256 16). `model` is a model of `inference_settings.json` (its
+//! pipeline settings, tensor names and tokenizer are used; a decoder exported for a fixed
+//! frame count sets `frames`), or a demo pipeline directory such as
 //! `.cache/heavy-models/anisora-200mb` (from `ops/gen_demo_models.py --heavy`). Run from the repository root (or set
 //! `ORT_DYLIB_PATH`); the demo models are read from `models/`. Set `ENGINE_BENCH_KEEP=1`
 //! to keep the generated GIF for a look.
@@ -13,7 +15,9 @@ use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use warmlane_engine::rng::Pcg32;
-use warmlane_engine::{tokenizer, Generation, Job, LoadOptions, Pipeline, PipelineSettings, Runtime};
+use warmlane_engine::{Generation, Job, LoadOptions, Pipeline, PipelineSettings, Runtime, Tokenizer};
+use warmlane_shared::settings::pipeline::{ComponentRole, Slot};
+use warmlane_shared::Settings;
 
 fn main() {
     if let Err(error) = run(std::env::args().skip(1).collect()) {
@@ -22,11 +26,16 @@ fn main() {
     }
 }
 
-/// Demo settings for `model`, or for a pipeline directory when `model` contains a `/`
-/// (e.g. `.cache/heavy-models/anisora-200mb`).
-fn settings_for(model: &str) -> Result<PipelineSettings, String> {
-    let shift = if model == "anisora" { 3.0 } else { 1.0 };
-    let dir = if model.contains('/') { model.to_string() } else { format!("models/{model}") };
+/// The pipeline settings of `model` in `inference_settings.json`, or demo settings for
+/// a pipeline directory when `model` contains a `/` (e.g. `.cache/heavy-models/anisora-200mb`).
+fn settings_for(model: &str, root: &Path) -> Result<PipelineSettings, String> {
+    if !model.contains('/') {
+        let settings = Settings::load(&root.join("inference_settings.json")).map_err(|e| e.to_string())?;
+        let found = settings.model(model).ok_or_else(|| format!("no model `{model}` in inference_settings.json"))?;
+        return Ok(found.pipeline.clone());
+    }
+    let shift = if model.contains("anisora") { 3.0 } else { 1.0 };
+    let dir = model;
     let json = format!(
         r#"{{ "dir": "{dir}", "sampler": "flow_euler", "flow_shift": {shift}, "latent_channels": 4,
             "spatial_downsample": 8, "temporal_downsample": 1, "max_tokens": 32, "tokenizer": null,
@@ -46,9 +55,9 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let num = |i: usize, default: u32| {
         args.get(i).map_or(Ok(default), |a| a.parse::<u32>().map_err(|e| format!("argument {i}: {e}")))
     };
-    let (runs, width, height, frames) = (num(1, 24)?.max(2), num(2, 256)?, num(3, 256)?, num(4, 16)?);
+    let (runs, width, height, mut frames) = (num(1, 24)?.max(2), num(2, 256)?, num(3, 256)?, num(4, 16)?);
     let root = repo_root();
-    let settings = settings_for(&model)?;
+    let settings = settings_for(&model, &root)?;
 
     print_host();
     let t = Instant::now();
@@ -59,6 +68,10 @@ fn run(args: Vec<String>) -> Result<(), String> {
 
     // Engine: per-step time from the progress callback (cfg 1.0: one denoiser run per step).
     pipeline.warm_up().map_err(|e| e.to_string())?;
+    if let Some(fixed) = pipeline.fixed_frames().filter(|&f| f != frames) {
+        println!("frames:                             {fixed:>9} (the VAE decoder was exported for {fixed})");
+        frames = fixed;
+    }
     let out = std::env::temp_dir().join(format!("engine-bench-{}", std::process::id()));
     let job = Job {
         task_id: "bench".into(),
@@ -129,26 +142,51 @@ struct BareInputs {
     latent: Vec<f32>,
     text_shape: Vec<usize>,
     text: Vec<f32>,
+    /// The denoiser's tensor names: latent, timestep, text embeddings, prediction.
+    names: [String; 4],
 }
 
 impl BareInputs {
-    /// Draws the latent and runs the text encoder once on `job`'s prompt.
+    /// Draws the latent and runs the text encoder once on `job`'s prompt (int64 ids,
+    /// the mask where the settings name one).
     fn prepare(runtime: &Runtime, settings: &PipelineSettings, root: &Path, job: &Job) -> Result<BareInputs, String> {
-        let (frames, height, width) = (job.frames, job.height, job.width);
-        let lat_shape =
-            [1_usize, settings.latent_channels as usize, frames as usize, height as usize / 8, width as usize / 8];
+        let (down, temporal) = (settings.spatial_downsample as usize, settings.temporal_downsample as usize);
+        let lat_shape = [
+            1_usize,
+            settings.latent_channels as usize,
+            (job.frames as usize - 1) / temporal + 1,
+            job.height as usize / down,
+            job.width as usize / down,
+        ];
         let latent = Pcg32::new(1).normals(lat_shape.iter().product());
-        let ids = tokenizer::encode(&job.prompt, settings.max_tokens as usize, settings.vocab_size);
+        let dir = settings.dir_path(root);
+        let max_tokens = settings.max_tokens as usize;
+        let tokenizer = match &settings.tokenizer {
+            Some(file) => Tokenizer::from_file(&dir.join(file), max_tokens).map_err(|e| e.to_string())?,
+            None => Tokenizer::hash(settings.vocab_size, max_tokens),
+        };
+        let tokens = tokenizer.encode(&job.prompt).map_err(|e| e.to_string())?;
         let mut text_session = Session::builder(runtime.environment())
-            .and_then(|mut b| b.commit_from_file(settings.dir_path(root).join(&settings.text_encoder.file)))
+            .and_then(|mut b| b.commit_from_file(dir.join(&settings.text_encoder.file)))
             .map_err(|e| e.to_string())?;
+        let name = |slot| settings.tensor(ComponentRole::TextEncoder, slot).map(str::to_string);
         let (text_shape, text) = {
-            let ids_in = TensorRef::from_array_view(([1, ids.len()], &ids[..])).map_err(|e| e.to_string())?;
-            let out = text_session.run(ort::inputs!["input_ids" => ids_in]).map_err(|e| e.to_string())?;
-            let (shape, data) = out["text_embeds"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+            let shape = [1, tokens.ids.len()];
+            let mut inputs = vec![(
+                name(Slot::InputIds).unwrap_or_default(),
+                TensorRef::from_array_view((shape, &tokens.ids[..])).map_err(|e| e.to_string())?,
+            )];
+            if let Some(mask) = name(Slot::AttentionMask) {
+                inputs.push((mask, TensorRef::from_array_view((shape, &tokens.mask[..])).map_err(|e| e.to_string())?));
+            }
+            let out = text_session.run(inputs).map_err(|e| e.to_string())?;
+            let output = name(Slot::TextEmbeds).unwrap_or_default();
+            let (shape, data) = out[output.as_str()].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
             (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), data.to_vec())
         };
-        Ok(BareInputs { lat_shape, latent, text_shape, text })
+        let names = [Slot::Latent, Slot::Timestep, Slot::TextEmbeds, Slot::Prediction]
+            .map(|slot| settings.tensor(ComponentRole::Denoiser, slot).unwrap_or_default().to_string());
+        Ok(BareInputs { lat_shape, latent, text_shape, text, names })
     }
 }
 
@@ -202,9 +240,11 @@ fn bare_denoiser_run(direct: &mut Session, inputs: &BareInputs, i: u32, runs: u3
     let ts = [1000.0 * (1.0 - i as f32 / runs as f32)];
     let tt = TensorRef::from_array_view(([1], &ts[..])).map_err(|e| e.to_string())?;
     let te = TensorRef::from_array_view((inputs.text_shape.clone(), &inputs.text[..])).map_err(|e| e.to_string())?;
-    let out =
-        direct.run(ort::inputs!["latent" => l, "timestep" => tt, "text_embeds" => te]).map_err(|e| e.to_string())?;
-    let (_, v) = out["velocity"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+    let [latent, timestep, text, prediction] = &inputs.names;
+    let out = direct
+        .run(ort::inputs![latent.as_str() => l, timestep.as_str() => tt, text.as_str() => te])
+        .map_err(|e| e.to_string())?;
+    let (_, v) = out[prediction.as_str()].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
     std::hint::black_box(v);
     Ok(())
 }
@@ -227,7 +267,7 @@ fn report(model: &str, lat_shape: &[usize; 5], runs: u32, timings: &mut Timings)
     );
     if let Some(g) = &timings.last_generation {
         println!(
-            "last generation: total {} ms = encode {:.2} + denoise {:.2} + decode {:.2} + gif/json write {:.2} ms; {} frames {}x{}, {} B",
+            "last generation: total {} ms = encode {:.2} + denoise {:.2} + decode {:.2} + mp4/gif/json write {:.2} ms; {} frames {}x{}, {} B",
             g.inference_ms, g.timings.encode_us as f64 / 1e3, g.timings.denoise_us as f64 / 1e3,
             g.timings.decode_us as f64 / 1e3, g.timings.write_us as f64 / 1e3,
             g.frames, g.width, g.height, g.bytes
