@@ -11,10 +11,13 @@ use warmlane_shared::{ErrorCode, MemorySnapshot, ValidRequest};
 /// A finished video.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Output {
-    /// The file written.
+    /// The video written (`<task_id>.mp4` from the ONNX engine).
     pub path: PathBuf,
     /// Its size.
     pub bytes: u64,
+    /// The preview beside it (`<task_id>.gif`), when the engine writes one.
+    #[serde(default)]
+    pub preview_path: Option<PathBuf>,
     /// Frames.
     pub frames: u32,
     /// Width.

@@ -110,6 +110,7 @@ impl Engine for OrtEngine {
         Ok(Output {
             path: g.path,
             bytes: g.bytes,
+            preview_path: Some(g.preview_path),
             frames: g.frames,
             width: g.width,
             height: g.height,

@@ -1,6 +1,6 @@
 //! The dashboard in headless Chromium: a person's path through it. The test
-//! submits a prompt from the page, sees the progress reach `done` and the GIF
-//! load, sees the lane and memory cards, and saves a screenshot to
+//! submits a prompt from the page, sees the progress reach `done` and the MP4
+//! (H.264) play in the `<video>` element, sees the lane and memory cards, and saves a screenshot to
 //! `target/test-output/dashboard.png`. Driven by chromedriver through fantoccini,
 //! against the real shim, broker and Redis, with the stand-in worker.
 //!
@@ -132,18 +132,44 @@ async fn dashboard_submits_and_shows_the_video() {
         Duration::from_secs(30),
     )
     .await;
+    // Debian's Chromium is built with its proprietary codecs; without them it cannot
+    // play H.264 and the dashboard would fall back to the GIF. Say so plainly.
+    let h264 = client
+        .execute("return document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42C00C\"')", vec![])
+        .await
+        .expect("canPlayType");
+    assert!(
+        matches!(h264.as_str(), Some("probably" | "maybe")),
+        "this Chromium cannot play H.264 in MP4 (canPlayType says {h264:?})"
+    );
     wait_until(
         &client,
-        "const i = document.getElementById('result'); return !i.hidden && i.complete && i.naturalWidth > 0",
-        "the GIF to load",
+        "const v = document.getElementById('result'); return !v.hidden && v.error === null && v.readyState >= 2 && !v.paused",
+        "the MP4 to play (readyState >= 2, not paused)",
+        Duration::from_secs(15),
+    )
+    .await;
+    // Playing means the clock moves: poll currentTime until it differs from a first reading.
+    let first = client.execute("return document.getElementById('result').currentTime", vec![]).await.expect("time");
+    let first = first.as_f64().expect("currentTime is a number");
+    wait_until(
+        &client,
+        &format!("const v = document.getElementById('result'); return v.error === null && v.currentTime !== {first}"),
+        "the video's currentTime to advance",
         Duration::from_secs(10),
     )
     .await;
+    let shown = client
+        .execute(
+            "const v = document.getElementById('result'); return [v.videoWidth, v.videoHeight, getComputedStyle(document.getElementById('preview')).display === 'none']",
+            vec![],
+        )
+        .await
+        .expect("video size");
+    assert_eq!(shown, serde_json::json!([32, 24, true]), "the MP4 plays, so the GIF fallback stays hidden");
     let progress =
         client.execute("return document.getElementById('progress-text').textContent", vec![]).await.expect("progress");
     assert_eq!(progress.as_str(), Some("8/8"));
-    let width = client.execute("return document.getElementById('result').naturalWidth", vec![]).await.expect("width");
-    assert_eq!(width.as_u64(), Some(32));
     let stored = client.execute("return localStorage.getItem('warmlane.apiKey')", vec![]).await.expect("localStorage");
     // The key is saved on `change`, which fires once the input loses focus (the click above).
     assert_eq!(stored.as_str(), Some("browser-key"));

@@ -1,13 +1,13 @@
 //! End to end on a real socket: the shim (with its reaper) on 127.0.0.1:0, the
 //! real broker and Redis, and a stand-in worker on the anisora lane. A request
-//! goes from `POST /generate` to `done` and a downloadable GIF.
+//! goes from `POST /generate` to `done`, a downloadable MP4 and its GIF preview.
 
 mod http_support;
 
 use http_support::*;
 
 #[tokio::test]
-async fn post_to_done_and_download_the_gif() {
+async fn post_to_done_and_download_the_video_and_preview() {
     let h = Harness::new().await;
     let worker = stand_in_worker(&h, "anisora").await;
     let mut args = h.args();
@@ -29,7 +29,15 @@ async fn post_to_done_and_download_the_gif() {
     assert_eq!(done["progress"]["step"], done["progress"]["steps"]);
     assert!(done["timings"]["inference_ms"].is_u64());
 
-    let gif = http("GET", &server.url(done["result_url"].as_str().unwrap()), None, &key).await;
+    let mp4 = http("GET", &server.url(done["result_url"].as_str().unwrap()), None, &key).await;
+    assert_eq!(mp4.status, 200);
+    assert_eq!(mp4.headers["content-type"], "video/mp4");
+    assert_eq!(&mp4.bytes[4..8], b"ftyp", "an MP4");
+    let range = [key[0], ("range", "bytes=0-99")];
+    let head = http("GET", &server.url(done["result_url"].as_str().unwrap()), None, &range).await;
+    assert_eq!((head.status.as_u16(), head.bytes.as_slice()), (206, &mp4.bytes[..100]));
+
+    let gif = http("GET", &server.url(done["preview_url"].as_str().unwrap()), None, &key).await;
     assert_eq!(gif.status, 200);
     assert_eq!(gif.headers["content-type"], "image/gif");
     assert!(gif.bytes.starts_with(b"GIF89a"), "a GIF");

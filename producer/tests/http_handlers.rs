@@ -180,7 +180,26 @@ async fn results_are_served_only_from_the_results_dir() {
     let done = get(&app, &format!("/tasks/{id}"), &[]).await.json();
     assert_eq!(done["status"], "done");
     assert_eq!(done["result_url"], format!("/tasks/{id}/result"));
-    let gif = get(&app, &format!("/tasks/{id}/result"), &[]).await;
+    assert_eq!(done["preview_url"], format!("/tasks/{id}/preview"));
+    assert_eq!(done["content_type"], "video/mp4");
+    let mp4 = get(&app, &format!("/tasks/{id}/result"), &[]).await;
+    assert_eq!(mp4.status, 200);
+    assert_eq!(mp4.headers["content-type"], "video/mp4");
+    assert_eq!(mp4.headers["accept-ranges"], "bytes");
+    assert_eq!(&mp4.bytes[4..8], b"ftyp");
+    // Browsers' media stacks ask for ranges.
+    let part = get(&app, &format!("/tasks/{id}/result"), &[("range", "bytes=4-11")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.bytes, &mp4.bytes[4..12]);
+    let range = format!("bytes 4-11/{}", mp4.bytes.len());
+    assert_eq!(part.headers["content-range"], range.as_str());
+    assert_eq!(part.headers["content-type"], "video/mp4");
+    let past_the_end = format!("bytes={}-", mp4.bytes.len() + 10);
+    let refused = get(&app, &format!("/tasks/{id}/result"), &[("range", past_the_end.as_str())]).await;
+    let whole = format!("bytes */{}", mp4.bytes.len());
+    assert_eq!(refused.headers["content-range"], whole.as_str());
+    refused.envelope(416, "range_not_satisfiable");
+    let gif = get(&app, &format!("/tasks/{id}/preview"), &[]).await;
     assert_eq!(gif.status, 200);
     assert_eq!(gif.headers["content-type"], "image/gif");
     assert!(gif.bytes.starts_with(b"GIF89a"));
@@ -196,9 +215,12 @@ async fn results_are_served_only_from_the_results_dir() {
     .unwrap();
     finish_as_worker(&h.producer, &req2, "degraded", "w1", &outside_dir).await;
     get(&app, &format!("/tasks/{id2}/result"), &[]).await.envelope(404, "not_found");
+    get(&app, &format!("/tasks/{id2}/preview"), &[]).await.envelope(404, "not_found");
     // Even when a file of that name exists inside, the reply must name it.
+    std::fs::write(h.results_dir.join(format!("{id2}.mp4")), b"not this one").unwrap();
     std::fs::write(h.results_dir.join(format!("{id2}.gif")), small_gif(4, 4)).unwrap();
     get(&app, &format!("/tasks/{id2}/result"), &[]).await.envelope(404, "not_found");
+    get(&app, &format!("/tasks/{id2}/preview"), &[]).await.envelope(404, "not_found");
     let _ = std::fs::remove_dir_all(&outside_dir);
     h.cleanup().await;
 }

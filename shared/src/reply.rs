@@ -57,10 +57,37 @@ impl TaskStatus {
     }
 }
 
+/// Content types of the files a result names, written once.
+pub mod media {
+    /// The video: H.264 in MP4.
+    pub const MP4: &str = "video/mp4";
+    /// The animated GIF preview (and the video of replies from before MP4).
+    pub const GIF: &str = "image/gif";
+
+    /// The content type of a result file, from its extension; `None` for anything
+    /// that is neither an MP4 nor a GIF.
+    pub fn of(path: &str) -> Option<&'static str> {
+        match path.rsplit_once('.').map(|(_, ext)| ext) {
+            Some("mp4") => Some(MP4),
+            Some("gif") => Some(GIF),
+            _ => None,
+        }
+    }
+
+    /// `content_type` of a reply that has none: replies before MP4 named a GIF.
+    pub(crate) fn legacy() -> String {
+        GIF.to_string()
+    }
+}
+
 /// Where the finished video is.
+///
+/// `content_type` and `preview_uri` are additions to the contract's `uri, frames,
+/// width, height, bytes`; both are defaulted on decode, so replies written before
+/// them still parse (as a GIF without a preview).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultInfo {
-    /// `file://` URI of the video in the results directory.
+    /// `file://` URI of the video in the results directory (`<task_id>.mp4`).
     pub uri: String,
     /// Frames in the video.
     pub frames: u32,
@@ -68,8 +95,14 @@ pub struct ResultInfo {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// File size.
+    /// Size of the video file.
     pub bytes: u64,
+    /// Content type of `uri`: [`media::MP4`] (absent in older replies: [`media::GIF`]).
+    #[serde(default = "media::legacy")]
+    pub content_type: String,
+    /// `file://` URI of the animated GIF preview beside the video (`<task_id>.gif`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_uri: Option<String>,
 }
 
 /// Timings that are known when the reply is written.
@@ -187,8 +220,12 @@ pub mod field {
     pub const REASON: &str = "reason";
     /// Human message of the code.
     pub const MESSAGE: &str = "message";
-    /// Result URI on success.
+    /// Result URI on success (the MP4).
     pub const RESULT: &str = "result";
+    /// Preview URI on success (the GIF), when the reply has one.
+    pub const PREVIEW: &str = "preview";
+    /// Content type of the result on success.
+    pub const CONTENT_TYPE: &str = "content_type";
     /// Fallback cause when routed degraded: `capacity`, `quota`, `manual`.
     pub const FALLBACK_CAUSE: &str = "fallback_cause";
     /// Deliveries so far (poison detection).
@@ -210,7 +247,15 @@ mod tests {
         let r = Reply::done(
             "t1",
             "anisora",
-            ResultInfo { uri: "file:///r/t1.gif".into(), frames: 8, width: 64, height: 64, bytes: 10 },
+            ResultInfo {
+                uri: "file:///r/t1.mp4".into(),
+                frames: 8,
+                width: 64,
+                height: 64,
+                bytes: 10,
+                content_type: media::MP4.into(),
+                preview_uri: Some("file:///r/t1.gif".into()),
+            },
             Timings { queued_ms: Some(3), inference_ms: None },
         );
         let bytes = r.to_msgpack();
@@ -222,6 +267,51 @@ mod tests {
         let timings = get("timings").unwrap();
         assert_eq!(timings.as_map().unwrap().len(), 1, "unknown timings are left out");
         assert_eq!(Reply::from_msgpack(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn result_carries_the_video_its_type_and_the_preview() {
+        let result = ResultInfo {
+            uri: "file:///r/t.mp4".into(),
+            frames: 4,
+            width: 32,
+            height: 24,
+            bytes: 9,
+            content_type: media::MP4.into(),
+            preview_uri: Some("file:///r/t.gif".into()),
+        };
+        let r = Reply::done("t", "anisora", result, Timings::default());
+        let value = rmpv::decode::read_value(&mut r.to_msgpack().as_slice()).unwrap();
+        let map = value.as_map().unwrap();
+        let result = map.iter().find(|(k, _)| k.as_str() == Some("result")).unwrap().1.as_map().unwrap().clone();
+        let get = |k: &str| result.iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v.clone());
+        assert_eq!(get("uri").unwrap().as_str(), Some("file:///r/t.mp4"));
+        assert_eq!(get("content_type").unwrap().as_str(), Some("video/mp4"));
+        assert_eq!(get("preview_uri").unwrap().as_str(), Some("file:///r/t.gif"));
+    }
+
+    #[test]
+    fn a_result_from_before_mp4_still_parses_as_a_gif() {
+        #[derive(Serialize)]
+        struct OldResult<'a> {
+            uri: &'a str,
+            frames: u32,
+            width: u32,
+            height: u32,
+            bytes: u64,
+        }
+        let old = OldResult { uri: "file:///r/t.gif", frames: 2, width: 16, height: 16, bytes: 5 };
+        let result: ResultInfo = rmp_serde::from_slice(&rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+        assert_eq!((result.content_type.as_str(), result.preview_uri), ("image/gif", None));
+        assert_eq!(result.uri, "file:///r/t.gif");
+    }
+
+    #[test]
+    fn media_types_by_extension() {
+        assert_eq!(media::of("/r/t.mp4"), Some("video/mp4"));
+        assert_eq!(media::of("file:///r/t.gif"), Some("image/gif"));
+        assert_eq!(media::of("/r/t.json"), None);
+        assert_eq!(media::of("mp4"), None);
     }
 
     #[test]

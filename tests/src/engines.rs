@@ -106,7 +106,15 @@ impl Engine for GateEngine {
         let path = out_dir.join(format!("{}.gif", req.task_id));
         std::fs::write(&path, b"GIF89a")
             .map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
-        Ok(Output { path, bytes: 6, frames: req.frames, width: req.width, height: req.height, inference_ms: 0 })
+        Ok(Output {
+            path,
+            bytes: 6,
+            preview_path: None,
+            frames: req.frames,
+            width: req.width,
+            height: req.height,
+            inference_ms: 0,
+        })
     }
 
     fn resident(&self) -> Option<String> {
@@ -158,6 +166,7 @@ impl Engine for SleepEngine {
         Ok(Output {
             path,
             bytes: 0,
+            preview_path: None,
             frames: req.frames,
             width: req.width,
             height: req.height,

@@ -161,7 +161,15 @@ impl Engine for OomEngine {
         let path = out_dir.join(format!("{}.gif", req.task_id));
         std::fs::write(&path, b"GIF89a")
             .map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
-        Ok(Output { path, bytes: 6, frames: req.frames, width: req.width, height: req.height, inference_ms: 7 })
+        Ok(Output {
+            path,
+            bytes: 6,
+            preview_path: None,
+            frames: req.frames,
+            width: req.width,
+            height: req.height,
+            inference_ms: 7,
+        })
     }
 
     fn resident(&self) -> Option<String> {

@@ -22,6 +22,7 @@ use lapin::message::Delivery;
 use warmlane_infra::amqp::enqueued_ms;
 use warmlane_infra::store::{Started, StartedBy};
 use warmlane_shared::error::reason;
+use warmlane_shared::reply::media;
 use warmlane_shared::request::DecodeFailure;
 use warmlane_shared::routing::degraded_waited_ms;
 use warmlane_shared::settings::DEGRADED_LANE;
@@ -173,6 +174,8 @@ pub fn run_reply(req: &ValidRequest, lane: &str, result: &Result<Output, EngineF
                 width: out.width,
                 height: out.height,
                 bytes: out.bytes,
+                content_type: media::of(&out.path.to_string_lossy()).unwrap_or(media::MP4).to_string(),
+                preview_uri: out.preview_path.as_deref().map(file_uri),
             },
             Timings { queued_ms: Some(queued_ms), inference_ms: Some(out.inference_ms) },
         ),

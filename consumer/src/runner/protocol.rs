@@ -193,8 +193,15 @@ mod tests {
             Request::Memory,
             Request::Shutdown,
         ]);
-        let output =
-            Output { path: PathBuf::from("r/t.gif"), bytes: 10, frames: 8, width: 64, height: 64, inference_ms: 12 };
+        let output = Output {
+            path: PathBuf::from("r/t.gif"),
+            bytes: 10,
+            preview_path: None,
+            frames: 8,
+            width: 64,
+            height: 64,
+            inference_ms: 12,
+        };
         roundtrip(&[
             Response::Loaded { load_ms: 3 },
             Response::Progress { step: 1, steps: 8 },

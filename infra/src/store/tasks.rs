@@ -230,6 +230,10 @@ impl Store {
         }
         if let Some(result) = &reply.result {
             pairs.push((field::RESULT, result.uri.clone()));
+            pairs.push((field::CONTENT_TYPE, result.content_type.clone()));
+            if let Some(preview) = &result.preview_uri {
+                pairs.push((field::PREVIEW, preview.clone()));
+            }
         }
         if let Some(ms) = reply.timings.inference_ms {
             pairs.push((field::INFERENCE_MS, ms.to_string()));

@@ -75,7 +75,8 @@ pub fn routes() -> Vec<RouteSpec> {
         spec("/generate", Method::POST, ApiKey, post(routes::generate::generate)),
         spec("/tasks/{id}", Method::GET, ApiKey, get(routes::tasks::task)),
         spec("/tasks/{id}/events", Method::GET, ApiKey, get(routes::tasks::events)),
-        spec("/tasks/{id}/result", Method::GET, ApiKey, get(routes::tasks::result)),
+        spec("/tasks/{id}/result", Method::GET, ApiKey, get(routes::result::result)),
+        spec("/tasks/{id}/preview", Method::GET, ApiKey, get(routes::result::preview)),
         spec("/admin/lanes/{model}/disable", Method::POST, Admin, post(routes::admin::disable)),
         spec("/admin/lanes/{model}/enable", Method::POST, Admin, post(routes::admin::enable)),
     ]

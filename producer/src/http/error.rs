@@ -28,13 +28,22 @@ pub mod shim_code {
     pub const FORBIDDEN: &str = "forbidden";
     /// 405: the route exists, the method does not.
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// 416: a `Range` header asks for bytes past the end of a result file.
+    pub const RANGE_NOT_SATISFIABLE: &str = "range_not_satisfiable";
     /// 503: RabbitMQ or Redis is unreachable; retry later.
     pub const SERVICE_UNAVAILABLE: &str = "service_unavailable";
     /// 500: a bug or an unexpected failure inside the shim.
     pub const INTERNAL_ERROR: &str = "internal_error";
     /// Every shim-only code, for documentation and tests.
-    pub const ALL: [&str; 6] =
-        [NOT_FOUND, UNAUTHORIZED, FORBIDDEN, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE, INTERNAL_ERROR];
+    pub const ALL: [&str; 7] = [
+        NOT_FOUND,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        METHOD_NOT_ALLOWED,
+        RANGE_NOT_SATISFIABLE,
+        SERVICE_UNAVAILABLE,
+        INTERNAL_ERROR,
+    ];
 }
 
 /// A failure of an HTTP request.
@@ -68,6 +77,11 @@ pub enum ApiError {
     },
     /// The method is not served on this path (405).
     MethodNotAllowed,
+    /// A `Range` outside a result file (416, with `Content-Range: bytes */<size>`).
+    RangeNotSatisfiable {
+        /// The file's size in bytes.
+        size: u64,
+    },
     /// A dependency is down (503 `service_unavailable`); `reason` names it.
     Unavailable {
         /// `broker`, `redis`, `broker,redis` or `dependency`.
@@ -119,6 +133,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -140,6 +155,9 @@ impl ApiError {
             ApiError::Unauthorized { header } => d(shim_code::UNAUTHORIZED, header, format!("the `{header}` header is required")),
             ApiError::Forbidden { header, message } => d(shim_code::FORBIDDEN, header, message.clone()),
             ApiError::MethodNotAllowed => d(shim_code::METHOD_NOT_ALLOWED, "method", "this method is not served on this path".into()),
+            ApiError::RangeNotSatisfiable { size } => {
+                d(shim_code::RANGE_NOT_SATISFIABLE, "range", format!("the range is outside the file of {size} bytes"))
+            }
             ApiError::Unavailable { reason, .. } if reason == "unconfirmed" => d(
                 shim_code::SERVICE_UNAVAILABLE,
                 reason,
@@ -198,6 +216,11 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(ErrorBody { error: self.detail() })).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if let ApiError::RangeNotSatisfiable { size } = self {
+            if let Ok(range) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, range);
+            }
         }
         response
     }

@@ -5,7 +5,7 @@
 //! cannot drift from the router.
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::routes::{admin, dashboard, generate, system, tasks, vram};
+use super::routes::{admin, dashboard, generate, result, system, tasks, vram};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
         document,
         vram::status, vram::check,
         generate::generate,
-        tasks::task, tasks::events, tasks::result,
+        tasks::task, tasks::events, result::result, result::preview,
         admin::disable, admin::enable,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

@@ -21,6 +21,7 @@ use warmlane_infra::store::FinishWhen;
 use warmlane_producer::http::{AppState, HttpConfig, ServeArgs};
 use warmlane_producer::Producer;
 use warmlane_shared::memory::{Backend, BudgetSource, ComponentStatus, Device, PipelineStatus};
+use warmlane_shared::reply::media;
 use warmlane_shared::settings::pipeline::{ComponentRole, Placement};
 use warmlane_shared::{now_ms, Reply, ResultInfo, Settings, Timings};
 use warmlane_shared::{Heartbeat, MemorySnapshot, WorkerState};
@@ -294,7 +295,25 @@ pub fn small_gif(w: u16, h: u16) -> Vec<u8> {
     bytes
 }
 
-/// Finishes a task as a worker would: `processing`, progress, a GIF in `results_dir`, the done reply.
+/// Frames of the stand-in worker's videos: two seconds at the engine's rate.
+pub const VIDEO_FRAMES: usize = 2 * warmlane_engine::FPS as usize;
+
+/// A real MP4 (`w` x `h`, `frames` frames) made by the engine's own writer: diagonal
+/// stripes that move from frame to frame, so a playing video visibly changes.
+pub fn small_mp4(w: usize, h: usize, frames: usize) -> Vec<u8> {
+    let plane = w * h;
+    let mut data = vec![0f32; 3 * frames * plane];
+    for (i, v) in data.iter_mut().enumerate() {
+        let (c, f, p) = (i / (frames * plane), (i / plane) % frames, i % plane);
+        let (x, y) = (p % w, p / w);
+        *v = (((x + y + 2 * f + 5 * c) % 16) as f32 / 7.5) - 1.0;
+    }
+    let video = warmlane_engine::Video { data, frames, height: h, width: w };
+    video.to_mp4(frames).expect("the engine encodes the stand-in video")
+}
+
+/// Finishes a task as a worker would: `processing`, progress, an MP4 and its GIF
+/// preview in `results_dir`, the done reply.
 pub async fn finish_as_worker(
     producer: &Producer,
     req: &warmlane_shared::ValidRequest,
@@ -308,15 +327,19 @@ pub async fn finish_as_worker(
         store.progress(&req.task_id, step, req.steps).await.expect("progress");
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    let path = results_dir.join(format!("{}.gif", req.task_id));
-    let gif = small_gif(32, 24);
-    tokio::fs::write(&path, &gif).await.expect("writing the GIF");
+    let (path, preview) =
+        (results_dir.join(format!("{}.mp4", req.task_id)), results_dir.join(format!("{}.gif", req.task_id)));
+    let mp4 = small_mp4(32, 24, VIDEO_FRAMES);
+    tokio::fs::write(&path, &mp4).await.expect("writing the MP4");
+    tokio::fs::write(&preview, small_gif(32, 24)).await.expect("writing the GIF");
     let result = ResultInfo {
         uri: format!("file://{}", path.display()),
-        frames: 2,
+        frames: VIDEO_FRAMES as u32,
         width: 32,
         height: 24,
-        bytes: gif.len() as u64,
+        bytes: mp4.len() as u64,
+        content_type: media::MP4.into(),
+        preview_uri: Some(format!("file://{}", preview.display())),
     };
     let reply = Reply::done(
         &req.task_id,

@@ -227,12 +227,34 @@ fn the_claim_decides_skip_poison_or_run() {
 #[test]
 fn a_run_is_answered_done_or_with_its_code() {
     let req = request("anisora", Some(NOW));
-    let out =
-        Output { path: PathBuf::from("/r/task-1.gif"), bytes: 9, frames: 4, width: 32, height: 32, inference_ms: 7 };
+    let out = Output {
+        path: PathBuf::from("/r/task-1.mp4"),
+        bytes: 9,
+        preview_path: Some(PathBuf::from("/r/task-1.gif")),
+        frames: 4,
+        width: 32,
+        height: 32,
+        inference_ms: 7,
+    };
     let done = run_reply(&req, "anisora", &Ok(out), 3);
     assert_eq!((done.status, done.code), (ReplyStatus::Done, None));
-    assert_eq!(done.result.map(|r| r.uri), Some("file:///r/task-1.gif".to_string()));
+    let result = done.result.clone().expect("a result");
+    assert_eq!(result.uri, "file:///r/task-1.mp4");
+    assert_eq!(result.content_type, "video/mp4");
+    assert_eq!(result.preview_uri.as_deref(), Some("file:///r/task-1.gif"));
     assert_eq!((done.timings.queued_ms, done.timings.inference_ms), (Some(3), Some(7)));
+    // An engine that writes only a GIF (test doubles) is answered as one, without preview.
+    let gif = Output {
+        path: PathBuf::from("/r/task-1.gif"),
+        bytes: 6,
+        preview_path: None,
+        frames: 4,
+        width: 32,
+        height: 32,
+        inference_ms: 7,
+    };
+    let result = run_reply(&req, "anisora", &Ok(gif), 3).result.expect("a result");
+    assert_eq!((result.content_type.as_str(), result.preview_uri), ("image/gif", None));
     let oom = EngineFailure { code: ErrorCode::GpuOom, message: "out of memory".into() };
     let failed = run_reply(&req, DEGRADED_LANE, &Err(oom), 3);
     assert_eq!(

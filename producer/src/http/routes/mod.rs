@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod dashboard;
 pub mod generate;
+pub mod result;
 pub mod system;
 pub mod tasks;
 pub mod vram;

@@ -1,7 +1,8 @@
-//! Following a task: `GET /tasks/{id}` (optionally long-polling with `?wait=N`),
-//! `GET /tasks/{id}/events` (server-sent events) and `GET /tasks/{id}/result` (the GIF).
+//! Following a task: `GET /tasks/{id}` (optionally long-polling with `?wait=N`) and
+//! `GET /tasks/{id}/events` (server-sent events); the files are served by
+//! [`super::result`].
 //!
-//! All three read the Redis task hash, never the reply list: the reply list is
+//! All of them read the Redis task hash, never the reply list: the reply list is
 //! consumed by BLPOP and belongs to the AMQP caller. Waiting is a server-side
 //! re-read of the hash every ~100 ms, bounded by the configured maximum.
 
@@ -9,19 +10,16 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
-use warmlane_shared::reply::field;
+use warmlane_shared::reply::{field, media};
 use warmlane_shared::request::task_id_ok;
 use warmlane_shared::TaskStatus;
 
@@ -74,8 +72,13 @@ pub struct TaskView {
     pub timings: TaskTimings,
     /// The error of a failed task, in the envelope's shape.
     pub error: Option<ErrorDetailView>,
-    /// Where to download the video of a done task.
+    /// Where to download the video of a done task (`video/mp4`; `image/gif` for
+    /// tasks finished before MP4, see `content_type`).
     pub result_url: Option<String>,
+    /// Content type of the video at `result_url`.
+    pub content_type: Option<String>,
+    /// Where to download the animated GIF preview of a done task, when it has one.
+    pub preview_url: Option<String>,
 }
 
 /// The error of a failed task (same fields as the error envelope).
@@ -125,8 +128,17 @@ pub fn task_view(task_id: &str, hash: &HashMap<String, String>) -> Option<TaskVi
         },
         error,
         result_url: (done && hash.contains_key(field::RESULT)).then(|| format!("/tasks/{task_id}/result")),
+        content_type: done.then(|| result_content_type(hash)).flatten().map(str::to_string),
+        preview_url: (done && hash.contains_key(field::PREVIEW)).then(|| format!("/tasks/{task_id}/preview")),
         status,
     })
+}
+
+/// The content type of a done task's result: the hash's own, else (a task finished
+/// before MP4) the one its URI's extension says.
+pub fn result_content_type(hash: &HashMap<String, String>) -> Option<&'static str> {
+    let named = hash.get(field::CONTENT_TYPE).and_then(|c| [media::MP4, media::GIF].into_iter().find(|m| m == c));
+    named.or_else(|| hash.get(field::RESULT).and_then(|uri| media::of(uri)))
 }
 
 /// `?wait=N`: seconds to long-poll until the task is terminal.
@@ -136,7 +148,7 @@ pub struct WaitQuery {
     pub wait: Option<u64>,
 }
 
-fn checked_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn checked_id(id: &str) -> Result<(), ApiError> {
     if task_id_ok(id) {
         Ok(())
     } else {
@@ -144,7 +156,7 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn unknown(id: &str) -> ApiError {
+pub(super) fn unknown(id: &str) -> ApiError {
     ApiError::NotFound { what: "task", message: format!("no task `{id}` (unknown, or expired after 24 h)") }
 }
 
@@ -268,65 +280,6 @@ fn error_event(e: &ApiError) -> Event {
     Event::default().event("error").json_data(serde_json::json!({ "error": e.detail() })).unwrap_or_default()
 }
 
-/// Where a done task's video must be: `<results_dir>/<task_id>.gif`, and the reply's
-/// `file://` URI must name that file. Pure; `None` when the URI names anything else.
-pub fn expected_result_path(results_dir: &FsPath, task_id: &str, uri: &str) -> Option<PathBuf> {
-    if !task_id_ok(task_id) {
-        return None;
-    }
-    let path = FsPath::new(uri.strip_prefix("file://")?);
-    let name = format!("{task_id}.gif");
-    (path.is_absolute() && path.file_name()? == name.as_str()).then(|| results_dir.join(name))
-}
-
-/// The finished video (`image/gif`).
-#[utoipa::path(
-    get, path = "/tasks/{id}/result", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
-    responses(
-        (status = 200, description = "The GIF", content_type = "image/gif", body = Vec<u8>),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`not_found`: unknown task, not done, or the file is gone", body = ErrorBody),
-        (status = 422, description = "`invalid_parameter`: bad task id", body = ErrorBody),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    checked_id(&id)?;
-    let view_hash = super::bounded("reading the task", state.backend.task(&id)).await?;
-    let view = task_view(&id, &view_hash).ok_or_else(|| unknown(&id))?;
-    let no_result = |message: String| ApiError::NotFound { what: "result", message };
-    if view.status != TaskStatus::Done.as_str() {
-        return Err(no_result(format!("task `{id}` is {}; it has no result", view.status)));
-    }
-    let uri = view_hash.get(field::RESULT).cloned().unwrap_or_default();
-    let dir = &state.config.results_dir;
-    let path = expected_result_path(dir, &id, &uri)
-        .ok_or_else(|| no_result(format!("the result of `{id}` is not a file of the results directory")))?;
-    // The file the reply names must be the one in the results directory (no links out of it).
-    let (named, served) =
-        (tokio::fs::canonicalize(&uri["file://".len()..]).await, tokio::fs::canonicalize(&path).await);
-    let canonical_dir = tokio::fs::canonicalize(dir).await;
-    match (named, served, canonical_dir) {
-        (Ok(named), Ok(served), Ok(cdir)) if named == served && served.parent() == Some(cdir.as_path()) => {
-            let bytes = tokio::fs::read(&served)
-                .await
-                .map_err(|_| no_result(format!("the result of `{id}` could not be read")))?;
-            let mut response = bytes.into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
-            Ok(response)
-        }
-        (Ok(_), Ok(_), Ok(_)) => {
-            tracing::warn!(task_id = %id, "a result is outside the results directory; check WARMLANE_RESULTS_DIR of the shim and the workers");
-            Err(no_result(format!("the result of `{id}` is not a file of the results directory")))
-        }
-        _ => Err(no_result(format!("the result file of `{id}` is gone"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,13 +309,29 @@ mod tests {
     fn done_task_links_its_result_and_completes_progress() {
         let v = task_view(
             "t",
-            &hash(&[("status", "done"), ("progress", "7/8"), ("result", "file:///r/t.gif"), ("inference_ms", "12")]),
+            &hash(&[
+                ("status", "done"),
+                ("progress", "7/8"),
+                ("result", "file:///r/t.mp4"),
+                ("content_type", "video/mp4"),
+                ("preview", "file:///r/t.gif"),
+                ("inference_ms", "12"),
+            ]),
         )
         .unwrap();
         assert!(v.terminal);
         assert_eq!(v.result_url.as_deref(), Some("/tasks/t/result"));
+        assert_eq!(v.content_type.as_deref(), Some("video/mp4"));
+        assert_eq!(v.preview_url.as_deref(), Some("/tasks/t/preview"));
         assert_eq!(v.progress, Some(Progress { step: 8, steps: 8 }));
         assert_eq!(v.timings.inference_ms, Some(12));
+    }
+
+    #[test]
+    fn a_task_done_before_mp4_is_a_gif_without_preview() {
+        let v = task_view("t", &hash(&[("status", "done"), ("result", "file:///r/t.gif")])).unwrap();
+        assert_eq!(v.content_type.as_deref(), Some("image/gif"));
+        assert!(v.preview_url.is_none());
     }
 
     #[test]
@@ -375,20 +344,5 @@ mod tests {
         let e = v.error.unwrap();
         assert_eq!((e.code.as_str(), e.reason.as_deref()), ("queue_overloaded", Some("wait_timeout")));
         assert!(v.result_url.is_none());
-    }
-
-    #[test]
-    fn result_paths_stay_in_the_results_dir() {
-        let dir = FsPath::new("/srv/results");
-        assert_eq!(expected_result_path(dir, "abc", "file:///srv/results/abc.gif"), Some(dir.join("abc.gif")));
-        assert_eq!(
-            expected_result_path(dir, "abc", "file:///etc/abc.gif"),
-            Some(dir.join("abc.gif")),
-            "checked against the dir after canonicalizing"
-        );
-        assert_eq!(expected_result_path(dir, "abc", "file:///srv/results/other.gif"), None);
-        assert_eq!(expected_result_path(dir, "abc", "http://x/abc.gif"), None);
-        assert_eq!(expected_result_path(dir, "abc", "file://relative/abc.gif"), None);
-        assert_eq!(expected_result_path(dir, "../x", "file:///srv/results/../x.gif"), None);
     }
 }

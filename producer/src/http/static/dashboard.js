@@ -103,9 +103,11 @@ function startTask(accepted) {
   $("task-error").textContent = "";
   $("progress").value = 0;
   $("progress-text").textContent = "";
-  const img = $("result");
-  img.hidden = true;
-  img.removeAttribute("src");
+  for (const id of ["result", "preview"]) {
+    const el = $(id);
+    el.hidden = true;
+    el.removeAttribute("src");
+  }
   $("result-link").hidden = true;
   follow(accepted.task_id, token);
 }
@@ -173,18 +175,46 @@ async function poll(taskId, token) {
   }
 }
 
-async function finished(view, token) {
-  if (view.status !== "done" || !view.result_url || token !== following) return;
-  const res = await fetch(view.result_url, { headers: headers() });
-  if (!res.ok) { $("task-error").textContent = `result: HTTP ${res.status}`; return; }
-  const url = URL.createObjectURL(await res.blob());
-  const img = $("result");
+// The files need the API key header, which <video src> cannot send: they are
+// fetched and shown from blob URLs.
+async function blobUrl(path, what) {
+  const res = await fetch(path, { headers: headers() });
+  if (!res.ok) { $("task-error").textContent = `${what}: HTTP ${res.status}`; return null; }
+  return URL.createObjectURL(await res.blob());
+}
+
+async function showPreview(view, token) {
+  if (!view.preview_url || token !== following) return;
+  const url = await blobUrl(view.preview_url, "preview");
+  if (!url || token !== following) return;
+  const img = $("preview");
   img.src = url;
   img.hidden = false;
+}
+
+async function finished(view, token) {
+  if (view.status !== "done" || !view.result_url || token !== following) return;
+  const type = view.content_type || "video/mp4";
+  const url = await blobUrl(view.result_url, "result");
+  if (!url || token !== following) return;
   const link = $("result-link");
   link.href = url;
-  link.download = `${view.task_id}.gif`;
+  link.download = `${view.task_id}.${type === "image/gif" ? "gif" : "mp4"}`;
+  link.textContent = type === "image/gif" ? "download the GIF" : "download the MP4";
   link.hidden = false;
+  if (type === "image/gif") {
+    // A task finished before MP4: its result is the GIF itself.
+    const img = $("preview");
+    img.src = url;
+    img.hidden = false;
+    return;
+  }
+  const video = $("result");
+  if (!video.canPlayType(type)) { await showPreview(view, token); return; }
+  video.onerror = () => { video.hidden = true; showPreview(view, token); };
+  video.src = url;
+  video.hidden = false;
+  video.play().catch(() => {});  // autoplay may be refused; the controls remain
 }
 
 // ---- lanes and memory, polled every 3 s ---------------------------------------
