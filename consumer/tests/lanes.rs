@@ -1,6 +1,6 @@
-//! Dedicated lanes on CPU: two in-process engines, one per model, under the memory
-//! manager. Each loads its model once at warm-up; 20 alternating requests never wait
-//! for a load (FR-019).
+//! Dedicated lanes on CPU: in-process engines, one per model (the two demo models and
+//! the real Wan2.1 architecture), under the memory manager. Each loads its model once
+//! at warm-up; 30 alternating requests never wait for a load (FR-019).
 
 mod common;
 
@@ -18,15 +18,15 @@ fn lane(settings: &Arc<warmlane_shared::Settings>) -> ManagedEngine<OrtEngine> {
 }
 
 #[test]
-fn two_lanes_load_once_and_never_wait() {
+fn lanes_load_once_and_never_wait() {
     let settings = demo_settings();
     let out = scratch("lanes");
-    let mut lanes = [("anisora", lane(&settings)), ("phr00t", lane(&settings))];
+    let mut lanes = [("anisora", lane(&settings)), ("phr00t", lane(&settings)), ("wan-tiny", lane(&settings))];
     for (model, engine) in &mut lanes {
         assert!(engine.prepare(model).expect("warm-up").is_some(), "warm-up loads");
     }
-    for i in 0..20 {
-        let (model, engine) = &mut lanes[i % 2];
+    for i in 0..30 {
+        let (model, engine) = &mut lanes[i % 3];
         assert_eq!(engine.prepare(model).expect("resident"), None, "request {i} waited for a load");
         let req = request(&settings, model, &format!("lane-{i}"));
         engine.generate(&req, model, &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("request {i}: {f}"));
@@ -78,27 +78,12 @@ fn placement_policies_release_components_not_the_pipeline() {
         ..Policy::default()
     };
     let budget = Budget { bytes: 2 << 30, source: BudgetSource::Flag, total_bytes: None, margin_bytes: 0 };
-    let manager = Arc::new(MemoryManager::new(budget, policy));
-    let mut engine =
-        ManagedEngine::new(OrtEngine::new(settings.clone(), None).expect("ort"), settings.clone(), manager);
-    engine.generate(&request(&settings, "anisora", "pol-1"), "anisora", &out, &mut |_, _| {}).expect("first");
-    assert_eq!(
-        devices(&memory_json(&engine)),
-        pairs(&[("text_encoder", "offloaded"), ("denoiser", "cpu"), ("vae_decoder", "cpu")])
-    );
-    engine.maintain();
-    let snap = memory_json(&engine);
-    assert_eq!(
-        devices(&snap),
-        pairs(&[("text_encoder", "offloaded"), ("denoiser", "offloaded"), ("vae_decoder", "cpu")])
-    );
-    assert_eq!(snap["used_bytes"], snap["pipelines"][0]["components"][2]["bytes"], "only the VAE is accounted: {snap}");
-    engine
-        .generate(&request(&settings, "anisora", "pol-2"), "anisora", &out, &mut |_, _| {})
-        .expect("second reloads components");
-    assert_eq!(devices(&memory_json(&engine))[1], ("denoiser".to_string(), "cpu".to_string()));
-    assert_eq!(engine.loads(), 1, "components come back without a pipeline load");
-
+    for model in ["anisora", "wan-tiny"] {
+        let manager = Arc::new(MemoryManager::new(budget, policy));
+        let mut engine =
+            ManagedEngine::new(OrtEngine::new(settings.clone(), None).expect("ort"), settings.clone(), manager);
+        release_and_reload(&mut engine, &settings, model, &out);
+    }
     // Below the headroom every idle, non-pinned component goes; the VAE stays.
     let tight = Budget { bytes: 1, source: BudgetSource::Flag, total_bytes: None, margin_bytes: 0 };
     let policy = Policy { headroom_bytes: 1 << 30, idle_release: None, ..Policy::default() };
@@ -115,4 +100,32 @@ fn placement_policies_release_components_not_the_pipeline() {
         "{snap}"
     );
     assert!(snap["evictions"].as_u64() >= Some(2), "{snap}");
+}
+
+/// One model under release-happy policies: the text encoder goes after use, the
+/// denoiser once idle, the pinned VAE stays; the next request reloads components
+/// without a pipeline load.
+fn release_and_reload(
+    engine: &mut ManagedEngine<OrtEngine>,
+    settings: &warmlane_shared::Settings,
+    model: &str,
+    out: &std::path::Path,
+) {
+    engine.generate(&request(settings, model, &format!("{model}-1")), model, out, &mut |_, _| {}).expect("first");
+    assert_eq!(
+        devices(&memory_json(engine)),
+        pairs(&[("text_encoder", "offloaded"), ("denoiser", "cpu"), ("vae_decoder", "cpu")])
+    );
+    engine.maintain();
+    let snap = memory_json(engine);
+    assert_eq!(
+        devices(&snap),
+        pairs(&[("text_encoder", "offloaded"), ("denoiser", "offloaded"), ("vae_decoder", "cpu")])
+    );
+    assert_eq!(snap["used_bytes"], snap["pipelines"][0]["components"][2]["bytes"], "only the VAE is accounted: {snap}");
+    engine
+        .generate(&request(settings, model, &format!("{model}-2")), model, out, &mut |_, _| {})
+        .expect("second reloads components");
+    assert_eq!(devices(&memory_json(engine))[1], ("denoiser".to_string(), "cpu".to_string()));
+    assert_eq!(engine.loads(), 1, "components come back without a pipeline load");
 }

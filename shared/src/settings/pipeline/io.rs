@@ -149,7 +149,7 @@ pub fn check_io(role: ComponentRole, io: &BTreeMap<Slot, String>) -> Result<(), 
 
 /// The tensor name of `slot`: the configured one, else the default, else `None` (an
 /// optional input left out, or a slot `role` does not have).
-pub fn tensor_name<'a>(role: ComponentRole, io: &'a BTreeMap<Slot, String>, slot: Slot) -> Option<&'a str> {
+pub fn tensor_name(role: ComponentRole, io: &BTreeMap<Slot, String>, slot: Slot) -> Option<&str> {
     let spec = Slot::of(role).iter().find(|s| s.slot == slot)?;
     io.get(&slot).map(String::as_str).or(spec.default)
 }
@@ -186,7 +186,8 @@ mod tests {
 
     #[test]
     fn check_refuses_foreign_slots_and_odd_names() {
-        let cases: [(ComponentRole, &[(Slot, &str)], Option<&str>); 5] = [
+        type Case<'a> = (ComponentRole, &'a [(Slot, &'a str)], Option<&'a str>);
+        let cases: [Case<'_>; 5] = [
             (ComponentRole::Denoiser, &[(Slot::Latent, "hidden_states")], None),
             (ComponentRole::TextEncoder, &[(Slot::AttentionMask, "attention_mask")], None),
             (ComponentRole::TextEncoder, &[(Slot::Timestep, "t")], Some("io.timestep")),
