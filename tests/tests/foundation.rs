@@ -90,11 +90,13 @@ async fn alternating_requests_land_on_their_own_warm_lanes_with_one_done_reply_e
         let result = reply.result.expect("done carries a result");
         let path = result.uri.strip_prefix("file://").unwrap();
         let bytes = std::fs::read(path).expect("the video exists");
-        assert!(bytes.starts_with(b"GIF89a") && bytes.len() as u64 == result.bytes);
+        assert!(&bytes[4..8] == b"ftyp" && bytes.len() as u64 == result.bytes, "{path} is the MP4");
         assert_eq!(fleet.replies_left(id).await, 0, "exactly one reply for {id}");
         let task = fleet.producer.store().task(id).await.unwrap();
         assert_eq!(task.get("status").map(String::as_str), Some("done"));
         assert_eq!(task.get("attempts").map(String::as_str), Some("1"));
+        let steps = if *model == "phr00t" { "4/4" } else { "8/8" };
+        assert_eq!(task.get("progress").map(String::as_str), Some(steps), "a done task's progress is complete");
     }
     // Each lane loaded its model once (the warm-up) and served every request warm.
     assert_eq!(fleet.producer.store().loads("anisora").await.unwrap(), 1);

@@ -60,6 +60,10 @@ if ARGV[7] == 'pending' and s ~= 'pending' then return 0 end
 if ARGV[7] == 'absent' and s then return 0 end
 if ARGV[7] == 'unstarted' and s and s ~= 'pending' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 10))
+if ARGV[2] == 'done' then
+  local steps = string.match(redis.call('HGET', KEYS[1], 'progress') or '', '/(%d+)$')
+  if steps then redis.call('HSET', KEYS[1], 'progress', steps .. '/' .. steps) end
+end
 if ARGV[8] ~= '' then
   redis.call('HSETNX', KEYS[1], 'attempts', 1)
   redis.call('HSETNX', KEYS[1], 'worker', ARGV[8])
