@@ -270,8 +270,9 @@ fn check_model_fields(fields: &BTreeMap<String, Field>, model: &ModelSettings) -
         }
     };
     let chars = prompt.chars().count();
-    if prompt.trim().is_empty() {
-        return Err(Rejection::invalid("prompt", "prompt must not be empty"));
+    // Blank: nothing but whitespace and control characters (NUL included).
+    if prompt.chars().all(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Rejection::invalid("prompt", "prompt must contain visible text"));
     }
     if chars > limit {
         return Err(Rejection::invalid("prompt", format!("prompt is {chars} characters, the limit is {limit}")));
@@ -301,6 +302,10 @@ fn check_model_fields(fields: &BTreeMap<String, Field>, model: &ModelSettings) -
         None | Some(Field::Nil) => None,
         Some(Field::Int(i)) if (0..=i128::from(u64::MAX)).contains(i) => Some(*i as u64),
         Some(Field::Int(i)) => return Err(Rejection::invalid("seed", format!("seed must be 0..=2^64-1, got {i}"))),
+        // JSON integers past u64 arrive as floats; they are out of range, not the wrong type.
+        Some(Field::Float(f)) if f.fract() == 0.0 && f.abs() >= 2f64.powi(63) => {
+            return Err(Rejection::invalid("seed", format!("seed must be 0..=2^64-1, got {f:.0}")))
+        }
         Some(other) => {
             return Err(Rejection::invalid("seed", format!("seed must be an integer or nil, got {}", other.kind())))
         }

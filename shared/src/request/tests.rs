@@ -74,6 +74,8 @@ fn every_invalid_case_has_a_deterministic_code_and_reason() {
         (with("anisora", "seed", json!("7")), ErrorCode::InvalidParameter, "seed"),
         (with("anisora", "prompt", json!("")), ErrorCode::InvalidParameter, "prompt"),
         (with("anisora", "prompt", json!("   ")), ErrorCode::InvalidParameter, "prompt"),
+        (with("anisora", "prompt", json!("\u{0}\u{0}")), ErrorCode::InvalidParameter, "prompt"),
+        (with("anisora", "prompt", json!("\u{1b}\t\u{7f}\n")), ErrorCode::InvalidParameter, "prompt"),
         (with("anisora", "prompt", json!(long.clone())), ErrorCode::InvalidParameter, "prompt"),
         (with("anisora", "prompt", json!(12)), ErrorCode::InvalidParameter, "prompt"),
         (with("anisora", "negative_prompt", json!(long)), ErrorCode::InvalidParameter, "negative_prompt"),
@@ -205,6 +207,23 @@ fn unknown_keys_are_ignored_and_seed_is_stable() {
     assert_eq!(r.effective_seed(), 7);
     assert_eq!(no_seed.effective_seed(), no_seed.clone().effective_seed());
     assert_ne!(no_seed.effective_seed(), 7);
+}
+
+#[test]
+fn seeds_past_u64_are_out_of_range_not_floats() {
+    let s = fixture();
+    let max = validate_json(&with("anisora", "seed", json!(u64::MAX)), &s).expect("2^64-1 is a seed");
+    assert_eq!(max.seed, Some(u64::MAX));
+    // serde_json reads 2^64 as a float; the message still says what is wrong.
+    let body: serde_json::Value = serde_json::from_str(
+        &with("anisora", "seed", json!(0)).to_string().replace("\"seed\":0", "\"seed\":18446744073709551616"),
+    )
+    .expect("JSON");
+    let err = validate_json(&body, &s).expect_err("2^64 is refused");
+    assert_eq!(err.rejection.reason, "seed");
+    assert!(err.rejection.message.contains("0..=2^64-1, got 18446744073709551616"), "{}", err.rejection.message);
+    let half = validate_json(&with("anisora", "seed", json!(1.5)), &s).expect_err("1.5 is refused");
+    assert!(half.rejection.message.contains("got float"), "{}", half.rejection.message);
 }
 
 mod props {
