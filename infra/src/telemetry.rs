@@ -24,13 +24,27 @@ pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 pub const RETRY_RESOLVE: Duration = Duration::from_secs(5);
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` filter.
+/// Logs go to stderr, so a command's stdout carries only its output (`submit ... | jq`),
+/// in colour only on a terminal and never with `NO_COLOR` set.
 pub fn init(json: bool) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let ansi = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = if json { builder.json().try_init() } else { builder.try_init() };
     if let Err(e) = result {
         eprintln!("tracing already initialised: {e}");
     }
+}
+
+/// Whether log lines get ANSI colours: only on a terminal, and not when `NO_COLOR` is
+/// set to anything but the empty string (no-color.org).
+pub fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Why the StatsD exporter could not be installed.
@@ -176,6 +190,21 @@ pub fn init_metrics(args: &crate::config::TelemetryArgs) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        let cases = [
+            (true, None, true),
+            (false, None, false),
+            (true, Some(""), true),
+            (true, Some("1"), false),
+            (false, Some("1"), false),
+        ];
+        for (terminal, no_color, want) in cases {
+            assert_eq!(colour(terminal, no_color.map(OsStr::new)), want, "{terminal} {no_color:?}");
+        }
+    }
 
     #[test]
     fn statsd_addresses_are_host_and_nonzero_port() {

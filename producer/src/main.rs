@@ -12,9 +12,8 @@ async fn main() -> ExitCode {
     match warmlane_producer::commands::run(cli, warmlane_infra::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let e = warmlane_infra::Report(&e);
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
+            // Once, on stderr: logs go there too, so a log line would print it twice.
+            eprintln!("error: {}", warmlane_infra::Report(&e));
             ExitCode::FAILURE
         }
     }
