@@ -42,8 +42,10 @@ impl ConnectArgs {
 /// Logging and metrics flags shared by the binaries.
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
-    /// Log as JSON lines instead of human-readable text.
-    #[arg(long, env = "WARMLANE_JSON_LOGS")]
+    /// Log as JSON lines instead of human-readable text (the variable takes
+    /// 1/0, true/false, yes/no, on/off).
+    #[arg(long, env = "WARMLANE_JSON_LOGS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub json_logs: bool,
     /// StatsD address (`host:port`); metrics are off when unset.
     #[arg(long, env = "WARMLANE_STATSD")]
