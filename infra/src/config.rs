@@ -8,16 +8,16 @@ use warmlane_shared::{Settings, SettingsError};
 #[derive(Clone, Args)]
 pub struct ConnectArgs {
     /// AMQP URL of RabbitMQ (credentials are never logged).
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(long, global = true, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,
     /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: String,
     /// Name prefix of exchanges, queues and Redis keys.
-    #[arg(long, env = "WARMLANE_PREFIX", default_value = "warmlane")]
+    #[arg(long, global = true, env = "WARMLANE_PREFIX", default_value = "warmlane")]
     pub prefix: String,
     /// Path of inference_settings.json.
-    #[arg(long, env = "WARMLANE_SETTINGS", default_value = "inference_settings.json")]
+    #[arg(long, global = true, env = "WARMLANE_SETTINGS", default_value = "inference_settings.json")]
     pub settings: PathBuf,
 }
 
@@ -44,14 +44,14 @@ impl ConnectArgs {
 pub struct TelemetryArgs {
     /// Log as JSON lines instead of human-readable text (the variable takes
     /// 1/0, true/false, yes/no, on/off).
-    #[arg(long, env = "WARMLANE_JSON_LOGS", action = clap::ArgAction::SetTrue,
+    #[arg(long, global = true, env = "WARMLANE_JSON_LOGS", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub json_logs: bool,
     /// StatsD address (`host:port`); metrics are off when unset.
-    #[arg(long, env = "WARMLANE_STATSD")]
+    #[arg(long, global = true, env = "WARMLANE_STATSD")]
     pub statsd: Option<String>,
     /// Prefix of every metric name.
-    #[arg(long, env = "WARMLANE_METRICS_PREFIX", default_value = "warmlane")]
+    #[arg(long, global = true, env = "WARMLANE_METRICS_PREFIX", default_value = "warmlane")]
     pub metrics_prefix: String,
 }
 

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use warmlane_infra::config::{ConnectArgs, TelemetryArgs};
+use warmlane_shared::FallbackCause;
 
 /// The warmlane producer: submits requests, runs the reaper, and operates lanes.
 #[derive(Debug, Clone, Parser)]
@@ -41,8 +42,8 @@ pub enum Command {
         /// The model whose lane to disable.
         model: String,
         /// `manual` (operator) or `quota` (provider denied the lane).
-        #[arg(long, default_value = "manual")]
-        cause: String,
+        #[arg(long, default_value = "manual", value_parser = parse_cause)]
+        cause: FallbackCause,
         /// Free-form note for other operators.
         #[arg(long, default_value = "")]
         note: String,
@@ -59,4 +60,36 @@ pub enum Command {
     Dead(crate::dead_queue::DeadCommand),
     /// Check the settings file and exit.
     CheckSettings,
+}
+
+/// `--cause`: an operator's cause, checked before anything connects.
+fn parse_cause(s: &str) -> Result<FallbackCause, String> {
+    FallbackCause::parse_operator(s).ok_or_else(|| format!("must be manual or quota, got `{s}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_after_the_subcommand_and_causes_are_checked_first() {
+        let cli = Cli::try_parse_from(["warmlane-producer", "lanes", "--prefix", "x", "--json-logs"]).expect("parses");
+        assert_eq!((cli.connect.prefix.as_str(), cli.telemetry.json_logs), ("x", true));
+        let cli = Cli::try_parse_from(["warmlane-producer", "--prefix", "y", "lanes"]).expect("parses");
+        assert_eq!(cli.connect.prefix, "y");
+        let cases = [
+            ("manual", Some(FallbackCause::Manual)),
+            ("quota", Some(FallbackCause::Quota)),
+            ("capacity", None),
+            ("", None),
+        ];
+        for (cause, want) in cases {
+            let parsed = Cli::try_parse_from(["warmlane-producer", "disable", "anisora", "--cause", cause]);
+            let got = parsed.ok().and_then(|c| match c.command {
+                Command::Disable { cause, .. } => Some(cause),
+                _ => None,
+            });
+            assert_eq!(got, want, "--cause {cause:?}");
+        }
+    }
 }

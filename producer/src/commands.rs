@@ -9,7 +9,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 use warmlane_infra::InfraError;
-use warmlane_shared::{FallbackCause, Settings};
+use warmlane_shared::Settings;
 
 /// Errors of a subcommand.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
         println!("{}: {} models, ok", settings.source.display(), settings.models.len());
         return Ok(());
     }
+    // Arguments are checked before anything connects.
+    if let Command::Disable { model, .. } | Command::Enable { model } = &cli.command {
+        known_lane(&settings, model)?;
+    }
     let c = &cli.connect;
     let producer = Arc::new(Producer::connect(settings.clone(), &c.amqp_url, &c.redis_url, &c.prefix).await?);
     match cli.command {
@@ -52,15 +56,11 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
             Ok(())
         }
         Command::Disable { model, cause, note } => {
-            known_lane(&settings, &model)?;
-            let cause = FallbackCause::parse_operator(&cause)
-                .ok_or_else(|| CommandError::Input(format!("--cause must be manual or quota, got `{cause}`")))?;
             producer.store().disable_lane(&model, cause, &note).await?;
             println!("lane {model} disabled ({})", cause.as_str());
             Ok(())
         }
         Command::Enable { model } => {
-            known_lane(&settings, &model)?;
             let was = producer.store().enable_lane(&model).await?;
             println!("lane {model} enabled{}", if was { "" } else { " (it was not disabled)" });
             Ok(())
