@@ -49,7 +49,23 @@ impl Backoff {
 /// Runs `attempt` until it succeeds or `give_up_after` has passed, sleeping a
 /// [`Backoff::reconnect`] delay between tries and logging each failure as `what`.
 /// The last error is returned when time runs out.
-pub async fn retry<T, E, F, Fut>(what: &str, give_up_after: Duration, mut attempt: F) -> Result<T, E>
+pub async fn retry<T, E, F, Fut>(what: &str, give_up_after: Duration, attempt: F) -> Result<T, E>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_while(what, give_up_after, attempt, |_| true).await
+}
+
+/// Like [`retry`], but an error for which `retryable` is false is returned at once
+/// (a refused declaration will not get better by waiting).
+pub async fn retry_while<T, E, F, Fut>(
+    what: &str,
+    give_up_after: Duration,
+    mut attempt: F,
+    retryable: impl Fn(&E) -> bool,
+) -> Result<T, E>
 where
     E: std::error::Error + 'static,
     F: FnMut() -> Fut,
@@ -60,7 +76,7 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err(e) if started.elapsed() >= give_up_after => return Err(e),
+            Err(e) if started.elapsed() >= give_up_after || !retryable(&e) => return Err(e),
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %crate::Report(&e), retry_in_ms = delay.as_millis() as u64, "{what} not reachable; retrying");
@@ -112,5 +128,19 @@ mod tests {
             retry("test", Duration::from_secs(2), || async { Err(std::io::Error::other("still down")) }).await;
         assert_eq!(err.unwrap_err().to_string(), "still down");
         assert!(started.elapsed() >= Duration::from_secs(2), "gave up after {:?}", started.elapsed());
+
+        // An error that waiting cannot fix ends the retries at once.
+        let mut calls = 0;
+        let err: Result<(), std::io::Error> = retry_while(
+            "test",
+            Duration::from_secs(60),
+            || {
+                calls += 1;
+                async { Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "refused")) }
+            },
+            |e| e.kind() != std::io::ErrorKind::InvalidInput,
+        )
+        .await;
+        assert_eq!((err.unwrap_err().to_string(), calls), ("refused".to_string(), 1));
     }
 }

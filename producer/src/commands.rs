@@ -11,6 +11,9 @@ use std::time::Duration;
 use warmlane_infra::InfraError;
 use warmlane_shared::Settings;
 
+/// How long `serve` and `reaper` keep trying to reach RabbitMQ and Redis at start.
+pub const START_RETRY: Duration = Duration::from_secs(60);
+
 /// Errors of a subcommand.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -43,7 +46,16 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
         known_lane(&settings, model)?;
     }
     let c = &cli.connect;
-    let producer = Arc::new(Producer::connect(settings.clone(), &c.amqp_url, &c.redis_url, &c.prefix).await?);
+    let connect = || Producer::connect(settings.clone(), &c.amqp_url, &c.redis_url, &c.prefix);
+    // Long-running services wait for the broker and Redis as the workers do (they may
+    // start first under compose); one-shot commands fail at once.
+    let producer = if matches!(cli.command, Command::Serve(_) | Command::Reaper) {
+        let retryable = |e: &ProducerError| matches!(e, ProducerError::Infra(i) if i.is_retryable());
+        warmlane_infra::backoff::retry_while("RabbitMQ or Redis", START_RETRY, connect, retryable).await?
+    } else {
+        connect().await?
+    };
+    let producer = Arc::new(producer);
     match cli.command {
         Command::CheckSettings => Ok(()),
         Command::Submit { file, wait } => submit(&producer, &file, wait).await,

@@ -175,13 +175,20 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server; fails loudly when redis-server is not installed.
     pub fn start(dir: &Path) -> RedisServer {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut s = RedisServer { port: free_port(), dir: dir.to_path_buf(), child: None };
+        let mut s = RedisServer::reserve(dir);
         s.spawn();
         s
     }
 
-    fn spawn(&mut self) {
+    /// A server with its port chosen but not started yet ([`RedisServer::spawn`] starts it):
+    /// for services that must wait for Redis.
+    pub fn reserve(dir: &Path) -> RedisServer {
+        std::fs::create_dir_all(dir).unwrap();
+        RedisServer { port: free_port(), dir: dir.to_path_buf(), child: None }
+    }
+
+    /// Starts the server and waits for its port.
+    pub fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--bind",
@@ -228,6 +235,18 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The built `warmlane-producer` binary next to the test executable.
+pub fn producer_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("warmlane-producer")).expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p warmlane-producer, or ops/test.sh)",
+        bin.display()
+    );
+    bin
 }
 
 /// The built `warmlane-consumer` binary next to the test executable.

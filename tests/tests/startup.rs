@@ -1,0 +1,78 @@
+//! `warmlane-producer serve` started before Redis waits for it, with a log line per
+//! try, and serves once Redis is up (under compose the shim may start first).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use warmlane_tests::servers::{free_port, producer_binary, RedisServer};
+use warmlane_tests::{amqp_url, prefix, repo_root};
+
+/// Kills the child when the test ends, whatever happens.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next stderr line containing `needle`, within `limit`.
+fn wait_line(lines: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {needle:?} within {limit:?}: {e}"),
+        }
+    }
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the shim listens");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+#[test]
+fn serve_waits_for_redis_then_serves() {
+    let dir = repo_root().join("target/test-output").join(prefix("startup"));
+    let mut redis = RedisServer::reserve(&dir);
+    let port = free_port();
+    let child = Command::new(producer_binary())
+        .current_dir(repo_root())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--prefix", &prefix("startup")])
+        .env("AMQP_URL", amqp_url())
+        .env("REDIS_URL", redis.url())
+        .env("WARMLANE_RESULTS_DIR", &dir)
+        .env_remove("WARMLANE_JSON_LOGS")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("warmlane-producer starts");
+    let mut child = Killed(child);
+    let stderr = child.0.stderr.take().expect("stderr piped");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let retrying = wait_line(&lines, "not reachable; retrying", Duration::from_secs(30));
+    assert!(retrying.contains("Redis"), "the line names what it waits for: {retrying}");
+    assert!(child.0.try_wait().expect("status").is_none(), "serve keeps waiting instead of exiting");
+    redis.spawn();
+    wait_line(&lines, "HTTP shim listening", Duration::from_secs(60));
+    let health = get(port, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
