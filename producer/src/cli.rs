@@ -35,8 +35,13 @@ pub enum Command {
     },
     /// Run the reaper alone: expired messages and the deadline backstop.
     Reaper,
-    /// Print each lane's readiness, workers, fallback and queue depth as JSON.
-    Lanes,
+    /// Print each lane's readiness, workers, fallback and queue depth as a table
+    /// (`--json` for machines).
+    Lanes {
+        /// Print the JSON document of `GET /lanes` instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Take a lane out of routing (its requests go degraded) with a cause.
     Disable {
         /// The model whose lane to disable.
@@ -73,7 +78,8 @@ mod tests {
 
     #[test]
     fn flags_parse_after_the_subcommand_and_causes_are_checked_first() {
-        let cli = Cli::try_parse_from(["warmlane-producer", "lanes", "--prefix", "x", "--json-logs"]).expect("parses");
+        let cli = Cli::try_parse_from(["warmlane-producer", "lanes", "--prefix", "x", "--json-logs", "--json"])
+            .expect("parses");
         assert_eq!((cli.connect.prefix.as_str(), cli.telemetry.json_logs), ("x", true));
         let cli = Cli::try_parse_from(["warmlane-producer", "--prefix", "y", "lanes"]).expect("parses");
         assert_eq!(cli.connect.prefix, "y");

@@ -62,9 +62,13 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
         Command::Serve(args) => Ok(crate::http::serve(producer, args, c.amqp_url.clone(), shutdown).await?),
         Command::Dead(cmd) => Ok(crate::dead_queue::run(&producer, cmd).await?),
         Command::Reaper => Ok(crate::reaper::run(producer, c.amqp_url.clone(), shutdown).await?),
-        Command::Lanes => {
+        Command::Lanes { json } => {
             let status = crate::lanes::status(&producer).await?;
-            println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+            } else {
+                print!("{}", crate::lanes::table(&status));
+            }
             Ok(())
         }
         Command::Disable { model, cause, note } => {

@@ -133,6 +133,46 @@ pub fn degraded_wait_ms(deadline_ms: u64, now: u64, settings: &Settings) -> u64 
     now.saturating_sub(entered)
 }
 
+/// `warmlane-producer lanes` for people: one row per lane, then the degraded queue.
+pub fn table(status: &LanesStatus) -> String {
+    let dash = || "-".to_string();
+    let mut rows = vec![["LANE", "READY", "WARM", "DEPTH", "LOADS", "DISABLED", "FALLBACK"].map(str::to_string)];
+    for (model, l) in &status.lanes {
+        rows.push([
+            model.clone(),
+            if !l.dedicated {
+                "no lane".into()
+            } else if l.ready {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            l.warm_workers.to_string(),
+            l.queue_depth.map_or_else(dash, |d| d.to_string()),
+            l.cold_starts.to_string(),
+            l.disabled.as_ref().map_or_else(dash, |d| d.cause.as_str().to_string()),
+            l.fallback.as_ref().map_or_else(dash, |f| format!("{} for {} s", f.cause.as_str(), f.for_ms / 1000)),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    let d = &status.degraded;
+    out.push_str(&format!(
+        "\ndegraded: depth {} of {}, {} worker(s), {} load(s), oldest waiting {}\n",
+        d.queue_depth.map_or_else(dash, |v| v.to_string()),
+        d.max_depth,
+        d.workers,
+        d.cold_starts,
+        d.oldest_wait_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms} ms (limit {} ms)", d.max_wait_ms)),
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +185,39 @@ mod tests {
         let deadline = entered + s.degraded.max_wait_ms + s.degraded.expiry_grace_ms;
         assert_eq!(degraded_wait_ms(deadline, entered + 1234, &s), 1234);
         assert_eq!(degraded_wait_ms(deadline, entered - 5, &s), 0);
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_lane_and_the_degraded_queue() {
+        let lane = |ready, depth| LaneStatus {
+            ready,
+            dedicated: true,
+            warm_workers: u32::from(ready),
+            queue_depth: depth,
+            cold_starts: 1,
+            disabled: None,
+            fallback: None,
+        };
+        let mut disabled = lane(false, None);
+        disabled.disabled = Some(Disabled { cause: FallbackCause::Quota, since_ms: 1, note: String::new() });
+        disabled.fallback = Some(Fallback { active: true, cause: FallbackCause::Quota, since_ms: 1, for_ms: 12_500 });
+        let status = LanesStatus {
+            lanes: BTreeMap::from([("anisora".to_string(), lane(true, Some(3))), ("wan-tiny".to_string(), disabled)]),
+            degraded: DegradedStatus {
+                queue_depth: Some(2),
+                max_depth: 25,
+                max_wait_ms: 30_000,
+                workers: 1,
+                cold_starts: 4,
+                oldest_wait_ms: Some(900),
+            },
+            workers: Vec::new(),
+        };
+        let text = table(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "LANE      READY  WARM  DEPTH  LOADS  DISABLED  FALLBACK");
+        assert_eq!(lines[1], "anisora   yes    1     3      1      -         -");
+        assert_eq!(lines[2], "wan-tiny  no     0     -      1      quota     quota for 12 s");
+        assert_eq!(lines[4], "degraded: depth 2 of 25, 1 worker(s), 4 load(s), oldest waiting 900 ms (limit 30000 ms)");
     }
 }
