@@ -42,6 +42,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a task's status, progress, timings, error and result link as JSON (the
+    /// document of `GET /tasks/{id}`).
+    Status {
+        /// The task id.
+        task_id: String,
+    },
+    /// Save a done task's video (MP4) to a file, or to stdout with `-o -`.
+    Result {
+        /// The task id.
+        task_id: String,
+        /// Where to write it; `-` is stdout.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Take a lane out of routing (its requests go degraded) with a cause.
     Disable {
         /// The model whose lane to disable.

@@ -71,6 +71,19 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
             }
             Ok(())
         }
+        Command::Status { task_id } => {
+            let view = task(&producer, &task_id).await?;
+            println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
+            Ok(())
+        }
+        Command::Result { task_id, output } => {
+            let hash = producer.store().task(&task_id).await?;
+            let (bytes, content_type) = save_result(&task_id, &hash, &output)?;
+            if output.as_os_str() != "-" {
+                println!("{} ({bytes} B, {content_type})", output.display());
+            }
+            Ok(())
+        }
         Command::Disable { model, cause, note } => {
             producer.store().disable_lane(&model, cause, &note).await?;
             println!("lane {model} disabled ({})", cause.as_str());
@@ -122,4 +135,71 @@ async fn submit(producer: &Producer, file: &std::path::Path, wait: u64) -> Resul
         }
     }
     Ok(())
+}
+
+async fn task(producer: &Producer, task_id: &str) -> Result<crate::http::routes::tasks::TaskView, CommandError> {
+    let hash = producer.store().task(task_id).await?;
+    crate::http::routes::tasks::task_view(task_id, &hash)
+        .ok_or_else(|| CommandError::Input(format!("no task `{task_id}` (unknown, or expired after task_ttl_s)")))
+}
+
+/// Copies a done task's video to `output` (`-`: stdout); returns its size and type.
+fn save_result(
+    task_id: &str,
+    hash: &std::collections::HashMap<String, String>,
+    output: &std::path::Path,
+) -> Result<(u64, String), CommandError> {
+    use warmlane_shared::reply::field;
+    let input = |message: String| CommandError::Input(message);
+    let status = hash.get(field::STATUS).ok_or_else(|| input(format!("no task `{task_id}`")))?;
+    if status != "done" {
+        return Err(input(format!("task `{task_id}` is {status}; it has no result")));
+    }
+    let uri = hash.get(field::RESULT).map(String::as_str).unwrap_or_default();
+    let path = uri.strip_prefix("file://").ok_or_else(|| input(format!("the result `{uri}` is not a local file")))?;
+    let bytes = std::fs::read(path).map_err(|e| input(format!("reading {path}: {e}")))?;
+    let written = if output.as_os_str() == "-" {
+        use std::io::Write;
+        std::io::stdout().lock().write_all(&bytes)
+    } else {
+        std::fs::write(output, &bytes)
+    };
+    written.map_err(|e| input(format!("writing {}: {e}", output.display())))?;
+    let content_type = hash.get(field::CONTENT_TYPE).cloned().unwrap_or_else(|| "video/mp4".into());
+    Ok((bytes.len() as u64, content_type))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn only_a_done_task_with_a_local_file_is_saved() {
+        let dir = std::env::temp_dir().join(format!("warmlane-result-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let video = dir.join("t.mp4");
+        std::fs::write(&video, b"\0\0\0\x18ftypisom").unwrap();
+        let hash = |status: &str, uri: &str| -> HashMap<String, String> {
+            HashMap::from([("status".to_string(), status.to_string()), ("result".to_string(), uri.to_string())])
+        };
+        let out = dir.join("copy.mp4");
+        let uri = format!("file://{}", video.display());
+        let (bytes, kind) = save_result("t", &hash("done", &uri), &out).expect("saved");
+        assert_eq!(
+            (bytes, kind.as_str(), std::fs::read(&out).unwrap()),
+            (12, "video/mp4", b"\0\0\0\x18ftypisom".to_vec())
+        );
+        let cases = [
+            (hash("processing", &uri), "is processing"),
+            (hash("done", "s3://bucket/t.mp4"), "not a local file"),
+            (hash("done", "file:///nonexistent/t.mp4"), "reading /nonexistent/t.mp4"),
+            (HashMap::new(), "no task `t`"),
+        ];
+        for (hash, want) in cases {
+            let err = save_result("t", &hash, &dir.join("x.mp4")).expect_err(want).to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
