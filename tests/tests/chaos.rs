@@ -62,9 +62,10 @@ fn write_settings(dir: &std::path::Path) -> std::path::PathBuf {
     json["degraded"]["max_wait_ms"] = 10_000.into();
     // The kill is timed by a task reading `processing`: claim every run before it starts.
     json["lanes"]["late_claim_ms"] = 0.into();
-    for model in ["anisora", "phr00t"] {
-        let abs = repo_root().join("models").join(model).canonicalize().unwrap();
-        json["models"][model]["pipeline"]["dir"] = abs.display().to_string().into();
+    let models: Vec<String> = json["models"].as_object().unwrap().keys().cloned().collect();
+    for model in models {
+        let abs = repo_root().join("models").join(&model).canonicalize().unwrap();
+        json["models"][&model]["pipeline"]["dir"] = abs.display().to_string().into();
     }
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("inference_settings.json");
