@@ -18,6 +18,8 @@ pub struct Status {
     pub model: Option<String>,
     /// Loads since start.
     pub loads: u64,
+    /// How long the last load took, ms (the degraded window's switch estimate).
+    pub last_load_ms: Option<u64>,
     /// Tasks finished since start.
     pub tasks: u64,
     /// Last time a task ended (for idle eviction).
@@ -38,6 +40,7 @@ impl Status {
             state: if lane == DEGRADED_LANE { WorkerState::Idle } else { WorkerState::Loading },
             model: None,
             loads: 0,
+            last_load_ms: None,
             tasks: 0,
             last_active: Instant::now(),
             started_at_ms,

@@ -112,6 +112,7 @@ pub fn note_load(status: &Mutex<Status>, lane: &str, model: &str, load: Duration
     {
         let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
         s.loads += 1;
+        s.last_load_ms = Some(ms);
         s.model = Some(model.to_string());
     }
     metrics::counter!(m::COLD_STARTS, m::TAG_LANE => lane.to_string(), m::TAG_MODEL => model.to_string()).increment(1);

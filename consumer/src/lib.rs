@@ -8,6 +8,7 @@
 //!
 //! - [`args`]: the worker's flags (clap + env); [`setup`] builds the engine from them.
 //! - [`worker`]: connection, topology, the lane thread's consume loop, graceful shutdown.
+//! - [`session`]: a consuming session, how it ends, and the per-delivery step both loops share.
 //! - [`ctx`]: what the worker's tasks share, and the heartbeat's [`ctx::Status`].
 //! - [`handle`]: one delivery, from bytes to exactly one terminal reply and an ack.
 //! - [`claim`]: late claims of a lane's first deliveries.
@@ -20,6 +21,8 @@
 //!   LRU eviction, pre-flight checks and the heartbeat's memory snapshot.
 //! - [`managed`]: `ManagedEngine<E>`, the manager around an engine (admission, OOM retry).
 //! - [`slot`]: the degraded worker's one-pipeline slot, a pure state machine.
+//! - [`schedule`]: the degraded worker's choice among held deliveries (pure); [`window`]
+//!   holds them and performs it.
 //! - [`runner`]: the degraded worker's runner child process and `RunnerEngine`.
 
 pub mod args;
@@ -32,9 +35,12 @@ pub mod managed;
 pub mod memory;
 pub mod ort_engine;
 pub mod runner;
+pub mod schedule;
+pub mod session;
 pub mod setup;
 pub mod slot;
 pub mod upkeep;
+pub mod window;
 pub mod worker;
 
 pub use engine::{Engine, EngineFailure, Output};

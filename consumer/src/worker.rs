@@ -3,7 +3,8 @@
 //!
 //! A lane worker loads its model before it consumes and before its heartbeat says
 //! `warm`, so no routed request waits for a load. Prefetch is 1 and acks are
-//! manual. The broker connection is re-established with capped backoff and the
+//! manual; the degraded worker's prefetch is `degraded.window`, the deliveries it
+//! holds and chooses among ([`crate::window`]). The broker connection is re-established with capped backoff and the
 //! topology re-declared; a delivery whose outcome could not be recorded is
 //! requeued. On shutdown the in-flight task finishes, the consumer is cancelled,
 //! and the worker leaves the lane's ready set at once.
@@ -17,7 +18,7 @@
 use crate::claim;
 use crate::ctx::{lock, Ctx, Status};
 use crate::engine::Engine;
-use crate::handle;
+use crate::session::{handle_or_requeue, Served, Session};
 use crate::upkeep::{self, WarmUpError};
 use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -245,19 +246,15 @@ async fn consume_loop(
         };
         backoff.reset();
         tracing::info!(queue = %queue, worker = %ctx.worker_id, "consuming");
-        if serve(ctx, cfg, session, &mut shutdown, &mut backoff).await == Served::Stopped {
+        let served = if ctx.is_degraded() {
+            crate::window::serve(ctx, cfg.idle_evict, session, &mut shutdown, &mut backoff).await
+        } else {
+            serve(ctx, cfg, session, &mut shutdown, &mut backoff).await
+        };
+        if served == Served::Stopped {
             return Ok(());
         }
     }
-}
-
-/// How a consuming session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Served {
-    /// Shutdown was asked for: the consumer is cancelled.
-    Stopped,
-    /// The delivery stream failed or ended: reconnect.
-    Lost,
 }
 
 /// Handles deliveries one at a time until shutdown or a broken stream; between
@@ -279,15 +276,7 @@ async fn serve(
                 return Served::Stopped;
             }
             next = deliveries.next() => match next {
-                Some(Ok(delivery)) => {
-                    if let Err(e) = handle::handle(ctx, &channel, &delivery).await {
-                        tracing::warn!(error = %Report(&e), "could not record a task's outcome; requeueing it");
-                        handle::requeue(&delivery).await;
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    } else {
-                        backoff.reset();
-                    }
-                }
+                Some(Ok(delivery)) => handle_or_requeue(ctx, &channel, &delivery, backoff).await,
                 Some(Err(e)) => {
                     tracing::warn!(error = %Report(&e), "delivery stream failed; reconnecting");
                     return Served::Lost;
@@ -306,8 +295,6 @@ async fn serve(
     }
 }
 
-type Session = (lapin::Connection, lapin::Channel, lapin::Consumer);
-
 async fn open_consumer(ctx: &Ctx, url: &str, queue: &str) -> Result<Session, InfraError> {
     // Opened on the background runtime, which then runs the connection's heartbeats.
     let url = url.to_string();
@@ -319,7 +306,12 @@ async fn open_consumer(ctx: &Ctx, url: &str, queue: &str) -> Result<Session, Inf
         .map_err(|e| InfraError::Connect { service: Service::Broker, url: redacted, source: Box::new(e) })??;
     let channel = conn.create_channel().await.map_err(InfraError::broker("opening a channel"))?;
     amqp::declare(&channel, &ctx.topology.declarations(&ctx.settings)).await?;
-    channel.basic_qos(1, BasicQosOptions::default()).await.map_err(InfraError::broker("setting the prefetch"))?;
+    // Lane workers take one delivery at a time; the degraded worker holds its window.
+    let prefetch = if ctx.is_degraded() { u16::try_from(ctx.settings.degraded.window).unwrap_or(u16::MAX) } else { 1 };
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(InfraError::broker("setting the prefetch"))?;
     let consumer = channel
         .basic_consume(
             queue.into(),

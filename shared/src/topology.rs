@@ -155,9 +155,11 @@ impl Topology {
     }
 
     /// Arguments of the degraded queue (contract): depth, overflow, TTL, single active consumer, DLX.
+    /// The depth is `max_depth - window + 1`: the worker holds up to `window` deliveries
+    /// unacked, and ready plus held stays within `max_depth` (with a window of 1, `max_depth`).
     pub fn degraded_queue_args(&self, settings: &Settings) -> Vec<(&'static str, ArgValue)> {
         vec![
-            ("x-max-length", ArgValue::Int(i64::from(settings.degraded.max_depth))),
+            ("x-max-length", ArgValue::Int(i64::from(settings.degraded.queue_max_length()))),
             ("x-overflow", ArgValue::Str("reject-publish".into())),
             ("x-message-ttl", ArgValue::Int(settings.degraded.max_wait_ms as i64)),
             ("x-single-active-consumer", ArgValue::Bool(true)),
@@ -235,6 +237,18 @@ mod tests {
         assert!(args.contains(&("x-message-ttl", ArgValue::Int(30_000))));
         assert!(args.contains(&("x-single-active-consumer", ArgValue::Bool(true))));
         assert!(args.contains(&("x-dead-letter-exchange", ArgValue::Str("warmlane.expired".into()))));
+    }
+
+    #[test]
+    fn a_degraded_window_shortens_the_queue_so_ready_plus_held_stays_within_max_depth() {
+        let t = Topology::new("warmlane");
+        let mut s = fixture();
+        for (window, max_length) in [(1, 25), (4, 22), (25, 1)] {
+            s.degraded.window = window;
+            let args = t.degraded_queue_args(&s);
+            assert!(args.contains(&("x-max-length", ArgValue::Int(max_length))), "window {window}: {args:?}");
+            assert_eq!(max_length + i64::from(window) - 1, 25);
+        }
     }
 
     #[test]

@@ -130,17 +130,25 @@ impl Engine for GateEngine {
     }
 }
 
-/// Sleeps a fixed time per generation: a stand-in for a busy GPU in queue tests.
+/// Sleeps a fixed time per generation (and per model switch): a stand-in for a busy
+/// GPU in queue tests.
 pub struct SleepEngine {
     /// Time each generation takes.
     pub per_task: Duration,
+    /// Time each load of another model takes.
+    pub switch: Duration,
     resident: Option<String>,
 }
 
 impl SleepEngine {
-    /// An engine that takes `per_task` per generation.
+    /// An engine that takes `per_task` per generation and no time to switch models.
     pub fn new(per_task: Duration) -> SleepEngine {
-        SleepEngine { per_task, resident: None }
+        SleepEngine::with_switch(per_task, Duration::ZERO)
+    }
+
+    /// An engine that takes `per_task` per generation and `switch` per model load.
+    pub fn with_switch(per_task: Duration, switch: Duration) -> SleepEngine {
+        SleepEngine { per_task, switch, resident: None }
     }
 }
 
@@ -149,8 +157,9 @@ impl Engine for SleepEngine {
         if self.resident.as_deref() == Some(model) {
             return Ok(None);
         }
+        std::thread::sleep(self.switch);
         self.resident = Some(model.to_string());
-        Ok(Some(Duration::ZERO))
+        Ok(Some(self.switch))
     }
 
     fn generate(

@@ -42,6 +42,24 @@ pub struct DegradedSettings {
     pub max_wait_ms: u64,
     /// Slack the backstop sweeper allows past a deadline before it answers itself.
     pub expiry_grace_ms: u64,
+    /// Deliveries the degraded worker holds unacked and chooses among, serving the
+    /// resident model first (1..=`max_depth`; 1, the default, is FIFO). The queue
+    /// holds `max_depth - window + 1` ready messages, so ready plus held stays within
+    /// `max_depth` (see [`DegradedSettings::queue_max_length`]).
+    #[serde(default = "default_window")]
+    pub window: u32,
+}
+
+fn default_window() -> u32 {
+    1
+}
+
+impl DegradedSettings {
+    /// The degraded queue's `x-max-length`: `max_depth - window + 1`, so that the
+    /// ready messages plus the `window - 1` more the worker holds stay within `max_depth`.
+    pub fn queue_max_length(&self) -> u32 {
+        self.max_depth.saturating_sub(self.window) + 1
+    }
 }
 
 /// Settings shared by the dedicated lanes and their workers.
@@ -224,6 +242,12 @@ impl Settings {
         }
         if self.degraded.max_depth == 0 {
             return Err(top("degraded.max_depth", "must be at least 1".into()));
+        }
+        if self.degraded.window == 0 || self.degraded.window > self.degraded.max_depth {
+            return Err(top(
+                "degraded.window",
+                format!("must be 1..=degraded.max_depth ({}), got {}", self.degraded.max_depth, self.degraded.window),
+            ));
         }
         if self.degraded.max_wait_ms == 0 {
             return Err(top("degraded.max_wait_ms", "must be at least 1".into()));

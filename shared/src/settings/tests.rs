@@ -136,3 +136,15 @@ fn pipeline_io_and_pixel_multiples_are_checked() {
         assert_eq!(err.model.as_deref().unwrap_or("wan-tiny"), "wan-tiny");
     }
 }
+
+#[test]
+fn the_degraded_window_defaults_to_one_and_stays_within_max_depth() {
+    assert_eq!(fixture().degraded.window, 1);
+    assert_eq!(edited(|j| j["degraded"]["window"] = 4.into()).unwrap().degraded.window, 4);
+    assert_eq!(edited(|j| j["degraded"]["window"] = 25.into()).unwrap().degraded.window, 25);
+    for bad in [0, 26] {
+        let err = edited(|j| j["degraded"]["window"] = bad.into()).unwrap_err();
+        assert_eq!(err.field, "degraded.window", "{err}");
+        assert!(err.to_string().contains(&format!("got {bad}")), "{err}");
+    }
+}
