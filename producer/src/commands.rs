@@ -120,18 +120,20 @@ async fn submit(producer: &Producer, file: &std::path::Path, wait: u64) -> Resul
         obj.entry("task_id").or_insert_with(|| uuid::Uuid::new_v4().simple().to_string().into());
     }
     let admission = producer.submit_json(&body).await?;
-    println!(
-        "{}",
-        serde_json::json!({"task_id": admission.task_id, "lane": admission.lane, "fallback_cause": admission.fallback.map(|c| c.as_str())})
-    );
-    if wait > 0 {
-        match producer.store().wait_reply(&admission.task_id, Duration::from_secs(wait)).await? {
-            Some(reply) => println!("{}", serde_json::to_string(&reply).unwrap_or_default()),
-            None => {
-                return Err(CommandError::Input(format!(
-                    "no reply within {wait} s; the task is still running or queued"
-                )))
-            }
+    let admitted = serde_json::json!({"task_id": admission.task_id, "lane": admission.lane, "fallback_cause": admission.fallback.map(|c| c.as_str())});
+    if wait == 0 {
+        println!("{admitted}");
+        return Ok(());
+    }
+    // stdout gets one JSON document, the terminal reply; the admission goes to the log.
+    tracing::info!(task_id = %admission.task_id, lane = %admission.lane, "admitted; waiting for the reply");
+    let reply = crate::progress::wait_reply(producer, &admission.task_id, &admission.lane, Duration::from_secs(wait));
+    match reply.await? {
+        Some(reply) => println!("{}", serde_json::to_string(&reply).unwrap_or_default()),
+        None => {
+            return Err(CommandError::Input(format!(
+                "no reply within {wait} s; the task is still running or queued ({admitted})"
+            )))
         }
     }
     Ok(())

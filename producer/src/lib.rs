@@ -9,7 +9,8 @@
 //! - [`metrics_sampler`]: the periodic lane and queue gauges.
 //! - [`lanes`]: every lane's status, typed, for the CLI, `GET /lanes` and the dashboard.
 //! - [`dead_queue`]: inspecting and replaying `<prefix>.dead`.
-//! - [`cli`], [`commands`]: the binary's flags and subcommands, callable from tests.
+//! - [`cli`], [`commands`]: the binary's flags and subcommands, callable from tests;
+//!   [`progress`]: `submit --wait`'s progress bar on a terminal.
 //! - [`http`]: the HTTP shim and dashboard for web clients, over the [`http::Backend`] seam.
 
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod lanes;
 pub mod metrics_sampler;
 pub mod producer;
+pub mod progress;
 pub mod reaper;
 
 pub use error::ProducerError;
