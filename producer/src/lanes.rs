@@ -6,6 +6,7 @@ use crate::producer::Producer;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
+use warmlane_infra::store::ActiveFallback;
 use warmlane_infra::InfraError;
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::{now_ms, route, FallbackCause, Heartbeat, Route, Settings};
@@ -98,19 +99,16 @@ pub async fn status(producer: &Producer) -> Result<LanesStatus, InfraError> {
         let health = store.lane_health(model, m.dedicated_lane, settings.lanes.heartbeat_ttl_ms).await?;
         let disabled = store.lane_disabled(model).await?;
         let fallback = store.fallback(model).await?;
+        let ready = route(&health) == Route::Lane;
+        let shown = shown_fallback(ready, disabled.is_some(), fallback.as_ref(), now_ms());
         let status = LaneStatus {
-            ready: route(&health) == Route::Lane,
+            ready,
             dedicated: m.dedicated_lane,
             warm_workers: health.warm_workers,
             queue_depth: depths.get(&topology.lane_queue(model)).copied(),
             cold_starts: store.loads(model).await?,
             disabled: disabled.map(|d| Disabled { cause: d.cause, since_ms: d.since_ms, note: d.note }),
-            fallback: fallback.map(|f| Fallback {
-                active: true,
-                cause: f.cause,
-                since_ms: f.since_ms,
-                for_ms: now_ms().saturating_sub(f.since_ms),
-            }),
+            fallback: shown,
         };
         lanes.insert(model.clone(), status);
     }
@@ -124,6 +122,19 @@ pub async fn status(producer: &Producer) -> Result<LanesStatus, InfraError> {
         oldest_wait_ms: oldest.map(|deadline| degraded_wait_ms(deadline, now_ms(), settings)),
     };
     Ok(LanesStatus { lanes, degraded, workers })
+}
+
+/// Pure: the fallback to show. The record is ended by the next request that takes the
+/// lane, but what people see must not wait for one: a lane that routes to itself
+/// again shows none, and an operator's cause (`manual`, `quota`) goes with the
+/// disabled flag that caused it.
+pub fn shown_fallback(ready: bool, disabled: bool, fallback: Option<&ActiveFallback>, now: u64) -> Option<Fallback> {
+    let f = fallback?;
+    let operator = matches!(f.cause, FallbackCause::Manual | FallbackCause::Quota);
+    if ready || (operator && !disabled) {
+        return None;
+    }
+    Some(Fallback { active: true, cause: f.cause, since_ms: f.since_ms, for_ms: now.saturating_sub(f.since_ms) })
 }
 
 /// Pure: how long a degraded task with this deadline has waited at `now` (a degraded
@@ -185,6 +196,27 @@ mod tests {
         let deadline = entered + s.degraded.max_wait_ms + s.degraded.expiry_grace_ms;
         assert_eq!(degraded_wait_ms(deadline, entered + 1234, &s), 1234);
         assert_eq!(degraded_wait_ms(deadline, entered - 5, &s), 0);
+    }
+
+    #[test]
+    fn a_fallback_shows_only_while_it_is_true() {
+        let record = |cause| ActiveFallback { cause, since_ms: 1_000, last_ms: Some(2_000) };
+        // (ready, disabled, recorded cause, shown)
+        let cases = [
+            (true, false, Some(FallbackCause::Quota), None),
+            (true, false, Some(FallbackCause::Capacity), None),
+            (false, true, Some(FallbackCause::Quota), Some(FallbackCause::Quota)),
+            (false, false, Some(FallbackCause::Manual), None),
+            (false, false, Some(FallbackCause::Capacity), Some(FallbackCause::Capacity)),
+            (false, false, None, None),
+        ];
+        for (ready, disabled, cause, want) in cases {
+            let shown = shown_fallback(ready, disabled, cause.map(record).as_ref(), 4_500);
+            assert_eq!(shown.as_ref().map(|f| f.cause), want, "ready {ready}, disabled {disabled}, {cause:?}");
+            if let Some(f) = shown {
+                assert_eq!((f.since_ms, f.for_ms), (1_000, 3_500));
+            }
+        }
     }
 
     #[test]

@@ -235,7 +235,7 @@ async function refreshLanes() {
   const { res, body } = await api("/lanes");
   if (!res.ok) { $("lanes").replaceChildren(el("p", { class: "error" }, errorText(body, res))); return; }
   const cards = Object.entries(body.lanes).map(([name, l]) => {
-    const fb = l.disabled ? `disabled (${l.disabled.cause})` : l.fallback ? `fallback: ${l.fallback.cause}` : "none";
+    const fb = l.disabled ? `disabled (${l.disabled.cause})` : l.fallback ? l.fallback.cause : "none";
     return el("div", { class: "card lane", "data-lane": name },
       el("h3", {}, name, " ", el("span", { class: `badge ${l.ready ? "green" : "red"}` }, l.ready ? "ready" : "not ready")),
       el("div", {}, `warm workers: ${l.warm_workers}`),
