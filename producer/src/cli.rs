@@ -79,6 +79,14 @@ pub enum Command {
     Dead(crate::dead_queue::DeadCommand),
     /// Check the settings file and exit.
     CheckSettings,
+    /// Print shell completions (e.g. `warmlane-producer completions bash >
+    /// /etc/bash_completion.d/warmlane-producer`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `warmlane-producer man > warmlane-producer.1`.
+    Man,
 }
 
 /// `--cause`: an operator's cause, checked before anything connects.
@@ -89,6 +97,22 @@ fn parse_cause(s: &str) -> Result<FallbackCause, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_and_the_man_page_cover_every_subcommand() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let mut man = Vec::new();
+        clap_mangen::Man::new(Cli::command()).render(&mut man).expect("renders");
+        let mut bash = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "warmlane-producer", &mut bash);
+        let (man, bash) = (String::from_utf8_lossy(&man), String::from_utf8_lossy(&bash));
+        for sub in Cli::command().get_subcommands().map(|c| c.get_name().to_string()) {
+            assert!(man.contains(&sub.replace('-', "\\-")), "the man page lists {sub}");
+            assert!(bash.contains(&sub), "bash completes {sub}");
+        }
+        assert!(man.starts_with(".ie") && man.contains(".TH warmlane-producer 1"), "{man}");
+    }
 
     #[test]
     fn flags_parse_after_the_subcommand_and_causes_are_checked_first() {

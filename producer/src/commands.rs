@@ -36,6 +36,21 @@ pub enum CommandError {
 
 /// Runs a subcommand until it ends or `shutdown` resolves.
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), CommandError> {
+    // Documentation commands need no settings and no servers.
+    match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "warmlane-producer", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let page = clap_mangen::Man::new(Cli::command());
+            return page.render(&mut std::io::stdout()).map_err(|e| CommandError::Input(format!("man page: {e}")));
+        }
+        _ => {}
+    }
     let settings = Arc::new(cli.connect.load_settings()?);
     if let Command::CheckSettings = cli.command {
         println!("{}: {} models, ok", settings.source.display(), settings.models.len());
@@ -57,7 +72,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
     };
     let producer = Arc::new(producer);
     match cli.command {
-        Command::CheckSettings => Ok(()),
+        Command::CheckSettings | Command::Completions { .. } | Command::Man => Ok(()),
         Command::Submit { file, wait } => submit(&producer, &file, wait).await,
         Command::Serve(args) => Ok(crate::http::serve(producer, args, c.amqp_url.clone(), shutdown).await?),
         Command::Dead(cmd) => Ok(crate::dead_queue::run(&producer, cmd).await?),

@@ -2,13 +2,16 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use warmlane_producer::cli::Cli;
+use warmlane_producer::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    warmlane_infra::telemetry::init(cli.telemetry.json_logs);
-    warmlane_infra::telemetry::init_metrics(&cli.telemetry);
+    // Completions and the man page print documentation only: no logs, no metrics.
+    if !matches!(cli.command, Command::Completions { .. } | Command::Man) {
+        warmlane_infra::telemetry::init(cli.telemetry.json_logs);
+        warmlane_infra::telemetry::init_metrics(&cli.telemetry);
+    }
     match warmlane_producer::commands::run(cli, warmlane_infra::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
