@@ -96,6 +96,10 @@ impl Engine for GateEngine {
         out_dir: &Path,
         progress: &mut dyn FnMut(u32, u32),
     ) -> Result<Output, EngineFailure> {
+        // Every step but the last runs before the gate, as a real engine's would.
+        for step in 1..req.steps {
+            progress(step, req.steps);
+        }
         self.gate.pass();
         progress(req.steps, req.steps);
         if let Some(code) = self.fail_with {

@@ -307,3 +307,31 @@ async fn only_a_pending_task_is_forgotten_after_an_unpublished_submit() {
     assert!(!overdue.contains(&pending.task_id), "the deadline went with the task");
     fleet.cleanup().await;
 }
+
+/// Steps a run reports before its late claim are kept: the claimed task reads the
+/// latest step, not 0, and never jumps from 0 to done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_claim_keeps_the_progress_already_reported() {
+    let p = prefix("progress");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    let gate = warmlane_tests::engines::Gate::default();
+    fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
+    fleet.wait_ready("anisora", 1).await;
+    let id = format!("{p}-1");
+    fleet.producer.submit_json(&request(&id, "anisora")).await.expect("admitted");
+    gate.wait_entered(1).await;
+    // The late claim comes `late_claim_ms` after the run began; wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let task = loop {
+        let task = fleet.producer.store().task(&id).await.unwrap();
+        if task.get("status").map(String::as_str) == Some("processing") {
+            break task;
+        }
+        assert!(std::time::Instant::now() < deadline, "never claimed: {task:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(task.get("progress").map(String::as_str), Some("7/8"), "{task:?}");
+    gate.open();
+    assert_eq!(fleet.reply(&id, 60).await.status, ReplyStatus::Done);
+    fleet.cleanup().await;
+}

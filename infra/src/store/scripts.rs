@@ -43,7 +43,10 @@ local s = redis.call('HGET', KEYS[1], 'status')
 if s == 'done' or s == 'failed' then return -1 end
 if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'attempts') == 0 then redis.call('HSET', KEYS[1], 'attempts', 1) end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'processing', 'lane', ARGV[2], 'worker', ARGV[3], 'started_at_ms', ARGV[9], 'updated_at_ms', ARGV[4], 'model', ARGV[5], 'progress', '0/' .. ARGV[7])
+-- A late claim keeps the steps its run already reported; a redelivery starts over.
+local progress = '0/' .. ARGV[7]
+if s == 'pending' then progress = redis.call('HGET', KEYS[1], 'progress') or progress end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'lane', ARGV[2], 'worker', ARGV[3], 'started_at_ms', ARGV[9], 'updated_at_ms', ARGV[4], 'model', ARGV[5], 'progress', progress)
 if redis.call('HEXISTS', KEYS[1], 'submitted_at_ms') == 0 then redis.call('HSET', KEYS[1], 'submitted_at_ms', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -83,8 +86,11 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 "#;
 
+/// A run reports steps before its late claim (the task still reads `pending`); they
+/// are kept, so progress never jumps from 0 to done.
 const PROGRESS: &str = r#"
-if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
+local s = redis.call('HGET', KEYS[1], 'status')
+if s ~= 'processing' and s ~= 'pending' then return 0 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'updated_at_ms', ARGV[2])
 return 1
 "#;
