@@ -188,13 +188,24 @@ async fn dashboard_submits_and_shows_the_video() {
         Duration::from_secs(10),
     )
     .await;
+    wait_until(
+        &client,
+        "return document.querySelector('#memory .worker .bar.measured span.red') !== null",
+        "a red measured bar (85 %) beside the amber estimate",
+        Duration::from_secs(10),
+    )
+    .await;
     let placements = client
         .execute("return document.querySelector('#memory .worker').textContent", vec![])
         .await
         .expect("memory card");
     let placements = placements.as_str().unwrap_or_default().to_string();
     assert!(
-        placements.contains("released") && placements.contains("device") && placements.contains("CPU"),
+        placements.contains("released")
+            && placements.contains("device")
+            && placements.contains("CPU")
+            && placements.contains("estimate: 65 %")
+            && placements.contains("measured (NVML, whole device): 85 %"),
         "{placements}"
     );
 

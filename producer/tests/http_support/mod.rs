@@ -373,6 +373,12 @@ pub fn snapshot(budget: u64, used: u64, model: &str) -> MemorySnapshot {
         loads: 1,
         resident: Some(model.into()),
         as_of_ms: now_ms(),
+        // The device holds more than the estimate: the dashboard must show both.
+        measured: warmlane_shared::memory::Measured {
+            worker_rss_bytes: 300_000_000,
+            runner_rss_bytes: None,
+            device_used_bytes: Some(budget / 100 * 85),
+        },
         ..MemorySnapshot::empty(budget, BudgetSource::Flag, Backend::Nvml)
     }
 }

@@ -274,6 +274,22 @@ function pipelineList(memory) {
     }))));
 }
 
+// What the worker measured, beside the manager's estimate: NVML's device memory on a
+// GPU (the whole card, every process), else the RSS of the worker and its runner.
+function measuredBar(w) {
+  const m = w.memory && w.memory.measured;
+  if (!m || !w.budget_bytes) return [];
+  const gpu = m.device_used_bytes !== null && m.device_used_bytes !== undefined;
+  const value = gpu ? m.device_used_bytes : m.worker_rss_bytes + (m.runner_rss_bytes || 0);
+  const share = value / w.budget_bytes;
+  const source = gpu ? "NVML, whole device" : "RSS, worker + runner";
+  return [
+    el("div", { class: "bar measured", title: `measured ${bytes(value)} (${source}) of ${bytes(w.budget_bytes)}` },
+      el("span", { class: levelOf(share), style: `width:${Math.min(100, share * 100).toFixed(1)}%` })),
+    el("div", { class: "measured-text" }, `measured (${source}): ${(share * 100).toFixed(0)} % · ${bytes(value)}`),
+  ];
+}
+
 async function refreshMemory() {
   const { res, body } = await api("/api/v1/hardware/vram");
   if (!res.ok) { $("memory").replaceChildren(el("p", { class: "error" }, errorText(body, res))); return; }
@@ -288,8 +304,9 @@ async function refreshMemory() {
       const level = levelOf(u);
       parts.push(el("div", { class: "bar", title: `used ${bytes(w.used_bytes)} of ${bytes(w.budget_bytes)}, free ${bytes(w.free_bytes)}` },
         el("span", { class: level, style: `width:${Math.min(100, u * 100).toFixed(1)}%` })));
-      parts.push(el("div", {}, `${(u * 100).toFixed(0)} % · used ${bytes(w.used_bytes)} / ${bytes(w.budget_bytes)} · free ${bytes(w.free_bytes)}`));
+      parts.push(el("div", {}, `estimate: ${(u * 100).toFixed(0)} % · used ${bytes(w.used_bytes)} / ${bytes(w.budget_bytes)} · free ${bytes(w.free_bytes)}`));
       if (u >= 0.9) parts.push(el("div", { class: "warn" }, "⚠ memory critical (≥ 90 %)"));
+      parts.push(...measuredBar(w));
     }
     // While a task holds the engine the worker repeats its last snapshot.
     const asOf = w.memory && w.memory.as_of_ms;
