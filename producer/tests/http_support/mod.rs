@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use warmlane_infra::store::FinishWhen;
 use warmlane_producer::http::{AppState, HttpConfig, ServeArgs};
 use warmlane_producer::Producer;
-use warmlane_shared::memory::{Backend, BudgetSource, ComponentStatus, Device, PipelineStatus};
+use warmlane_shared::memory::{Backend, BudgetSource, ComponentStatus, Device, Measured, PipelineStatus};
 use warmlane_shared::reply::media;
 use warmlane_shared::settings::pipeline::{ComponentRole, Placement};
 use warmlane_shared::{now_ms, Reply, ResultInfo, Settings, Timings};
@@ -353,14 +353,9 @@ pub async fn finish_as_worker(
 /// A worker's memory snapshot holding `model`: its text encoder offloaded, the
 /// denoiser on the GPU and the VAE decoder on the CPU.
 pub fn snapshot(budget: u64, used: u64, model: &str) -> MemorySnapshot {
-    let component = |role, placement, device, bytes| ComponentStatus {
-        role,
-        placement,
-        device,
-        bytes,
-        last_used_ms: now_ms(),
-        active: false,
-    };
+    let (last_used_ms, active) = (now_ms(), false);
+    let component =
+        |role, placement, device, bytes| ComponentStatus { role, placement, device, bytes, last_used_ms, active };
     let components = vec![
         component(ComponentRole::TextEncoder, Placement::OffloadBetweenPrompts, Device::Offloaded, 0),
         component(ComponentRole::Denoiser, Placement::OffloadWhenIdle, Device::Gpu, used / 2),
@@ -374,11 +369,7 @@ pub fn snapshot(budget: u64, used: u64, model: &str) -> MemorySnapshot {
         resident: Some(model.into()),
         as_of_ms: now_ms(),
         // The device holds more than the estimate: the dashboard must show both.
-        measured: warmlane_shared::memory::Measured {
-            worker_rss_bytes: 300_000_000,
-            runner_rss_bytes: None,
-            device_used_bytes: Some(budget / 100 * 85),
-        },
+        measured: Measured { device_used_bytes: Some(budget / 100 * 85), ..Measured::default() },
         ..MemorySnapshot::empty(budget, BudgetSource::Flag, Backend::Nvml)
     }
 }
