@@ -240,3 +240,40 @@ impl Fleet {
         let _ = std::fs::remove_dir_all(&self.results_dir);
     }
 }
+
+/// The HTTP shim in front of a [`Fleet`], on a free port of 127.0.0.1.
+pub struct Shim {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: JoinHandle<Result<(), warmlane_producer::http::ServeError>>,
+}
+
+impl Shim {
+    /// Stops the shim and asserts that it ended cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.expect("server task").expect("the shim ends cleanly");
+    }
+}
+
+impl Fleet {
+    /// Serves the HTTP shim over this fleet's producer with `args`.
+    pub async fn serve_http(&self, args: &warmlane_producer::http::ServeArgs) -> Shim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = warmlane_producer::http::HttpConfig::from_args(args).expect("config");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(warmlane_producer::http::run(
+            listener,
+            self.producer.clone(),
+            config,
+            self.amqp_url.clone(),
+            shutdown,
+        ));
+        Shim { addr, stop, server }
+    }
+}

@@ -8,7 +8,7 @@
 //! the test fails and says how to install them. `PYTHON` overrides the interpreter.
 
 use std::process::{Command, Output};
-use warmlane_producer::http::{HttpConfig, ServeArgs};
+use warmlane_producer::http::ServeArgs;
 use warmlane_tests::fleet::Fleet;
 use warmlane_tests::{prefix, repo_root, settings_with};
 
@@ -24,21 +24,9 @@ async fn python_client_tests_pass_against_a_real_fleet() {
     let mut fleet = Fleet::start(&prefix("py"), settings).await;
     fleet.spawn_onnx_lanes(&["anisora", "phr00t"]).await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let args = ServeArgs { api_keys: vec![API_KEY.into()], ..ServeArgs::for_tests(fleet.results_dir.clone()) };
-    let config = HttpConfig::from_args(&args).expect("config");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    let server = tokio::spawn(warmlane_producer::http::run(
-        listener,
-        fleet.producer.clone(),
-        config,
-        fleet.amqp_url.clone(),
-        shutdown,
-    ));
+    let shim = fleet.serve_http(&args).await;
+    let addr = shim.addr;
 
     let env = [
         ("WARMLANE_CLIENT_AMQP_URL", fleet.amqp_url.clone()),
@@ -59,8 +47,7 @@ async fn python_client_tests_pass_against_a_real_fleet() {
     .await
     .expect("the pytest thread");
     let text = output_text(&out);
-    let _ = stop.send(());
-    server.await.expect("server task").expect("the shim ends cleanly");
+    shim.stop().await;
     fleet.cleanup().await;
 
     assert!(out.status.success(), "the Python client's tests failed ({}):\n{text}", out.status);

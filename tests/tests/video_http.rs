@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use warmlane_producer::http::{HttpConfig, ServeArgs};
+use warmlane_producer::http::ServeArgs;
 use warmlane_tests::fleet::Fleet;
 use warmlane_tests::{prefix, settings_with};
 
@@ -53,20 +53,8 @@ async fn check_mp4_through_http(model: &str, request: Value) {
     let (width, height, frames) = (want("width"), want("height"), want("frames"));
     let mut fleet = Fleet::start(&prefix(&format!("mp4-{model}")), settings_with(|_| {})).await;
     fleet.spawn_onnx_lanes(&[model]).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = HttpConfig::from_args(&ServeArgs::for_tests(fleet.results_dir.clone())).expect("config");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    let server = tokio::spawn(warmlane_producer::http::run(
-        listener,
-        fleet.producer.clone(),
-        config,
-        fleet.amqp_url.clone(),
-        shutdown,
-    ));
+    let shim = fleet.serve_http(&ServeArgs::for_tests(fleet.results_dir.clone())).await;
+    let addr = shim.addr;
 
     let (status, _, body) = http(addr, "POST", "/generate", Some(&request)).await;
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
@@ -84,8 +72,7 @@ async fn check_mp4_through_http(model: &str, request: Value) {
     let expected = Probe { codec: "h264".into(), pix_fmt: "yuv420p".into(), width, height, frames };
     assert_eq!(probe, expected, "ffprobe of the MP4 served for {model}");
 
-    let _ = stop.send(());
-    server.await.expect("server task").expect("the shim ends cleanly");
+    shim.stop().await;
     fleet.cleanup().await;
 }
 
