@@ -28,6 +28,30 @@ pub const SWITCH_S: f64 = 20.0;
 /// Placeholder coefficient of variation of inference time.
 pub const SERVICE_CV: f64 = 0.2;
 
+/// A closed burst instead of Poisson arrivals: `requests` requests, models
+/// alternating, submitted one after another from time 0 as fast as admission
+/// allows; a submission refused `queue_full` is submitted again `retry_s`
+/// later (as `degraded-bench` does), so every request is eventually admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Burst {
+    /// Requests in the burst.
+    pub requests: u64,
+    /// Pause before a refused submission is retried, seconds (> 0).
+    pub retry_s: f64,
+}
+
+/// Where the windowed degraded worker's estimates of switch and inference
+/// time come from (rule 5 of [`crate::window::pick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Estimating {
+    /// The configured means, from the first pick on (the simulation knows them).
+    Configured,
+    /// As the real worker does: nothing at first (FIFO), then the last load and
+    /// the last run it saw of each model.
+    Measured,
+}
+
 /// How the arrival streams of the models interleave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +91,13 @@ pub struct SimConfig {
     pub switch_s: f64,
     /// Workers consuming the degraded queue (the spec has one).
     pub degraded_workers: usize,
+    /// Deliveries the degraded worker holds and picks among
+    /// ([`crate::window::pick`]); 1 = FIFO. Above 1 the degraded queue holds
+    /// `depth - window + 1` ready messages, so ready plus held stays within the
+    /// depth, and there must be one degraded worker (single active consumer).
+    pub degraded_window: usize,
+    /// Where the windowed worker's estimates come from.
+    pub degraded_estimates: Estimating,
     /// Degraded queue depth limit in ready messages; `None` = unbounded.
     pub degraded_depth: Option<usize>,
     /// Degraded queue max wait, seconds; `None` = no limit.
@@ -84,6 +115,9 @@ pub struct SimConfig {
     pub horizon_s: f64,
     /// Seed of every random stream.
     pub seed: u64,
+    /// A closed burst replacing the Poisson arrivals (rates and mix are then
+    /// ignored); `None` = Poisson arrivals until the horizon.
+    pub burst: Option<Burst>,
 }
 
 /// A configuration field outside its allowed range.
@@ -122,7 +156,7 @@ impl ModelConfig {
         ]
     }
 
-    /// Offered load in Erlangs (busy GPUs needed on average): λ · E[S].
+    /// Offered load in Erlangs (busy GPUs needed on average): λ · E\[S\].
     pub fn offered_erlangs(&self) -> f64 {
         self.arrival_rate_per_s * self.service.mean_s
     }
@@ -137,6 +171,8 @@ impl SimConfig {
             mix: Mix::Independent,
             switch_s: SWITCH_S,
             degraded_workers: 1,
+            degraded_window: 1,
+            degraded_estimates: Estimating::Configured,
             degraded_depth: Some(DEGRADED_DEPTH),
             degraded_max_wait_s: Some(DEGRADED_MAX_WAIT_S),
             lane_wait_limit_s: Some(LANE_WAIT_LIMIT_S),
@@ -144,6 +180,7 @@ impl SimConfig {
             admission_delay_s: 0.0,
             horizon_s: 86_400.0,
             seed: 1,
+            burst: None,
         }
     }
 
@@ -189,6 +226,11 @@ impl SimConfig {
                 check(v.is_finite() && v >= 0.0, field, v, ">= 0 and finite")?;
             }
         }
+        self.validate_window()?;
+        if let Some(b) = self.burst {
+            check(b.requests >= 1, "burst.requests", b.requests as f64, ">= 1")?;
+            check(b.retry_s.is_finite() && b.retry_s > 0.0, "burst.retry_s", b.retry_s, "> 0 and finite")?;
+        }
         let has_warm = self.models.iter().any(|m| m.warm_workers > 0);
         if self.degraded_workers == 0 && !has_warm {
             return Err(ConfigError {
@@ -198,6 +240,29 @@ impl SimConfig {
             });
         }
         Ok(())
+    }
+
+    /// The window must fit the depth (at least one ready message left) and,
+    /// above 1, have the degraded queue to itself (one worker).
+    fn validate_window(&self) -> Result<(), ConfigError> {
+        let k = self.degraded_window;
+        let err = |limit| Err(ConfigError { field: "degraded_window", value: k.to_string(), limit });
+        if k == 0 {
+            return err(">= 1");
+        }
+        if self.degraded_depth.is_some_and(|d| k > d) {
+            return err("<= degraded_depth");
+        }
+        if k > 1 && self.degraded_workers > 1 {
+            return err("1 when degraded_workers > 1 (the window assumes a single active consumer)");
+        }
+        Ok(())
+    }
+
+    /// Ready messages the degraded queue accepts: `depth - window + 1`
+    /// (`x-max-length` of the real queue); `None` = unbounded.
+    pub fn degraded_ready_limit(&self) -> Option<usize> {
+        self.degraded_depth.map(|d| d.saturating_sub(self.degraded_window) + 1)
     }
 }
 
@@ -220,5 +285,23 @@ mod tests {
         let e = c.validate().unwrap_err();
         assert_eq!(e.field, "unavailable_fraction");
         assert_eq!(e.to_string(), "invalid setting `unavailable_fraction`: 1.5 (must be in [0, 1))");
+    }
+
+    #[test]
+    fn the_window_fits_the_depth_and_leaves_ready_plus_held_within_it() {
+        let mut c = SimConfig::with_models(ModelConfig::defaults(0.1, 0.1, 0));
+        for (window, ready) in [(1, 25), (4, 22), (25, 1)] {
+            c.degraded_window = window;
+            assert_eq!(c.validate(), Ok(()));
+            assert_eq!(c.degraded_ready_limit(), Some(ready));
+        }
+        for (window, workers) in [(0, 1), (26, 1), (2, 2)] {
+            c.degraded_window = window;
+            c.degraded_workers = workers;
+            assert_eq!(c.validate().map_err(|e| e.field), Err("degraded_window"), "window {window}");
+        }
+        c.degraded_window = 1;
+        c.burst = Some(Burst { requests: 40, retry_s: 0.0 });
+        assert_eq!(c.validate().map_err(|e| e.field), Err("burst.retry_s"));
     }
 }

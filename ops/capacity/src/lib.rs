@@ -14,6 +14,7 @@
 //! - [`event`]: the binary-heap future-event list with FIFO tie-breaking;
 //! - [`config`]: one validated configuration and the seeds' defaults;
 //! - [`degraded`]: the pure model-residency rule of a degraded worker;
+//! - [`window`]: the pure pick of a degraded worker holding K deliveries;
 //! - [`sim`]: the event loop (arrivals, lanes, degraded queue, workers);
 //! - [`stats`]: counters and the derived [`Report`];
 //! - [`grid`]: the grid of configurations behind `ops/CAPACITY.md`;
@@ -34,7 +35,8 @@ pub mod rng;
 pub mod sim;
 pub mod sizing;
 pub mod stats;
+pub mod window;
 
-pub use config::{ConfigError, Mix, ModelConfig, SimConfig};
+pub use config::{Burst, ConfigError, Estimating, Mix, ModelConfig, SimConfig};
 pub use sim::simulate;
 pub use stats::Report;

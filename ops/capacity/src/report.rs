@@ -89,6 +89,20 @@ pub fn single_markdown(cfg: &SimConfig, r: &Report) -> String {
             opt(pm.warm_utilization, pct),
         );
     }
+    let _ = writeln!(
+        out,
+        "\nDegraded worker (window {}): {} loads ({} cold + {} switches); {} served in {:.1} s, {:.3} req/s, \
+         wait p99 {:.2} s; {} burst resubmissions after `queue_full`.",
+        cfg.degraded_window,
+        r.loads,
+        r.cold_loads,
+        r.switches,
+        r.served,
+        r.elapsed_s,
+        r.throughput_per_s,
+        r.wait_p99_s,
+        r.resubmits,
+    );
     out
 }
 

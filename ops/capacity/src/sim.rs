@@ -6,16 +6,21 @@
 //! the lane wait limit moves to degraded), FR-017 (degraded depth and max
 //! wait) and FR-001/FR-002 (a degraded worker holds one model and pays a
 //! switch to change it). Queues are FIFO; a RabbitMQ consumer with prefetch 1
-//! behaves that way. Requests stop arriving at the horizon and the system
-//! then drains, so every arrival has an outcome.
+//! behaves that way. A single degraded worker may hold a window of K
+//! deliveries and pick among them ([`crate::window::pick`], issue #16); K = 1
+//! is that FIFO. Requests stop arriving at the horizon (or after a closed
+//! burst) and the system then drains, so every arrival has an outcome.
 
-use crate::config::{Mix, SimConfig};
-use crate::degraded::{DegradedWorker, Prep};
+use crate::config::{Burst, Estimating, Mix, SimConfig};
+use crate::degraded::DegradedWorker;
 use crate::dist::exponential;
 use crate::event::EventQueue;
 use crate::rng::Rng;
 use crate::stats::{Report, Tally};
+use crate::window::Estimates;
 use std::collections::VecDeque;
+
+mod degraded_queue;
 
 /// Where a request is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +31,8 @@ enum State {
     LaneWaiting,
     /// Ready in the degraded queue.
     DegradedWaiting,
+    /// Delivered to the degraded worker's window, not yet picked.
+    Held,
     /// Picked up by a worker.
     Started,
     /// Answered `queue_overloaded`.
@@ -36,6 +43,8 @@ enum State {
 struct Request {
     model: usize,
     arrival: f64,
+    /// When it entered the degraded queue (its degraded wait began).
+    degraded_since: f64,
     state: State,
 }
 
@@ -44,6 +53,8 @@ struct Request {
 enum Ev {
     /// Next arrival of stream `s` (a model, or the single alternating stream).
     Arrival(usize),
+    /// Next submission of the burst (a new request, or a refused one again).
+    Submit,
     /// Publish to the lane queue has completed.
     PublishLane(usize),
     /// Publish to the degraded queue has completed (admission happens here).
@@ -65,6 +76,13 @@ struct Lane {
     queue: VecDeque<usize>,
     idle: usize,
     available: bool,
+}
+
+/// The burst's submitter: the next request to create and the one not yet admitted.
+#[derive(Debug, Default)]
+struct Submitter {
+    next: u64,
+    pending: Option<usize>,
 }
 
 /// Random streams; one per purpose so configurations share arrivals.
@@ -91,6 +109,11 @@ struct Sim<'a> {
     degraded_queue: VecDeque<usize>,
     degraded_ready: usize,
     workers: Vec<DegradedWorker>,
+    /// Requests held in the window of a single degraded worker, in delivery order.
+    held: Vec<usize>,
+    /// What the windowed worker believes each model costs.
+    estimates: Estimates,
+    submitter: Submitter,
     rng: Streams,
     next_alternating: usize,
     tally: Tally,
@@ -113,6 +136,12 @@ impl<'a> Sim<'a> {
             degraded_queue: VecDeque::new(),
             degraded_ready: 0,
             workers: vec![DegradedWorker::default(); cfg.degraded_workers],
+            held: Vec::with_capacity(cfg.degraded_window),
+            estimates: match cfg.degraded_estimates {
+                Estimating::Configured => Estimates::known(cfg.switch_s, cfg.models.iter().map(|m| m.service.mean_s)),
+                Estimating::Measured => Estimates::unknown(n),
+            },
+            submitter: Submitter::default(),
             rng: Streams { arrivals: stream(100), service: stream(200), outages: stream(300) },
             next_alternating: 0,
             tally: Tally::new(n),
@@ -142,10 +171,14 @@ impl<'a> Sim<'a> {
     }
 
     fn run(&mut self) {
-        let streams = match self.cfg.mix {
-            Mix::Independent => self.cfg.models.len(),
-            Mix::Alternating => 1,
+        let streams = match (self.cfg.burst, self.cfg.mix) {
+            (Some(_), _) => 0,
+            (None, Mix::Independent) => self.cfg.models.len(),
+            (None, Mix::Alternating) => 1,
         };
+        if self.cfg.burst.is_some() {
+            self.events.push(0.0, Ev::Submit);
+        }
         for s in 0..streams {
             self.schedule_arrival(s);
         }
@@ -183,6 +216,7 @@ impl<'a> Sim<'a> {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Arrival(s) => self.on_arrival(s),
+            Ev::Submit => self.on_submit(),
             Ev::PublishLane(r) => self.on_publish_lane(r),
             Ev::PublishDegraded(r) => self.on_publish_degraded(r),
             Ev::LaneTimeout(r) => {
@@ -195,11 +229,10 @@ impl<'a> Sim<'a> {
                 }
             }
             Ev::DegradedTimeout(r) => {
+                // A held request is answered at the worker's next pick instead.
                 if self.requests[r].state == State::DegradedWaiting {
-                    self.requests[r].state = State::Rejected;
                     self.degraded_ready -= 1;
-                    let m = self.requests[r].model;
-                    self.tally.models[m].wait_timeout += 1;
+                    self.answer_wait_timeout(r);
                 }
             }
             Ev::LaneDone { model, req } => {
@@ -224,13 +257,65 @@ impl<'a> Sim<'a> {
             Mix::Independent => s,
             Mix::Alternating => self.next_alternating_model(),
         };
+        let r = self.new_request(model);
+        self.route(r);
+        self.schedule_arrival(s);
+    }
+
+    fn new_request(&mut self, model: usize) -> usize {
         let r = self.requests.len();
-        self.requests.push(Request { model, arrival: self.now, state: State::Publishing });
+        self.requests.push(Request { model, arrival: self.now, degraded_since: self.now, state: State::Publishing });
         self.tally.models[model].arrivals += 1;
-        // FR-020 step 1: the producer routes to the warm lane if it is ready.
+        r
+    }
+
+    /// FR-020 step 1: the producer routes to the warm lane if it is ready.
+    fn route(&mut self, r: usize) {
+        let model = self.requests[r].model;
         let lane_ready = self.cfg.models[model].warm_workers > 0 && self.lanes[model].available;
         self.publish(r, lane_ready);
-        self.schedule_arrival(s);
+    }
+
+    /// The burst submits its requests one after another, models alternating;
+    /// a refused one is submitted again (a new task: its wait starts afresh).
+    fn on_submit(&mut self) {
+        let r = match self.submitter.pending {
+            Some(r) => {
+                self.requests[r].arrival = self.now;
+                r
+            }
+            None => {
+                let model = (self.submitter.next % self.cfg.models.len() as u64) as usize;
+                let r = self.new_request(model);
+                self.submitter.pending = Some(r);
+                r
+            }
+        };
+        self.route(r);
+    }
+
+    /// `r` was admitted; the burst moves on to its next request.
+    fn admitted(&mut self, r: usize) {
+        let Some(Burst { requests, .. }) = self.cfg.burst else { return };
+        if self.submitter.pending != Some(r) {
+            return;
+        }
+        self.submitter.pending = None;
+        self.submitter.next += 1;
+        if self.submitter.next < requests {
+            self.events.push(self.now, Ev::Submit);
+        }
+    }
+
+    /// Whether the refused `r` is the burst's pending submission, now retried.
+    fn resubmitted(&mut self, r: usize) -> bool {
+        let Some(Burst { retry_s, .. }) = self.cfg.burst else { return false };
+        if self.submitter.pending != Some(r) {
+            return false;
+        }
+        self.tally.resubmits += 1;
+        self.events.push(self.now + retry_s, Ev::Submit);
+        true
     }
 
     /// Round-robin over models that have demand.
@@ -261,27 +346,11 @@ impl<'a> Sim<'a> {
         let m = self.requests[r].model;
         self.requests[r].state = State::LaneWaiting;
         self.lanes[m].queue.push_back(r);
+        self.admitted(r);
         if let Some(limit) = self.cfg.lane_wait_limit_s {
             self.events.push(self.requests[r].arrival + limit, Ev::LaneTimeout(r));
         }
         self.dispatch_lane(m);
-    }
-
-    fn on_publish_degraded(&mut self, r: usize) {
-        let m = self.requests[r].model;
-        // FR-017/FR-018: a publish beyond the depth limit is refused.
-        if self.cfg.degraded_depth.is_some_and(|d| self.degraded_ready >= d) {
-            self.requests[r].state = State::Rejected;
-            self.tally.models[m].queue_full += 1;
-            return;
-        }
-        self.requests[r].state = State::DegradedWaiting;
-        self.degraded_queue.push_back(r);
-        self.degraded_ready += 1;
-        if let Some(w) = self.cfg.degraded_max_wait_s {
-            self.events.push(self.now + w, Ev::DegradedTimeout(r));
-        }
-        self.dispatch_degraded();
     }
 
     /// Adds the part of `[now, now + busy)` that falls inside the horizon.
@@ -316,45 +385,9 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn dispatch_degraded(&mut self) {
-        loop {
-            // Skip entries that timed out while waiting.
-            while let Some(&r) = self.degraded_queue.front() {
-                if self.requests[r].state == State::DegradedWaiting {
-                    break;
-                }
-                self.degraded_queue.pop_front();
-            }
-            let Some(&r) = self.degraded_queue.front() else {
-                return;
-            };
-            let m = self.requests[r].model;
-            // Prefer an idle worker that already holds the model.
-            let idle = |w: &DegradedWorker| !w.busy;
-            let pick = self
-                .workers
-                .iter()
-                .position(|w| idle(w) && w.loaded == Some(m))
-                .or_else(|| self.workers.iter().position(idle));
-            let Some(w) = pick else { return };
-            self.degraded_queue.pop_front();
-            self.degraded_ready -= 1;
-            self.start(r);
-            let (prep, prep_s) = self.workers[w].begin(m, self.cfg.switch_s);
-            match prep {
-                Prep::Ready => {}
-                Prep::ColdLoad => self.tally.cold_loads += 1,
-                Prep::Switch => self.tally.switches += 1,
-            }
-            let s = prep_s + self.cfg.models[m].service.sample(&mut self.rng.service[m]);
-            self.tally.degraded_busy_s += self.busy_in_horizon(s);
-            self.tally.models[m].served_degraded += 1;
-            self.events.push(self.now + s, Ev::DegradedDone { worker: w, req: r });
-        }
-    }
-
     fn complete(&mut self, r: usize) {
         let req = &self.requests[r];
         self.tally.models[req.model].latencies.push(self.now - req.arrival);
+        self.tally.last_outcome_s = self.now;
     }
 }

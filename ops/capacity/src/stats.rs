@@ -41,6 +41,10 @@ pub struct Tally {
     pub cold_loads: u64,
     /// Busy seconds (switching + serving) of degraded workers within the horizon.
     pub degraded_busy_s: f64,
+    /// Burst submissions refused `queue_full` and submitted again.
+    pub resubmits: u64,
+    /// Time of the last outcome (completion, `wait_timeout` or `queue_full`), s.
+    pub last_outcome_s: f64,
 }
 
 /// Figures for one model.
@@ -81,6 +85,10 @@ pub struct Report {
     pub wait_p50_s: f64,
     /// 95th percentile wait of served requests, s.
     pub wait_p95_s: f64,
+    /// 99th percentile wait of served requests, s.
+    pub wait_p99_s: f64,
+    /// Longest wait of a served request, s (0 when none was served).
+    pub wait_max_s: f64,
     /// Mean wait of served requests, s.
     pub wait_mean_s: f64,
     /// 95th percentile latency (wait + switch + inference), s.
@@ -105,6 +113,18 @@ pub struct Report {
     pub switches_per_1k: f64,
     /// Degraded cold loads over the run.
     pub cold_loads: u64,
+    /// Degraded model switches over the run.
+    pub switches: u64,
+    /// Degraded model loads over the run (cold loads + switches): what the
+    /// worker's load counter (`store.loads`) counts.
+    pub loads: u64,
+    /// Burst submissions refused `queue_full` and submitted again (0 without a burst).
+    pub resubmits: u64,
+    /// From time 0 to the last outcome (completion, `wait_timeout`,
+    /// `queue_full`), s: the span `degraded-bench` calls elapsed.
+    pub elapsed_s: f64,
+    /// Served / elapsed, requests per second (0 when nothing ended).
+    pub throughput_per_s: f64,
     /// Per-model breakdown.
     pub per_model: Vec<ModelReport>,
 }
@@ -175,6 +195,8 @@ impl Tally {
             acceptance_rate: ratio(served, arrivals),
             wait_p50_s: percentile(&mut all_waits, 0.50),
             wait_p95_s: percentile(&mut all_waits, 0.95),
+            wait_p99_s: percentile(&mut all_waits, 0.99),
+            wait_max_s: percentile(&mut all_waits, 1.0),
             wait_mean_s,
             latency_p95_s: percentile(&mut all_lat, 0.95),
             overloaded_rate: ratio(full + timeout, arrivals),
@@ -190,6 +212,11 @@ impl Tally {
             gpu_hours_per_1k: (served > 0).then(|| billed_workers * h / 3600.0 / served as f64 * 1000.0),
             switches_per_1k: ratio(self.switches, served) * 1000.0,
             cold_loads: self.cold_loads,
+            switches: self.switches,
+            loads: self.cold_loads + self.switches,
+            resubmits: self.resubmits,
+            elapsed_s: self.last_outcome_s,
+            throughput_per_s: if self.last_outcome_s > 0.0 { served as f64 / self.last_outcome_s } else { 0.0 },
             per_model,
         }
     }

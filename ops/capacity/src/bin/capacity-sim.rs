@@ -8,7 +8,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::io::Write as _;
 use std::process::ExitCode;
-use warmlane_capacity::config::{self, Mix, ModelConfig, SimConfig};
+use warmlane_capacity::config::{self, Burst, Estimating, Mix, ModelConfig, SimConfig};
 use warmlane_capacity::dist::Shape;
 use warmlane_capacity::grid::{self, GridBase};
 use warmlane_capacity::sizing::{self, Target};
@@ -52,6 +52,14 @@ struct Common {
     /// Workers consuming the degraded queue.
     #[arg(long, env = "CAPACITY_DEGRADED_WORKERS", default_value_t = 1)]
     degraded_workers: usize,
+    /// Deliveries the degraded worker holds and picks among (`degraded.window`); 1 = FIFO.
+    /// The degraded queue then holds depth - K + 1 ready messages.
+    #[arg(long, env = "CAPACITY_DEGRADED_WINDOW", default_value_t = 1)]
+    degraded_window: usize,
+    /// Where the windowed worker's switch and inference estimates come from: the
+    /// configured means, or measured as it runs (nothing at first, as the real worker).
+    #[arg(long, env = "CAPACITY_DEGRADED_ESTIMATES", value_enum, default_value_t = Estimating::Configured)]
+    degraded_estimates: Estimating,
     /// Degraded queue depth limit (ready messages); 0 = unbounded.
     #[arg(long, env = "CAPACITY_DEGRADED_DEPTH", default_value_t = config::DEGRADED_DEPTH)]
     degraded_depth: usize,
@@ -97,6 +105,13 @@ struct RunArgs {
     /// Simulated seconds of arrivals.
     #[arg(long, env = "CAPACITY_HORIZON_S", default_value_t = 86_400.0)]
     horizon_s: f64,
+    /// A closed burst of this many requests, models alternating, submitted from time 0
+    /// as fast as admission allows, instead of Poisson arrivals (0 = Poisson).
+    #[arg(long, env = "CAPACITY_BURST", default_value_t = 0)]
+    burst: u64,
+    /// Seconds before a burst submission refused `queue_full` is retried.
+    #[arg(long, env = "CAPACITY_BURST_RETRY_S", default_value_t = 0.02)]
+    burst_retry_s: f64,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +159,8 @@ impl Common {
         let mut c = SimConfig::with_models(models);
         c.switch_s = self.switch_s;
         c.degraded_workers = self.degraded_workers;
+        c.degraded_window = self.degraded_window;
+        c.degraded_estimates = self.degraded_estimates;
         c.degraded_depth = (self.degraded_depth > 0).then_some(self.degraded_depth);
         c.degraded_max_wait_s = (self.degraded_max_wait_s > 0.0).then_some(self.degraded_max_wait_s);
         c.lane_wait_limit_s = (self.lane_wait_limit_s > 0.0).then_some(self.lane_wait_limit_s);
@@ -161,6 +178,7 @@ fn main() -> ExitCode {
             c.outage_mean_s = a.outage_mean_s;
             c.admission_delay_s = a.admission_delay_s;
             c.horizon_s = a.horizon_s;
+            c.burst = (a.burst > 0).then_some(Burst { requests: a.burst, retry_s: a.burst_retry_s });
             for m in &mut c.models {
                 m.unavailable_fraction = a.unavailable_fraction;
             }
