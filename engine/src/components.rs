@@ -9,6 +9,7 @@
 
 use crate::error::EngineError;
 use crate::memory::{self, MemorySample};
+use crate::park::{Mapping, ParkTarget};
 use crate::ports::{self, Declared, Elem, Ports};
 use crate::runtime::Runtime;
 use ort::session::Session;
@@ -27,6 +28,16 @@ pub(crate) struct Component {
     pub(crate) requested: Provider,
     pub(crate) effective: Provider,
     pub(crate) session: Option<Session>,
+    /// Parked bytes the session's initializers point into; dropped after the session.
+    pub(crate) mapping: Option<Mapping>,
+    /// Where parked bytes for this component can be mapped from (tried before the file).
+    pub(crate) parked_from: Option<PathBuf>,
+    /// Write the ORT form into a memfd at the next load from the file.
+    pub(crate) save: bool,
+    /// The memfd the last load from the file wrote the ORT form into.
+    pub(crate) saved: Option<ParkTarget>,
+    /// Whether the loaded session came from parked bytes.
+    pub(crate) from_parked: bool,
     /// The graph's tensors bound to the engine's slots, checked when the session loads.
     pub(crate) ports: Ports,
     /// RSS growth measured at the last load, bytes.
@@ -47,6 +58,11 @@ impl Component {
             requested,
             effective: requested,
             session: None,
+            mapping: None,
+            parked_from: None,
+            save: false,
+            saved: None,
+            from_parked: false,
             ports: Ports::default(),
             rss_bytes: 0,
             device_bytes: None,
@@ -69,7 +85,7 @@ impl Component {
         }
         let before = memory::sample();
         let started = Instant::now();
-        let (session, effective) = build_session(model, self.role, &self.path, self.requested, memory_limit)?;
+        let (session, effective) = self.build(model, memory_limit)?;
         let inputs: Vec<Declared> = session.inputs().iter().map(declared).collect();
         let outputs: Vec<Declared> = session.outputs().iter().map(declared).collect();
         self.ports = ports::resolve(self.role, settings, &inputs, &outputs).map_err(|why| EngineError::Load {
@@ -96,10 +112,77 @@ impl Component {
         Ok(())
     }
 
-    /// Drops the session; returns true if one was loaded.
+    /// Drops the session (then the parked bytes it pointed into); returns true if one
+    /// was loaded.
     pub(crate) fn release(&mut self) -> bool {
-        self.session.take().is_some()
+        let was = self.session.take().is_some();
+        self.mapping = None;
+        was
     }
+
+    /// A session from the parked bytes when there are any and they load, else from the
+    /// file (writing the ORT form when asked). Parked bytes that fail are dropped with a
+    /// warning naming why; the file is the fallback, so nothing is lost.
+    fn build(&mut self, model: &str, memory_limit: Option<u64>) -> Result<(Session, Provider), EngineError> {
+        if let Some(from) = self.parked_from.take() {
+            match Mapping::open(&from).map_err(|e| e.to_string()).and_then(|mapping| {
+                let built = build_parked(self.role, &mapping, self.requested, memory_limit)?;
+                Ok((built, mapping))
+            }) {
+                Ok(((session, effective), mapping)) => {
+                    self.mapping = Some(mapping);
+                    self.from_parked = true;
+                    return Ok((session, effective));
+                }
+                Err(why) => tracing::warn!(
+                    target: "warmlane::engine",
+                    model,
+                    component = self.role.as_str(),
+                    parked = %from.display(),
+                    error = %why,
+                    "parked bytes did not load; loading from the file"
+                ),
+            }
+        }
+        self.from_parked = false;
+        let target = if self.save { park_target(model, self.role) } else { None };
+        let built = build_session(model, self.role, &self.path, self.requested, memory_limit, target.as_ref());
+        self.saved = target.filter(|t| t.len().is_ok_and(|n| n > 0));
+        built
+    }
+}
+
+fn park_target(model: &str, role: ComponentRole) -> Option<ParkTarget> {
+    ParkTarget::new(&format!("{model}-{}", role.as_str()))
+        .map_err(
+            |e| tracing::warn!(target: "warmlane::engine", model, error = %e, "cannot create a memfd to park into"),
+        )
+        .ok()
+}
+
+/// A session from parked ORT-format bytes: initializers point into `mapping` (which
+/// must outlive the session) and are not prepacked. Errors as text for the fallback log.
+fn build_parked(
+    role: ComponentRole,
+    mapping: &Mapping,
+    requested: Provider,
+    memory_limit: Option<u64>,
+) -> Result<(Session, Provider), String> {
+    let runtime = Runtime::init().map_err(|e| e.to_string())?;
+    let text = |e: &dyn std::fmt::Display| format!("{} from parked bytes: {e}", role.as_str());
+    let builder = Session::builder(runtime.environment())
+        .map_err(|e| text(&e))?
+        .with_config_entry("session.use_ort_model_bytes_directly", "1")
+        .map_err(|e| text(&e))?
+        .with_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+        .map_err(|e| text(&e))?
+        .with_prepacking(false)
+        .map_err(|e| text(&e))?;
+    let (mut builder, effective) = match requested {
+        Provider::Cuda => (with_cuda(builder, memory_limit)?, Provider::Cuda),
+        Provider::Cpu => (builder, Provider::Cpu),
+    };
+    builder.commit_from_memory(mapping.as_slice()).map(|s| (s, effective)).map_err(|e| text(&e))
 }
 
 /// A graph input or output as [`ports::resolve`] sees it.
@@ -127,6 +210,7 @@ pub(crate) fn build_session(
     path: &Path,
     requested: Provider,
     memory_limit: Option<u64>,
+    save: Option<&ParkTarget>,
 ) -> Result<(Session, Provider), EngineError> {
     let runtime = Runtime::init()?;
     let load_error = |e: ort::Error| EngineError::Load {
@@ -135,7 +219,7 @@ pub(crate) fn build_session(
         source: Box::new(e),
     };
     if requested == Provider::Cuda {
-        match build_cuda(runtime, path, memory_limit) {
+        match build_cuda(runtime, path, memory_limit, save) {
             Ok(session) => return Ok((session, Provider::Cuda)),
             Err(reason) => {
                 tracing::error!(
@@ -150,27 +234,57 @@ pub(crate) fn build_session(
             }
         }
     }
-    let session =
-        Session::builder(runtime.environment()).map_err(load_error)?.commit_from_file(path).map_err(load_error)?;
+    let builder = saving(Session::builder(runtime.environment()).map_err(load_error)?, save).map_err(load_error)?;
+    let session = { builder }.commit_from_file(path).map_err(load_error)?;
     Ok((session, Provider::Cpu))
 }
 
-/// A session on the CUDA provider with the arena settings of the memory contract:
-/// grow by exactly what is requested, cap at `memory_limit`. Any failure is returned
-/// as text for the fallback log.
+/// Asks ONNX Runtime to write the optimized graph in ORT format to `save` while the
+/// session is created (the ready-to-load form for [`crate::park`]).
+fn saving(
+    builder: ort::session::builder::SessionBuilder,
+    save: Option<&ParkTarget>,
+) -> ort::Result<ort::session::builder::SessionBuilder> {
+    match save {
+        None => Ok(builder),
+        Some(target) => Ok(builder
+            .with_optimized_model_path(target.path())?
+            .with_config_entry("session.save_model_format", "ORT")?),
+    }
+}
+
+/// A session on the CUDA provider (see [`with_cuda`]). Any failure is returned as text
+/// for the fallback log.
+fn build_cuda(
+    runtime: &Runtime,
+    path: &Path,
+    memory_limit: Option<u64>,
+    save: Option<&ParkTarget>,
+) -> Result<Session, String> {
+    let builder =
+        saving(Session::builder(runtime.environment()).map_err(|e| e.to_string())?, save).map_err(|e| e.to_string())?;
+    with_cuda(builder, memory_limit)?.commit_from_file(path).map_err(|e| e.to_string())
+}
+
+/// Registers the CUDA provider with the arena settings of the memory contract: grow by
+/// exactly what is requested, cap at `memory_limit`.
 #[cfg(feature = "cuda")]
-fn build_cuda(runtime: &Runtime, path: &Path, memory_limit: Option<u64>) -> Result<Session, String> {
+fn with_cuda(
+    builder: ort::session::builder::SessionBuilder,
+    memory_limit: Option<u64>,
+) -> Result<ort::session::builder::SessionBuilder, String> {
     use ort::ep::{ArenaExtendStrategy, CUDA};
     let mut ep = CUDA::default().with_arena_extend_strategy(ArenaExtendStrategy::SameAsRequested);
     if let Some(limit) = memory_limit {
         ep = ep.with_memory_limit(usize::try_from(limit).unwrap_or(usize::MAX));
     }
-    let builder = Session::builder(runtime.environment()).map_err(|e| e.to_string())?;
-    let mut builder = builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| e.to_string())?;
-    builder.commit_from_file(path).map_err(|e| e.to_string())
+    builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "cuda"))]
-fn build_cuda(_runtime: &Runtime, _path: &Path, _memory_limit: Option<u64>) -> Result<Session, String> {
+fn with_cuda(
+    _builder: ort::session::builder::SessionBuilder,
+    _memory_limit: Option<u64>,
+) -> Result<ort::session::builder::SessionBuilder, String> {
     Err("this build of warmlane-engine has no CUDA support (feature `cuda` disabled)".into())
 }

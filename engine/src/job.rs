@@ -20,6 +20,8 @@ pub struct LoadOptions {
     pub memory_limit_bytes: Option<u64>,
     /// Forced failures for tests; the default injects none.
     pub faults: FaultPlan,
+    /// Parked bytes to load from, and whether to park what loads from files.
+    pub park: crate::park::ParkPlan,
 }
 
 /// Test hook: failures to inject into the next generations. Plain data, default none.

@@ -31,6 +31,7 @@ pub mod job;
 pub mod memory;
 mod mp4;
 mod output;
+pub mod park;
 pub mod pipeline;
 mod ports;
 pub mod rng;

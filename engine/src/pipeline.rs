@@ -73,7 +73,11 @@ impl Pipeline {
         };
         let make = |role: ComponentRole| {
             let c = settings.component(role);
-            Component::new(role, dir.join(&c.file), c.placement, opts.provider_override.unwrap_or(c.provider))
+            let mut component =
+                Component::new(role, dir.join(&c.file), c.placement, opts.provider_override.unwrap_or(c.provider));
+            component.save = opts.park.save;
+            component.parked_from = opts.park.from.iter().find(|(r, _)| *r == role).map(|(_, p)| p.clone());
+            component
         };
         let mut pipeline = Pipeline {
             model: model.to_string(),
@@ -90,6 +94,24 @@ impl Pipeline {
         pipeline.ensure_all()?;
         pipeline.after_load = memory::sample();
         Ok(pipeline)
+    }
+
+    /// The memfds the load wrote each component's ORT form into (see [`crate::park`]):
+    /// `(role, fd, len)`. The descriptors stay open until the pipeline drops, so
+    /// another process can adopt them through `/proc/<pid>/fd/<n>` meanwhile.
+    pub fn parked_out(&self) -> Vec<(ComponentRole, i32, u64)> {
+        self.components
+            .iter()
+            .filter_map(|c| {
+                let target = c.saved.as_ref()?;
+                Some((c.role, target.raw_fd(), target.len().ok()?))
+            })
+            .collect()
+    }
+
+    /// The components whose session came from parked bytes.
+    pub fn parked_loads(&self) -> Vec<ComponentRole> {
+        self.components.iter().filter(|c| c.from_parked && c.session.is_some()).map(|c| c.role).collect()
     }
 
     /// The model name.
