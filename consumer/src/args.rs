@@ -50,6 +50,11 @@ pub struct Args {
     /// Margin added to a model's `inference_timeout_ms` before a silent runner is killed.
     #[arg(long, env = "WARMLANE_RUNNER_DEADLINE_MARGIN_MS", default_value_t = 30_000)]
     pub runner_deadline_margin_ms: u64,
+    /// Degraded worker: host memory for parked pipelines (their ORT form, kept so that a
+    /// switch back maps it instead of loading the files); least recently used evicted
+    /// first. Default a quarter of the host's MemTotal; 0 turns parking off.
+    #[arg(long, env = "WARMLANE_HOST_PARK_BYTES")]
+    pub host_park_bytes: Option<u64>,
     /// Subcommand; without one the worker serves `--lane`.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -114,6 +119,7 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(a.memory_budget_bytes, Some(1000));
+        assert_eq!(a.host_park_bytes, None);
         assert_eq!(a.memory_margin_bytes, 1_500_000_000);
         let p = a.memory_policy();
         assert_eq!(p.idle_release, None);

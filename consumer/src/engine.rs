@@ -41,7 +41,9 @@ pub struct EngineFailure {
 /// What the worker loop drives. Calls are blocking; the worker makes them one at a
 /// time, `generate` inline on its lane thread, warm-up and upkeep on the blocking pool.
 pub trait Engine: Send + 'static {
-    /// Makes `model` resident. Returns the load time when a load happened (a cold start).
+    /// Makes `model` resident, releasing the resident pipeline first when it is another
+    /// (an engine holds one pipeline; the memory manager relies on this swap). Returns
+    /// the load time when a load happened (a cold start).
     fn prepare(&mut self, model: &str) -> Result<Option<Duration>, EngineFailure>;
 
     /// Generates the request's video into `out_dir`, reporting `(step, steps)`.

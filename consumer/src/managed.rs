@@ -6,7 +6,10 @@
 //! the pipeline active, and on `gpu_oom` evicts, cleans up and retries (at most
 //! [`crate::memory::Policy::max_oom_retries`] times in a row). After it, it applies the
 //! placement policies and evicts idle components below the headroom. The decisions
-//! are the ledger's; this wrapper performs them through [`Managed`].
+//! are the ledger's; this wrapper performs them through [`Managed`]. Swapping one
+//! pipeline for another is the engine's own (one swap path): the manager decides
+//! whether the next load fits, the engine releases the resident pipeline before it
+//! loads the next.
 
 use crate::engine::{Engine, EngineFailure, Output};
 use crate::memory::{now_ms, LoadDecision, MemoryManager, OomDecision, OomRetry, PipelineReport, Victim};
@@ -145,11 +148,16 @@ impl<E: Managed> Engine for ManagedEngine<E> {
                     return Err(oom(format!("memory budget refuses the load: {}", check.message)))
                 }
                 LoadDecision::AfterReleasing(models) => {
-                    tracing::info!(model, release = ?models, "the budget holds one of these pipelines, not both: releasing first");
-                    if self.inner.resident().is_some_and(|r| models.contains(&r)) {
-                        self.inner.release();
+                    // One swap path: both engines hold one pipeline and release it
+                    // themselves before loading another (the runner engine through its
+                    // slot, keeping its spare runner), so the manager only checks that
+                    // what it wants released is what the engine will swap out.
+                    let resident = self.inner.resident();
+                    if models.iter().any(|m| Some(m) != resident.as_ref()) {
+                        tracing::warn!(model, release = ?models, ?resident, "the ledger lists a pipeline the engine does not hold; resyncing");
+                        self.sync();
                     }
-                    self.sync();
+                    tracing::info!(model, release = ?models, "the budget holds one of these pipelines, not both: the swap releases it first");
                 }
                 LoadDecision::Fits | LoadDecision::Resident => {}
             }

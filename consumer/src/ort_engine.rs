@@ -21,6 +21,7 @@ pub struct OrtEngine {
     options: LoadOptions,
     slot: Option<Pipeline>,
     loads: u64,
+    last_warmup: Duration,
 }
 
 impl OrtEngine {
@@ -33,7 +34,7 @@ impl OrtEngine {
     /// An engine with explicit load options (arena limit, injected faults).
     pub fn with_options(settings: Arc<Settings>, options: LoadOptions) -> Result<OrtEngine, EngineFailure> {
         warmlane_engine::Runtime::init().map_err(failure)?;
-        Ok(OrtEngine { settings, options, slot: None, loads: 0 })
+        Ok(OrtEngine { settings, options, slot: None, loads: 0, last_warmup: Duration::ZERO })
     }
 
     /// Replaces the injected faults, for the resident pipeline and later loads (test hook).
@@ -42,6 +43,17 @@ impl OrtEngine {
         if let Some(p) = self.slot.as_mut() {
             p.set_faults(faults);
         }
+    }
+
+    /// The warm-up run of the last load.
+    pub fn last_warmup(&self) -> Duration {
+        self.last_warmup
+    }
+
+    /// The resident pipeline's parked memfds (`(role, fd, len)`, see
+    /// [`Pipeline::parked_out`]) and the components that loaded from parked bytes.
+    pub fn parked(&self) -> (Vec<(ComponentRole, i32, u64)>, Vec<ComponentRole>) {
+        self.slot.as_ref().map(|p| (p.parked_out(), p.parked_loads())).unwrap_or_default()
     }
 
     /// The resident pipeline's measurements.
@@ -74,7 +86,9 @@ impl Engine for OrtEngine {
         let started = Instant::now();
         let mut pipeline =
             Pipeline::load(model, &model_settings.pipeline, &self.settings.base_dir, &self.options).map_err(failure)?;
+        let warm_up = Instant::now();
         pipeline.warm_up().map_err(failure)?;
+        self.last_warmup = warm_up.elapsed();
         self.slot = Some(pipeline);
         self.loads += 1;
         Ok(Some(started.elapsed()))

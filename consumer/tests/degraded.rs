@@ -123,9 +123,19 @@ fn one_pipeline_budget_swaps_and_too_small_budget_refuses() {
     let settings = heavy_settings();
     let out = scratch("budget");
     let mut engine = degraded(&settings, 420 << 20);
+    let runner_pid = engine.inner().pid_handle();
+    let mut spare_before = None;
     for (i, model) in ["anisora", "phr00t", "anisora"].into_iter().enumerate() {
         let req = request(&settings, model, &format!("budget-{i}"));
         engine.generate(&req, "degraded", &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("{model}: {f}"));
+        // One swap path: the budget's release goes through the slot, which keeps the
+        // spare runner, so the next model loads in the spare started after the last load.
+        let pid = runner_pid.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some(spare) = spare_before {
+            assert_eq!(pid, spare, "request {i}: {model} loaded in the spare that survived the budget release");
+        }
+        spare_before = engine.inner().spare_pid();
+        assert!(spare_before.is_some_and(|s| s != pid), "request {i}: a spare runner is started beside the runner");
         let decision = engine.last_load_decision().cloned();
         match (i, decision) {
             (0, Some(LoadDecision::Fits)) => {}

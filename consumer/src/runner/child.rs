@@ -3,7 +3,7 @@
 //! to stderr. When it exits, the operating system takes back everything ONNX Runtime
 //! allocated, which is the point of running the pipeline here.
 
-use super::protocol::{read_frame, write_frame, Request, Response, RunnerFaults};
+use super::protocol::{read_frame, write_frame, ParkRequest, ParkedPart, Request, Response, RunnerFaults};
 use crate::engine::{Engine, EngineFailure};
 use crate::ort_engine::OrtEngine;
 use std::io::{BufReader, BufWriter, Write};
@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use warmlane_engine::park::ParkPlan;
 use warmlane_engine::{FaultPlan, LoadOptions, Provider};
 use warmlane_shared::{ErrorCode, Settings};
 
@@ -60,12 +61,15 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
                     message: format!("runner for `{model}` cannot load `{wanted}`"),
                 })
             }
-            Request::Prepare { model: wanted, settings_json, base_dir, provider, faults } => {
+            Request::Prepare { model: wanted, settings_json, base_dir, provider, faults, park } => {
                 model = wanted;
-                match prepare(&model, &settings_json, &base_dir, provider, faults) {
+                match prepare(&model, &settings_json, &base_dir, provider, faults, park) {
                     Ok((loaded, load_ms)) => {
+                        let (parked, from_parked) = loaded.engine.parked();
+                        let parked = parked.into_iter().map(|(role, fd, len)| ParkedPart { role, fd, len }).collect();
+                        let warmup_ms = loaded.engine.last_warmup().as_millis() as u64;
                         state = Some(loaded);
-                        Response::Loaded { load_ms }
+                        Response::Loaded { load_ms, warmup_ms, parked, from_parked }
                     }
                     Err(f) => failed(f),
                 }
@@ -115,12 +119,14 @@ fn prepare(
     base_dir: &str,
     provider: Option<Provider>,
     faults: RunnerFaults,
+    park: ParkRequest,
 ) -> Result<(Loaded, u64), EngineFailure> {
     let bad = |message: String| EngineFailure { code: ErrorCode::InferenceFailed, message };
     let settings = Settings::from_json(settings_json, Path::new("(from the worker)"), Path::new(base_dir))
         .map_err(|e| bad(e.to_string()))?;
     let plan = FaultPlan { fail_at_step: faults.fail_at_step, oom_next_runs: faults.oom_next_runs };
-    let options = LoadOptions { provider_override: provider, ..LoadOptions::default() };
+    let park = ParkPlan { save: park.save, from: park.from.into_iter().map(|(r, p)| (r, p.into())).collect() };
+    let options = LoadOptions { provider_override: provider, park, ..LoadOptions::default() };
     let settings = Arc::new(settings);
     let mut engine = OrtEngine::with_options(settings.clone(), options)?;
     let load = engine.prepare(model)?.unwrap_or(Duration::ZERO);

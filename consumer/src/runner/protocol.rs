@@ -30,6 +30,27 @@ pub struct RunnerFaults {
     pub hang_at_step: Option<u32>,
 }
 
+/// Parked bytes in a `Prepare` (see `warmlane_engine::park`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkRequest {
+    /// Write each component's ORT form into a memfd while loading it from its file.
+    pub save: bool,
+    /// Components to load from parked bytes, each with the path that maps them
+    /// (`/proc/<worker pid>/fd/<n>`).
+    pub from: Vec<(ComponentRole, String)>,
+}
+
+/// One component's ORT form, written by a runner into a memfd it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedPart {
+    /// Which component.
+    pub role: ComponentRole,
+    /// The descriptor number in the runner.
+    pub fd: i32,
+    /// Bytes written.
+    pub len: u64,
+}
+
 /// Parent -> runner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -46,6 +67,9 @@ pub enum Request {
         provider: Option<Provider>,
         /// Injected failures (tests).
         faults: RunnerFaults,
+        /// Parked bytes to load from, and whether to park what loads from files.
+        #[serde(default)]
+        park: ParkRequest,
     },
     /// Generate one request.
     Generate {
@@ -75,6 +99,18 @@ pub enum Response {
     Loaded {
         /// Load plus warm-up time.
         load_ms: u64,
+        /// Of which the warm-up run.
+        #[serde(default)]
+        warmup_ms: u64,
+        /// Memfds this runner wrote components' ORT form into (when asked to save);
+        /// the parent adopts them through `/proc/<runner pid>/fd/<fd>` before the
+        /// runner exits.
+        #[serde(default)]
+        parked: Vec<ParkedPart>,
+        /// Components that loaded from the offered parked bytes (the others fell back
+        /// to their files).
+        #[serde(default)]
+        from_parked: Vec<ComponentRole>,
     },
     /// A denoising step finished.
     Progress {
@@ -183,6 +219,7 @@ mod tests {
                 base_dir: "/x".into(),
                 provider: Some(Provider::Cuda),
                 faults: RunnerFaults::default(),
+                park: ParkRequest { save: true, from: vec![(ComponentRole::Denoiser, "/proc/1/fd/9".into())] },
             },
             Request::Generate {
                 request: vec![0x81, 0xa1, 0x76, 1],
@@ -203,7 +240,13 @@ mod tests {
             inference_ms: 12,
         };
         roundtrip(&[
-            Response::Loaded { load_ms: 3 },
+            Response::Loaded { load_ms: 3, warmup_ms: 1, parked: vec![], from_parked: vec![] },
+            Response::Loaded {
+                load_ms: 3,
+                warmup_ms: 0,
+                parked: vec![ParkedPart { role: ComponentRole::VaeDecoder, fd: 7, len: 4096 }],
+                from_parked: vec![ComponentRole::TextEncoder],
+            },
             Response::Progress { step: 1, steps: 8 },
             Response::Done { output },
             Response::Failed { code: ErrorCode::GpuOom, message: "x".into() },

@@ -4,8 +4,10 @@
 //! next runner starts (FR-001..FR-003). A runner that crashes or hangs fails its task
 //! with a code and is replaced on the next request; the worker stays up.
 
+use super::park::ParkCache;
 use super::process::{CallError, RunnerProcess};
-use super::protocol::{Request, Response, RunnerFaults};
+use super::protocol::{ParkRequest, ParkedPart, Request, Response, RunnerFaults};
+use super::release::{confirm_release, ReleaseReadings, SwapTimings};
 use crate::engine::{Engine, EngineFailure, Output};
 use crate::managed::Managed;
 use crate::memory::{probe, PipelineReport};
@@ -43,6 +45,9 @@ pub struct RunnerConfig {
     /// initialisation; the next pipeline still loads only after the previous runner's
     /// memory is confirmed free. Costs the spare's RSS (the runtime library, tens of MB).
     pub spare: bool,
+    /// Host memory for parked pipelines (`--host-park-bytes`; see [`super::park`]); 0
+    /// turns parking off, so that every switch is a cold load.
+    pub host_park_bytes: u64,
 }
 
 impl RunnerConfig {
@@ -58,6 +63,7 @@ impl RunnerConfig {
             device_release_timeout: Duration::from_secs(10),
             faults: RunnerFaults::default(),
             spare: true,
+            host_park_bytes: 0,
         }
     }
 }
@@ -70,7 +76,10 @@ pub struct RunnerEngine {
     slot: Slot,
     runner: Option<RunnerProcess>,
     spare: Option<RunnerProcess>,
+    park: ParkCache,
     loads: u64,
+    parked_loads: u64,
+    timings: SwapTimings,
     pid: Arc<AtomicU32>,
 }
 
@@ -86,11 +95,14 @@ impl RunnerEngine {
         Ok(RunnerEngine {
             settings,
             settings_json,
-            cfg,
             slot: Slot::new(),
             runner: None,
             spare: None,
+            park: ParkCache::new(cfg.host_park_bytes),
+            cfg,
             loads: 0,
+            parked_loads: 0,
+            timings: SwapTimings::default(),
             pid: Arc::default(),
         })
     }
@@ -108,6 +120,42 @@ impl RunnerEngine {
     /// The slot, for inspection.
     pub fn slot(&self) -> &Slot {
         &self.slot
+    }
+
+    /// The pid of the spare runner, when one is started.
+    pub fn spare_pid(&self) -> Option<u32> {
+        self.spare.as_ref().map(RunnerProcess::pid)
+    }
+
+    /// The parked pipelines.
+    pub fn park(&self) -> &ParkCache {
+        &self.park
+    }
+
+    /// The parked pipelines, mutably (test hook: adopt bad bytes).
+    pub fn park_mut(&mut self) -> &mut ParkCache {
+        &mut self.park
+    }
+
+    /// Where the last prepare that loaded spent its time.
+    pub fn last_swap(&self) -> SwapTimings {
+        self.timings
+    }
+
+    /// Loads whose every component came from parked bytes.
+    pub fn parked_loads(&self) -> u64 {
+        self.parked_loads
+    }
+
+    /// The model's `.onnx` bytes on disk (what its parked form will about weigh).
+    fn file_bytes(&self, model: &str) -> u64 {
+        let Some(ms) = self.settings.model(model) else { return 0 };
+        let dir = ms.pipeline.dir_path(&self.settings.base_dir);
+        ComponentRole::ALL
+            .iter()
+            .filter_map(|r| std::fs::metadata(dir.join(&ms.pipeline.component(*r).file)).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Drives the slot from `event` until it serves or fails.
@@ -161,22 +209,62 @@ impl RunnerEngine {
         }
     }
 
-    /// Starts (or takes the spare) runner for `model` and loads it; a runner that
-    /// fails to load is reaped.
+    /// Starts (or takes the spare) runner for `model` and loads it, from its parked
+    /// bytes when the worker holds them. A runner that fails to load is reaped; when it
+    /// was loading parked bytes, they are dropped and the model loads once more from
+    /// its files, so bad parked bytes never cost a request.
     fn start(&mut self, model: &str) -> Result<(), EngineFailure> {
+        let park = self.park.request_for(model, self.file_bytes(model));
+        if park.from.is_empty() {
+            return self.start_once(model, park);
+        }
+        self.start_once(model, park).or_else(|f| {
+            tracing::warn!(model, error = %f.message, "loading the parked pipeline failed; dropped it, loading from the files");
+            self.park.forget(model);
+            let park = self.park.request_for(model, self.file_bytes(model));
+            self.start_once(model, park)
+        })
+    }
+
+    /// Keeps what the runner parked and forgets parked bytes that did not load.
+    fn after_load(&mut self, model: &str, pid: u32, offered: usize, parked: &[ParkedPart], from_parked: usize) {
+        if offered > 0 && from_parked < offered {
+            tracing::warn!(model, offered, loaded = from_parked, "parked bytes did not all load; dropped them");
+            self.park.forget(model);
+        } else if offered > 0 {
+            self.parked_loads += 1;
+        }
+        if parked.is_empty() {
+            return;
+        }
+        match self.park.adopt(model, pid, parked) {
+            Ok(bytes) => {
+                tracing::info!(model, bytes, held = self.park.bytes(), budget = self.park.budget(), "pipeline parked")
+            }
+            Err(why) => tracing::warn!(model, error = %why, "pipeline not parked"),
+        }
+    }
+
+    fn start_once(&mut self, model: &str, park: ParkRequest) -> Result<(), EngineFailure> {
         let mut runner = self.take_runner(model)?;
+        let offered = park.from.len();
         let prepare = Request::Prepare {
             model: model.to_string(),
             settings_json: self.settings_json.clone(),
             base_dir: self.settings.base_dir.display().to_string(),
             provider: self.cfg.provider,
             faults: self.cfg.faults,
+            park,
         };
         let answer = runner.call(&prepare, self.cfg.load_timeout);
         let outcome = match answer {
-            Ok(Response::Loaded { load_ms }) => {
-                tracing::info!(model, pid = runner.pid(), load_ms, "runner loaded its pipeline");
-                self.pid.store(runner.pid(), Ordering::SeqCst);
+            Ok(Response::Loaded { load_ms, warmup_ms, parked, from_parked }) => {
+                let pid = runner.pid();
+                self.timings.session_ms = load_ms.saturating_sub(warmup_ms) as f64;
+                self.timings.warmup_ms = warmup_ms as f64;
+                tracing::info!(model, pid, load_ms, from_parked = from_parked.len(), "runner loaded its pipeline");
+                self.after_load(model, pid, offered, &parked, from_parked.len());
+                self.pid.store(pid, Ordering::SeqCst);
                 self.runner = Some(runner);
                 self.loads += 1;
                 self.start_spare();
@@ -209,6 +297,8 @@ impl RunnerEngine {
         let (pid, model, parent_before) = (runner.pid(), runner.model().to_string(), runner.parent_rss_at_spawn);
         let started = Instant::now();
         let (status, killed) = runner.stop(self.cfg.stop_grace);
+        self.timings.stop_ms = started.elapsed().as_secs_f64() * 1e3;
+        let confirming = Instant::now();
         let check = confirm_release(ReleaseReadings {
             reaped_gone: probe::rss_of(pid).is_none(),
             parent_rss_before: parent_before,
@@ -216,6 +306,7 @@ impl RunnerEngine {
             rss_tolerance: self.cfg.rss_tolerance_bytes,
             device_bytes_left: self.device_bytes_left(pid),
         });
+        self.timings.confirm_ms = confirming.elapsed().as_secs_f64() * 1e3;
         tracing::info!(model, pid, %status, killed, stop_ms = started.elapsed().as_millis() as u64, confirmed = check.is_ok(), "runner stopped");
         check
     }
@@ -252,38 +343,6 @@ impl RunnerEngine {
     }
 }
 
-/// What the release check reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReleaseReadings {
-    /// The runner's `/proc` entry is gone (it was reaped).
-    pub reaped_gone: bool,
-    /// Worker RSS when the runner started.
-    pub parent_rss_before: u64,
-    /// Worker RSS now.
-    pub parent_rss_after: u64,
-    /// Allowed growth.
-    pub rss_tolerance: u64,
-    /// Device memory NVML still attributes to the runner (`None` without NVML).
-    pub device_bytes_left: Option<u64>,
-}
-
-/// Whether a stopped runner's memory is confirmed free (pure).
-pub fn confirm_release(r: ReleaseReadings) -> Result<(), String> {
-    if !r.reaped_gone {
-        return Err("the runner process is still present after waitpid".into());
-    }
-    if r.parent_rss_after > r.parent_rss_before.saturating_add(r.rss_tolerance) {
-        return Err(format!(
-            "worker RSS grew from {} to {} bytes while the runner held the pipeline (tolerance {})",
-            r.parent_rss_before, r.parent_rss_after, r.rss_tolerance
-        ));
-    }
-    match r.device_bytes_left {
-        Some(left) if left > 0 => Err(format!("NVML still shows {left} device bytes for the runner")),
-        _ => Ok(()),
-    }
-}
-
 impl Engine for RunnerEngine {
     fn prepare(&mut self, model: &str) -> Result<Option<Duration>, EngineFailure> {
         if self.settings.model(model).is_none() {
@@ -291,8 +350,14 @@ impl Engine for RunnerEngine {
         }
         let loads_before = self.loads;
         let started = Instant::now();
+        let before = std::mem::take(&mut self.timings);
         self.drive(SlotEvent::Request(model.to_string()))?;
-        Ok((self.loads > loads_before).then(|| started.elapsed()))
+        if self.loads == loads_before {
+            self.timings = before;
+            return Ok(None);
+        }
+        self.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(Some(started.elapsed()))
     }
 
     fn generate(
@@ -397,32 +462,5 @@ impl Managed for RunnerEngine {
 impl Drop for RunnerEngine {
     fn drop(&mut self) {
         let _ = self.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn release_check_table() {
-        let ok = ReleaseReadings {
-            reaped_gone: true,
-            parent_rss_before: 100,
-            parent_rss_after: 150,
-            rss_tolerance: 64,
-            device_bytes_left: None,
-        };
-        let cases = [
-            (ok, true),
-            (ReleaseReadings { reaped_gone: false, ..ok }, false),
-            (ReleaseReadings { parent_rss_after: 165, ..ok }, false),
-            (ReleaseReadings { parent_rss_after: 10, ..ok }, true),
-            (ReleaseReadings { device_bytes_left: Some(0), ..ok }, true),
-            (ReleaseReadings { device_bytes_left: Some(1 << 20), ..ok }, false),
-        ];
-        for (r, want) in cases {
-            assert_eq!(confirm_release(r).is_ok(), want, "{r:?}");
-        }
     }
 }
