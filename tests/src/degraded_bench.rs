@@ -104,11 +104,11 @@ impl ModeReport {
 }
 
 /// The ratio and verdict lines for a FIFO and a switch-aware run of the same workload.
-pub fn verdict(fifo: &ModeReport, aware: &ModeReport) -> Vec<String> {
+pub fn verdict(fifo: &ModeReport, aware: &ModeReport, parked: Option<&ModeReport>) -> Vec<String> {
     let ratio = aware.throughput() / fifo.throughput().max(f64::MIN_POSITIVE);
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
-    let past = fifo.past_limit + aware.past_limit;
-    vec![
+    let past = fifo.past_limit + aware.past_limit + parked.map_or(0, |p| p.past_limit);
+    let mut lines = vec![
         format!(
             "switch-aware / FIFO throughput: {:.3} / {:.3} req/s = {ratio:.2}x",
             aware.throughput(),
@@ -119,7 +119,16 @@ pub fn verdict(fifo: &ModeReport, aware: &ModeReport) -> Vec<String> {
             met(ratio >= TARGET_RATIO)
         ),
         format!("served past the limit: {past} ({})", met(past == 0)),
-    ]
+    ];
+    if let Some(p) = parked {
+        lines.push(format!(
+            "switch-aware with parking / FIFO throughput: {:.3} / {:.3} req/s = {:.2}x (reported; no target)",
+            p.throughput(),
+            fifo.throughput(),
+            p.throughput() / fifo.throughput().max(f64::MIN_POSITIVE)
+        ));
+    }
+    lines
 }
 
 /// The request body of number `i` (models alternate), under `task_id`.
@@ -261,11 +270,16 @@ mod tests {
             (report(1, 40, 40_000, 1), report(8, 40, 10_000, 0), "4.00x", "met", "1 (NOT met)"),
         ];
         for (fifo, aware, ratio, target, late) in cases {
-            let lines = verdict(&fifo, &aware);
+            let lines = verdict(&fifo, &aware, None);
             assert!(lines[0].ends_with(ratio), "{lines:?}");
             assert!(lines[1].ends_with(&format!("(parking off): {target}")), "{lines:?}");
             assert_eq!(lines[2], format!("served past the limit: {late}"));
+            assert_eq!(lines.len(), 3);
         }
+        // With parking: its ratio is reported, and its late runs count.
+        let lines = verdict(&report(1, 40, 40_000, 0), &report(8, 40, 10_000, 0), Some(&report(8, 40, 5_000, 2)));
+        assert_eq!(lines[2], "served past the limit: 2 (NOT met)");
+        assert!(lines[3].contains("= 8.00x (reported; no target)"), "{lines:?}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ async fn the_degraded_bench_runs_fifo_and_switch_aware_and_reports_both() {
     let (fifo, aware) = (&reports[0], &reports[1]);
     assert_eq!(fifo.loads, u64::from(n), "FIFO loads a model for every alternating request: {fifo:?}");
     assert!(aware.loads >= 2 && aware.loads <= fifo.loads, "{aware:?}");
-    let lines = verdict(fifo, aware);
+    let lines = verdict(fifo, aware, None);
     for line in &lines {
         eprintln!("{line}");
     }

@@ -4,9 +4,10 @@
 //! against the real RabbitMQ and Redis (AMQP_URL / REDIS_URL), each mode under a fresh
 //! prefix. The worker is the shipped degraded worker: its engine is the runner
 //! supervisor (`warmlane-consumer runner` children, ONNX Runtime) under the memory
-//! manager, as `warmlane-consumer --lane degraded` builds it; parking is off, so every
-//! switch is a cold load. The figures and verdicts come from
-//! [`warmlane_tests::degraded_bench`].
+//! manager, as `warmlane-consumer --lane degraded` builds it. In the FIFO and
+//! switch-aware modes parking is off, so every switch is a cold load, as at real model
+//! sizes; a third mode runs switch-aware with parking on (the worker's default host
+//! budget). The figures and verdicts come from [`warmlane_tests::degraded_bench`].
 //!
 //! ```text
 //! cargo build --release -p warmlane-consumer --bin warmlane-consumer -p warmlane-tests --bin degraded-bench
@@ -73,14 +74,18 @@ fn settings(dirs: &[PathBuf], size_mb: u32, window: u32) -> Arc<Settings> {
 }
 
 /// The degraded worker's engine as `warmlane-consumer --lane degraded` builds it
-/// (default flags), with `runner_exe` as the runner.
-fn degraded_engine(settings: &Arc<Settings>, runner_exe: &Path) -> Result<Box<dyn Engine>, String> {
+/// (default flags), with `runner_exe` as the runner; parking on or off.
+fn degraded_engine(settings: &Arc<Settings>, runner_exe: &Path, park: bool) -> Result<Box<dyn Engine>, String> {
     let args = warmlane_consumer::args::Args::try_parse_from(["warmlane-consumer", "--lane", "degraded"])
         .map_err(|e| e.to_string())?;
     let manager = MemoryManager::from_host(args.memory_budget_bytes, args.memory_margin_bytes, args.memory_policy())
         .map_err(|e| format!("memory budget: {e}"))?;
     let mut cfg = RunnerConfig::new(runner_exe.to_path_buf());
     cfg.deadline_margin = Duration::from_millis(args.runner_deadline_margin_ms);
+    if park {
+        cfg.host_park_bytes =
+            warmlane_consumer::runner::park::default_budget(warmlane_engine::memory::host_total_bytes());
+    }
     let inner = RunnerEngine::new(settings.clone(), cfg).map_err(|e| e.message)?;
     Ok(Box::new(ManagedEngine::new(inner, settings.clone(), Arc::new(manager))))
 }
@@ -95,7 +100,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let dirs = MODELS.iter().map(|m| heavy_model(&args.heavy_dir, m, args.size_mb)).collect::<Result<Vec<_>, _>>()?;
     println!(
-        "degraded-bench: {} requests alternating {MODELS:?}, heavy pipelines {} MB each, FIFO then window {}",
+        "degraded-bench: {} requests alternating {MODELS:?}, heavy pipelines {} MB each, FIFO then window {} (parking off, then on)",
         args.requests, args.size_mb, args.window
     );
     println!("{}", host_line());
@@ -107,16 +112,23 @@ async fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("worker runtime: {e}"))?;
     let mut reports = vec![];
-    for (name, window) in [("dbench-fifo", 1), ("dbench-aware", args.window)] {
+    for (name, window, park) in
+        [("dbench-fifo", 1, false), ("dbench-aware", args.window, false), ("dbench-parked", args.window, true)]
+    {
         let settings = settings(&dirs, args.size_mb, window);
-        println!("max_wait_ms {}, max_depth {}", settings.degraded.max_wait_ms, settings.degraded.max_depth);
-        let engine = degraded_engine(&settings, &runner_exe)?;
+        println!(
+            "max_wait_ms {}, max_depth {}, parking {}",
+            settings.degraded.max_wait_ms,
+            settings.degraded.max_depth,
+            if park { "on" } else { "off" }
+        );
+        let engine = degraded_engine(&settings, &runner_exe, park)?;
         let report = run_mode(name, settings, args.requests, engine, workers.handle()).await?;
         println!("{}", report.line());
         reports.push(report);
     }
     workers.shutdown_background();
-    for line in verdict(&reports[0], &reports[1]) {
+    for line in verdict(&reports[0], &reports[1], reports.get(2)) {
         println!("{line}");
     }
     Ok(())
