@@ -44,7 +44,7 @@ async fn serve(args: Args) -> ExitCode {
         return ExitCode::from(2);
     };
     // The degraded worker loads ONNX Runtime only in its runners: check here too.
-    if let Err(e) = warmlane_engine::runtime::spin_setting() {
+    if let Err(e) = warmlane_engine::runtime::spin_setting().and(warmlane_engine::runtime::cpu_arena_setting()) {
         tracing::error!("{e}");
         return ExitCode::from(2);
     }

@@ -180,7 +180,7 @@ fn build_parked(
         .map_err(|e| text(&e))?;
     let (mut builder, effective) = match requested {
         Provider::Cuda => (with_cuda(builder, memory_limit)?, Provider::Cuda),
-        Provider::Cpu => (builder, Provider::Cpu),
+        Provider::Cpu => (without_cpu_arena(builder).map_err(|e| text(&e))?, Provider::Cpu),
     };
     builder.commit_from_memory(mapping.as_slice()).map(|s| (s, effective)).map_err(|e| text(&e))
 }
@@ -235,8 +235,26 @@ pub(crate) fn build_session(
         }
     }
     let builder = saving(Session::builder(runtime.environment()).map_err(load_error)?, save).map_err(load_error)?;
-    let session = { builder }.commit_from_file(path).map_err(load_error)?;
+    let session = without_cpu_arena(builder).map_err(load_error)?.commit_from_file(path).map_err(load_error)?;
     Ok((session, Provider::Cpu))
+}
+
+/// CPU sessions allocate from the system allocator, not ONNX Runtime's CPU arena.
+///
+/// Why: the arena keeps its largest extent for the life of the session. One maximum-size
+/// request (1280x720x81) left a lane worker at 7.4 GB RSS for good; the memory manager
+/// could neither see nor reclaim it. Run-time arena shrinkage only frees extents with
+/// nothing in use at the end of a run, and the output of the last run holds its extent,
+/// so the memory stayed until the next request. Without the arena every intermediate is
+/// freed when it dies and the worker returns to its post-load RSS after each request
+/// (measured: 41 MB after the same request). Large tensors come from `mmap` either way,
+/// so the cost is in small allocations (figures in `engine/BENCH.md`).
+/// `WARMLANE_ORT_CPU_ARENA=1` keeps the arena.
+fn without_cpu_arena(
+    builder: ort::session::builder::SessionBuilder,
+) -> ort::Result<ort::session::builder::SessionBuilder> {
+    let arena = Runtime::init().map(Runtime::cpu_arena).unwrap_or(false);
+    Ok(builder.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena).build()])?)
 }
 
 /// Asks ONNX Runtime to write the optimized graph in ORT format to `save` while the

@@ -17,11 +17,16 @@ pub const ORT_LIBRARY_FILE: &str = "libonnxruntime.so.1.31.1";
 pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
 /// `1` lets idle intra-op threads spin (busy-wait) for the next run; off by default.
 pub const ORT_SPIN_ENV: &str = "WARMLANE_ORT_SPIN";
+/// `1` gives CPU sessions ONNX Runtime's CPU memory arena back (faster small
+/// allocations; the largest request's memory is kept for the session's life); off by
+/// default (see `components::without_cpu_arena`).
+pub const ORT_CPU_ARENA_ENV: &str = "WARMLANE_ORT_CPU_ARENA";
 
 /// The process-wide ONNX Runtime: the loaded library and its environment.
 pub struct Runtime {
     env: ort::environment::Environment,
     library: PathBuf,
+    cpu_arena: bool,
 }
 
 /// Why initialisation failed, kept so every later call reports the same thing.
@@ -60,6 +65,11 @@ impl Runtime {
         &self.library
     }
 
+    /// Whether CPU sessions use ONNX Runtime's CPU arena (`WARMLANE_ORT_CPU_ARENA`).
+    pub fn cpu_arena(&self) -> bool {
+        self.cpu_arena
+    }
+
     /// The ONNX Runtime environment sessions are built in.
     pub fn environment(&self) -> &ort::environment::Environment {
         &self.env
@@ -74,13 +84,14 @@ fn load(library: &Path) -> Result<Runtime, String> {
     // pipeline run one after another, and per-session pools would leave idle threads
     // spinning on the same cores while the next component runs.
     let spin = spin_setting()?;
+    let cpu_arena = cpu_arena_setting()?;
     let builder = ort::init_from(library).map_err(|e| e.to_string())?;
     // Spinning keeps idle pool threads busy-waiting after every run; a worker shares
     // its cores with the broker client, Redis calls and, on small hosts, the broker.
     let pool = GlobalThreadPoolOptions::default().with_spin_control(spin).map_err(|e| e.to_string())?;
     let env = builder.with_name("warmlane").with_global_thread_pool(pool).build().map_err(|e| e.to_string())?;
-    tracing::info!(target: "warmlane::engine", library = %library.display(), spin, "ONNX Runtime loaded");
-    Ok(Runtime { env, library: library.to_path_buf() })
+    tracing::info!(target: "warmlane::engine", library = %library.display(), spin, cpu_arena, "ONNX Runtime loaded");
+    Ok(Runtime { env, library: library.to_path_buf(), cpu_arena })
 }
 
 /// Reads `WARMLANE_ORT_SPIN`; a process that starts ONNX Runtime only later (the
@@ -89,12 +100,22 @@ pub fn spin_setting() -> Result<bool, String> {
     spin_from_env(std::env::var(ORT_SPIN_ENV).ok().as_deref())
 }
 
+/// Reads `WARMLANE_ORT_CPU_ARENA`; checked at start like [`spin_setting`].
+pub fn cpu_arena_setting() -> Result<bool, String> {
+    switch_from_env(ORT_CPU_ARENA_ENV, std::env::var(ORT_CPU_ARENA_ENV).ok().as_deref())
+}
+
 /// The value of `WARMLANE_ORT_SPIN`: unset, empty or `0` is off, `1` is on.
 fn spin_from_env(value: Option<&str>) -> Result<bool, String> {
+    switch_from_env(ORT_SPIN_ENV, value)
+}
+
+/// An on/off environment switch: unset, empty or `0` is off, `1` is on.
+fn switch_from_env(name: &str, value: Option<&str>) -> Result<bool, String> {
     match value.map(str::trim) {
         None | Some("") | Some("0") => Ok(false),
         Some("1") => Ok(true),
-        Some(other) => Err(format!("{ORT_SPIN_ENV} must be 0 or 1, not `{other}`")),
+        Some(other) => Err(format!("{name} must be 0 or 1, not `{other}`")),
     }
 }
 
@@ -130,6 +151,9 @@ mod tests {
         assert_eq!(spin_from_env(Some("1")), Ok(true));
         let err = spin_from_env(Some("yes please")).unwrap_err();
         assert!(err.contains(ORT_SPIN_ENV) && err.contains("yes please"), "{err}");
+        assert_eq!(switch_from_env(ORT_CPU_ARENA_ENV, Some(" 1 ")), Ok(true));
+        let err = switch_from_env(ORT_CPU_ARENA_ENV, Some("on")).unwrap_err();
+        assert!(err.starts_with(ORT_CPU_ARENA_ENV), "{err}");
     }
 
     #[test]
