@@ -19,8 +19,8 @@ fn load(plan: ParkPlan) -> Pipeline {
 }
 
 /// The parked memfds of a cold load, adopted (sealed) the way the degraded worker does.
-fn park_anisora() -> (Vec<(ComponentRole, File, u64)>, Vec<u8>) {
-    let out = scratch("park-cold");
+fn park_anisora(test: &str) -> (Vec<(ComponentRole, File, u64)>, Vec<u8>) {
+    let out = scratch(&format!("park-cold-{test}"));
     let mut cold = load(ParkPlan { save: true, from: vec![] });
     assert!(cold.parked_loads().is_empty(), "a cold load reads the files");
     let parked = cold.parked_out();
@@ -46,7 +46,7 @@ fn from(files: &[(ComponentRole, File, u64)]) -> ParkPlan {
 
 #[test]
 fn a_parked_load_generates_the_same_video() {
-    let (files, cold_video) = park_anisora();
+    let (files, cold_video) = park_anisora("same");
     let out = scratch("park-warm");
     let mut warm = load(from(&files));
     assert_eq!(warm.parked_loads(), ComponentRole::ALL.to_vec(), "every component from parked bytes");
@@ -64,19 +64,20 @@ fn a_parked_load_generates_the_same_video() {
 
 #[test]
 fn truncated_or_garbage_parked_bytes_fall_back_to_the_file() {
-    let (files, cold_video) = park_anisora();
+    let (files, cold_video) = park_anisora("bad");
     let denoiser = &files[ComponentRole::Denoiser.index()];
     let whole = std::fs::read(format!("/proc/self/fd/{}", denoiser.1.as_raw_fd())).expect("read parked");
+    let dir = scratch("park-bad");
     let bad: Vec<(ComponentRole, File, u64)> = [whole[..whole.len() / 2].to_vec(), vec![0x5a; 4096], vec![]]
         .into_iter()
         .map(|bytes| {
-            let path = scratch("park-bad").join(format!("denoiser-{}.ort", bytes.len()));
+            let path = dir.join(format!("denoiser-{}.ort", bytes.len()));
             std::fs::write(&path, &bytes).expect("write bad bytes");
             (ComponentRole::Denoiser, File::open(&path).expect("open"), bytes.len() as u64)
         })
         .collect();
     for case in &bad {
-        let out = scratch("park-fallback");
+        let out = scratch(&format!("park-fallback-{}", case.2));
         let plan = from(std::slice::from_ref(case));
         let (mut pipeline, captured) = capture(|| load(plan));
         assert!(pipeline.parked_loads().is_empty(), "{} bad bytes: loaded from the file", case.2);
