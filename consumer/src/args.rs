@@ -52,7 +52,8 @@ pub struct Args {
     pub runner_deadline_margin_ms: u64,
     /// Degraded worker: host memory for parked pipelines (their ORT form, kept so that a
     /// switch back maps it instead of loading the files); least recently used evicted
-    /// first. Default a quarter of the host's MemTotal; 0 turns parking off.
+    /// first. Default a quarter of the host's MemTotal or of the container's memory
+    /// limit, whichever is smaller; 0 turns parking off.
     #[arg(long, env = "WARMLANE_HOST_PARK_BYTES")]
     pub host_park_bytes: Option<u64>,
     /// Subcommand; without one the worker serves `--lane`.

@@ -47,9 +47,7 @@ pub fn engine(args: &Args, settings: &Arc<Settings>, lane: &str) -> Result<Box<d
         let mut cfg = RunnerConfig::new(exe);
         cfg.provider = provider;
         cfg.deadline_margin = Duration::from_millis(args.runner_deadline_margin_ms);
-        cfg.host_park_bytes = args
-            .host_park_bytes
-            .unwrap_or_else(|| crate::runner::park::default_budget(warmlane_engine::memory::host_total_bytes()));
+        cfg.host_park_bytes = args.host_park_bytes.unwrap_or_else(crate::runner::park::default_budget_here);
         tracing::info!(host_park_bytes = cfg.host_park_bytes, "parked pipelines: host memory budget");
         let inner = RunnerEngine::new(settings.clone(), cfg)?;
         Ok(Box::new(ManagedEngine::new(inner, settings.clone(), manager)))

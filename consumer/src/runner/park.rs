@@ -19,10 +19,30 @@ use warmlane_engine::ComponentRole;
 /// not given.
 pub const DEFAULT_HOST_SHARE: u64 = 4;
 
-/// `--host-park-bytes` by default: a quarter of the host's memory (0, parking off,
-/// when it cannot be read).
-pub fn default_budget(host_total_bytes: Option<u64>) -> u64 {
-    host_total_bytes.map_or(0, |total| total / DEFAULT_HOST_SHARE)
+/// `--host-park-bytes` by default: a quarter of the memory this worker may use, the
+/// host's MemTotal or its container's memory limit, whichever is smaller (parked
+/// memfds are charged to the container); 0, parking off, when neither can be read.
+pub fn default_budget(host_total_bytes: Option<u64>, cgroup_limit_bytes: Option<u64>) -> u64 {
+    let total = match (host_total_bytes, cgroup_limit_bytes) {
+        (Some(h), Some(c)) => Some(h.min(c)),
+        (h, c) => h.or(c),
+    };
+    total.map_or(0, |t| t / DEFAULT_HOST_SHARE)
+}
+
+/// The default budget on this host (see [`default_budget`]).
+pub fn default_budget_here() -> u64 {
+    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| cgroup_limit(&text));
+    default_budget(warmlane_engine::memory::host_total_bytes(), cgroup)
+}
+
+/// A cgroup memory limit file's value: `max` (v2) or a number; v1 writes a number near
+/// `i64::MAX` for no limit.
+pub fn cgroup_limit(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|&n| n < 1 << 60)
 }
 
 /// Which parked models to evict, least recently used first, so that `incoming` bytes
@@ -165,9 +185,21 @@ mod tests {
     }
 
     #[test]
-    fn default_budget_is_a_quarter_of_the_host() {
-        assert_eq!(default_budget(Some(64 << 30)), 16 << 30);
-        assert_eq!(default_budget(None), 0);
+    fn default_budget_is_a_quarter_of_the_host_or_its_container() {
+        let cases = [
+            (Some(64 << 30), None, 16 << 30),
+            (Some(64 << 30), Some(8 << 30), 2 << 30),
+            (Some(8 << 30), Some(64 << 30), 2 << 30),
+            (None, Some(4 << 30), 1 << 30),
+            (None, None, 0),
+        ];
+        for (host, cgroup, want) in cases {
+            assert_eq!(default_budget(host, cgroup), want, "{host:?} {cgroup:?}");
+        }
+        assert_eq!(cgroup_limit("max\n"), None);
+        assert_eq!(cgroup_limit("8589934592\n"), Some(8 << 30));
+        assert_eq!(cgroup_limit("9223372036854771712\n"), None, "cgroup v1 without a limit");
+        assert_eq!(cgroup_limit("garbage"), None);
     }
 
     fn memfd(len: usize) -> (warmlane_engine::park::ParkTarget, ParkedPart) {

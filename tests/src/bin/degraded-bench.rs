@@ -83,8 +83,7 @@ fn degraded_engine(settings: &Arc<Settings>, runner_exe: &Path, park: bool) -> R
     let mut cfg = RunnerConfig::new(runner_exe.to_path_buf());
     cfg.deadline_margin = Duration::from_millis(args.runner_deadline_margin_ms);
     if park {
-        cfg.host_park_bytes =
-            warmlane_consumer::runner::park::default_budget(warmlane_engine::memory::host_total_bytes());
+        cfg.host_park_bytes = warmlane_consumer::runner::park::default_budget_here();
     }
     let inner = RunnerEngine::new(settings.clone(), cfg).map_err(|e| e.message)?;
     Ok(Box::new(ManagedEngine::new(inner, settings.clone(), Arc::new(manager))))
