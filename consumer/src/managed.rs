@@ -35,6 +35,11 @@ pub trait Managed: Engine {
     fn runner_rss_bytes(&self) -> Option<u64> {
         None
     }
+
+    /// Device bytes of a runner child holding the pipeline (NVML), where there is one.
+    fn runner_device_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An engine under the memory manager.
@@ -78,10 +83,11 @@ impl<E: Managed> ManagedEngine<E> {
     }
 
     /// Makes the ledger follow the engine: forget pipelines that are gone, refresh the
-    /// resident one's measurements.
+    /// resident one's measurements, and observe what the processes really hold.
     fn sync(&mut self) {
         let resident = self.inner.resident();
         let report = resident.as_ref().and_then(|_| self.inner.report());
+        let measured = self.manager.measure(self.inner.runner_rss_bytes(), self.inner.runner_device_bytes());
         let mut ledger = self.manager.lock();
         for model in ledger.models() {
             if resident.as_deref() != Some(model.as_str()) {
@@ -91,6 +97,7 @@ impl<E: Managed> ManagedEngine<E> {
         if let Some(report) = report {
             ledger.record(&report, now_ms());
         }
+        ledger.observe(measured);
     }
 
     fn release_victims(&mut self, victims: Vec<Victim>, why: &str) {
@@ -239,6 +246,8 @@ impl<E: Managed> Engine for ManagedEngine<E> {
     }
 
     fn maintain(&mut self) {
+        let measured = self.manager.measure(self.inner.runner_rss_bytes(), self.inner.runner_device_bytes());
+        self.manager.lock().observe(measured);
         let idle = self.manager.lock().idle_plan(now_ms());
         self.release_victims(idle, "idle past the policy threshold");
         let headroom = self.manager.lock().headroom_plan();

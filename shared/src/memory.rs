@@ -89,7 +89,8 @@ pub struct MemorySnapshot {
     pub budget_bytes: u64,
     /// Where the budget came from.
     pub budget_source: BudgetSource,
-    /// Bytes accounted to resident components.
+    /// Bytes in use: those accounted to resident components, or what the worker's
+    /// processes were last measured to hold (RSS; device bytes with NVML) if more.
     pub used_bytes: u64,
     /// Budget minus used (0 when over).
     pub free_bytes: u64,

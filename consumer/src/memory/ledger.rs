@@ -2,6 +2,11 @@
 //! costs, which are in use, and what to evict. A plain struct; every decision is a
 //! method that reads it, every change a method that keeps `used` equal to the sum of
 //! the component bytes.
+//!
+//! Measured memory counts too ([`Ledger::observe`]): what the worker's processes hold
+//! beyond the components' bytes (allocator slack, a runtime's arenas, the process
+//! itself) is kept as `unaccounted` and taken from the free bytes every decision reads,
+//! so memory the estimates miss is never lent out twice.
 
 use super::budget::{estimate_bytes, mb, runtime_bytes, Budget, FitCheck};
 use super::policy::{eviction_rank, Policy};
@@ -66,6 +71,7 @@ pub struct Ledger {
     policy: Policy,
     pipelines: Vec<PipelineEntry>,
     used: u64,
+    unaccounted: u64,
     evictions: u64,
     oom_retries: u64,
 }
@@ -73,7 +79,7 @@ pub struct Ledger {
 impl Ledger {
     /// An empty ledger.
     pub fn new(budget: Budget, policy: Policy) -> Ledger {
-        Ledger { budget, policy, pipelines: Vec::new(), used: 0, evictions: 0, oom_retries: 0 }
+        Ledger { budget, policy, pipelines: Vec::new(), used: 0, unaccounted: 0, evictions: 0, oom_retries: 0 }
     }
 
     /// The budget.
@@ -91,9 +97,26 @@ impl Ledger {
         self.used
     }
 
-    /// Budget minus used.
+    /// Measured memory beyond the components' bytes, as last observed.
+    pub fn unaccounted(&self) -> u64 {
+        self.unaccounted
+    }
+
+    /// Bytes in use: the components' bytes, or what was last measured if more.
+    pub fn in_use(&self) -> u64 {
+        self.used + self.unaccounted
+    }
+
+    /// Budget minus what is in use.
     pub fn free(&self) -> u64 {
-        self.budget.bytes.saturating_sub(self.used)
+        self.budget.bytes.saturating_sub(self.in_use())
+    }
+
+    /// Records a measurement of the memory the worker's processes hold, in the budget's
+    /// terms (RSS on CPU, device bytes with NVML): the part the components' bytes do
+    /// not explain becomes `unaccounted` until the next measurement.
+    pub fn observe(&mut self, measured_bytes: u64) {
+        self.unaccounted = measured_bytes.saturating_sub(self.used);
     }
 
     /// Sum of the component bytes, computed afresh (equals [`Ledger::used`]).
@@ -369,7 +392,7 @@ impl Ledger {
             })
             .collect();
         MemorySnapshot {
-            used_bytes: self.used,
+            used_bytes: self.in_use(),
             free_bytes: self.free(),
             headroom_bytes: self.policy.headroom_bytes,
             pipelines,

@@ -170,3 +170,31 @@ fn snapshot_names_and_devices() {
     assert_eq!(comps[2]["device"], "cpu");
     assert_eq!(comps[2]["last_used_ms"], 7);
 }
+
+#[test]
+fn measured_memory_beyond_the_components_is_not_lent_out() {
+    let mut l = Ledger::new(budget(500 * MB), policy());
+    l.record(&report("a", 10 * MB, 200 * MB, 5 * MB), 7);
+    assert_eq!((l.used(), l.in_use(), l.free()), (215 * MB, 215 * MB, 285 * MB));
+    // (measured, unaccounted, in use, free)
+    let cases = [
+        (300 * MB, 85 * MB, 300 * MB, 200 * MB),
+        (215 * MB, 0, 215 * MB, 285 * MB),
+        (100 * MB, 0, 215 * MB, 285 * MB),
+        (600 * MB, 385 * MB, 600 * MB, 0),
+    ];
+    for (measured, unaccounted, in_use, free) in cases {
+        l.observe(measured);
+        assert_eq!((l.unaccounted(), l.in_use(), l.free()), (unaccounted, in_use, free), "measured {measured}");
+        let snap = l.snapshot(Measured::default(), Backend::Rss);
+        assert_eq!((snap.used_bytes, snap.free_bytes), (in_use, free));
+        assert_eq!(l.used(), l.sum_of_components(), "the components' account is unchanged");
+    }
+    // A request that fits the estimates but not what is measured is refused up front.
+    l.observe(450 * MB);
+    let e = warmlane_shared::settings::MemoryEstimate { weights_bytes: 0, runtime_bytes_per_voxel: 1_000 };
+    let check = l.can_fit("a", &e, 256, 256, 1);
+    assert!(!check.fits, "65.5 MB needed, 50 MB free: {}", check.message);
+    l.observe(215 * MB);
+    assert!(l.can_fit("a", &e, 256, 256, 1).fits);
+}

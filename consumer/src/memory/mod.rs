@@ -55,6 +55,18 @@ impl MemoryManager {
         self.lock().budget()
     }
 
+    /// The memory this worker's processes hold, in the budget's terms: RSS of the
+    /// worker and its runner on CPU; with NVML, the device bytes of both.
+    pub fn measure(&self, runner_rss_bytes: Option<u64>, runner_device_bytes: Option<u64>) -> u64 {
+        let sample = warmlane_engine::memory::sample();
+        match self.backend {
+            warmlane_shared::memory::Backend::Nvml => {
+                sample.device_process.unwrap_or(0) + runner_device_bytes.unwrap_or(0)
+            }
+            warmlane_shared::memory::Backend::Rss => sample.rss + runner_rss_bytes.unwrap_or(0),
+        }
+    }
+
     /// The status snapshot with current readings, for the heartbeat.
     pub fn snapshot(&self, runner_rss_bytes: Option<u64>) -> MemorySnapshot {
         let sample = warmlane_engine::memory::sample();

@@ -457,6 +457,13 @@ impl Managed for RunnerEngine {
             pid => probe::rss_of(pid),
         }
     }
+
+    fn runner_device_bytes(&self) -> Option<u64> {
+        match self.pid.load(Ordering::SeqCst) {
+            0 => None,
+            pid => probe::device_bytes_of(pid),
+        }
+    }
 }
 
 impl Drop for RunnerEngine {
