@@ -19,6 +19,8 @@ use warmlane_engine::memory::rss_bytes;
 
 const MODEL: &str = "phr00t";
 const MIB: u64 = 1 << 20;
+/// What glibc may keep after frees (see the bound below).
+const ALLOCATOR_KEEP: u64 = 64 * MIB;
 
 /// Sizes: a seeded mix over the allowed range, with the maximum at request 15. The
 /// random ones are kept to at most a third of each maximum side so that the test stays
@@ -63,9 +65,12 @@ fn memory_plateaus_and_comes_back_after_the_largest_request() {
     lane.prepare(MODEL).expect("load");
     run(&mut lane, 99, (64, 64, 8));
     let baseline = rss_bytes();
-    // 10 % above the post-load baseline, and at least 32 MiB for allocator slack at
-    // this demo's small baseline (ONNX Runtime's CPU arena is off: it keeps nothing).
-    let bound = baseline + (baseline / 10).max(32 * MIB);
+    // 10 % above the post-load baseline plus what the allocator is configured to keep.
+    // ONNX Runtime's CPU arena is off; glibc keeps freed blocks below its dynamic mmap
+    // threshold (up to 32 MiB each) in the heap of the thread that allocated them, and
+    // two threads allocate here: 64 MiB. Measured: up to +39 MiB at this demo's 43 MiB
+    // baseline (debug build); the arena, when on, keeps 7.7 GB.
+    let bound = baseline + baseline / 10 + ALLOCATOR_KEEP;
     let mut after = Vec::new();
     let mut peak_of_max = 0;
     for (i, size) in sizes(max).into_iter().enumerate() {
