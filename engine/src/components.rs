@@ -145,9 +145,13 @@ impl Component {
             }
         }
         self.from_parked = false;
-        let target = if self.save { park_target(model, self.role) } else { None };
+        // Parked once per load: a reload after the memory manager released the
+        // component does not write the ORT form again.
+        let target = if std::mem::take(&mut self.save) { park_target(model, self.role) } else { None };
         let built = build_session(model, self.role, &self.path, self.requested, memory_limit, target.as_ref());
-        self.saved = target.filter(|t| t.len().is_ok_and(|n| n > 0));
+        if let Some(t) = target.filter(|t| t.len().is_ok_and(|n| n > 0)) {
+            self.saved = Some(t);
+        }
         built
     }
 }
