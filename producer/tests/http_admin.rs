@@ -106,7 +106,9 @@ async fn memory_status_and_fit_check_from_heartbeats() {
     );
     assert_eq!(w["memory"]["pipelines"][0]["model"], "anisora", "the snapshot passes through");
 
-    // anisora's estimate: 4_000_000 weights + 64 bytes per voxel; the worker holds the model.
+    // anisora's estimate: its weights + runtime bytes per voxel from the settings; the
+    // worker holds the model, so only the runtime bytes count.
+    let per_voxel = h.producer.settings().model("anisora").expect("anisora").memory.runtime_bytes_per_voxel;
     let small = post_json(
         &app,
         "/api/v1/hardware/vram/check",
@@ -115,7 +117,10 @@ async fn memory_status_and_fit_check_from_heartbeats() {
     )
     .await
     .json();
-    assert_eq!((small["fits"].as_bool(), small["required_bytes"].as_u64()), (Some(true), Some(64 * 64 * 2 * 64)));
+    assert_eq!(
+        (small["fits"].as_bool(), small["required_bytes"].as_u64()),
+        (Some(true), Some(64 * 64 * 2 * per_voxel))
+    );
     let big = post_json(
         &app,
         "/api/v1/hardware/vram/check",
