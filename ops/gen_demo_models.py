@@ -43,6 +43,52 @@ SPECS = {
 }
 
 
+# Heavy weights above this go to an external data file, in tensors of at most this size.
+EXTERNAL_CHUNK_BYTES = 1 << 30
+# External tensors start on this boundary, so ONNX Runtime can map them.
+EXTERNAL_ALIGN = 1 << 16
+
+
+def external_chunks(rng_seed, hd, floats, data_path, inits):
+    """Writes `floats` float32 weights as [hd, k] tensors of at most 1 GiB into
+    `data_path` and appends their external TensorProtos to `inits`; returns the names.
+    The values are a 16 MiB random block (not zeros) repeated, so writing tens of GB
+    takes seconds rather than minutes of random number generation."""
+    block = np.random.default_rng(rng_seed).standard_normal((4 << 20,), dtype=np.float32)
+    block *= np.float32(1e-3)
+    raw = block.tobytes()
+    per_chunk = (EXTERNAL_CHUNK_BYTES // 4 // hd) * hd
+    names, offset, left, i = [], 0, floats, 0
+    tmp = data_path + ".tmp"
+    with open(tmp, "wb") as f:
+        while left > 0:
+            n = min(per_chunk, left)
+            nbytes = n * 4
+            pad = (-offset) % EXTERNAL_ALIGN
+            f.write(b"\0" * pad)
+            offset += pad
+            written = 0
+            while written < nbytes:
+                piece = raw[: min(len(raw), nbytes - written)]
+                f.write(piece)
+                written += len(piece)
+            t = onnx.TensorProto()
+            t.name = "heavy_w" if i == 0 else f"heavy_w_{i}"
+            t.data_type = TensorProto.FLOAT
+            t.dims.extend([hd, n // hd])
+            t.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", os.path.basename(data_path)), ("offset", str(offset)), ("length", str(nbytes))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+            inits.append(t)
+            names.append(t.name)
+            offset += nbytes
+            left -= n
+            i += 1
+    os.replace(tmp, data_path)
+    return names
+
+
 def rand(rng, shape, scale):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
@@ -60,10 +106,15 @@ def save(graph, path, doc):
         doc_string=doc,
     )
     model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
+    # With external data the checker must read the file beside the model: check by path.
+    external = any(t.data_location == TensorProto.EXTERNAL for t in graph.initializer)
+    if not external:
+        onnx.checker.check_model(model)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(model.SerializeToString(deterministic=True))
+    if external:
+        onnx.checker.check_model(tmp)
     os.replace(tmp, path)
 
 
@@ -113,7 +164,25 @@ def denoiser(spec, rng, path, heavy_floats=0):
         helper.make_node("Conv", ["h3", "conv2_w", "conv2_b"], ["v0"]),
     ]
     out = "v0"
-    if heavy_floats:
+    if heavy_floats and heavy_floats * 4 > EXTERNAL_CHUNK_BYTES:
+        # Multi-GB variants (the GPU kit's realistic sizes): the weight is split into
+        # tensors of at most 1 GiB written to `denoiser.onnx.data` (a protobuf holds at
+        # most 2 GiB, and one tensor over 2^31 elements is asking for int32 trouble).
+        data = path + ".data"
+        names = external_chunks(rng_seed=spec["seed"] + 7, hd=hd, floats=heavy_floats, data_path=data, inits=inits)
+        for i, name in enumerate(names):
+            nodes += [
+                helper.make_node("MatMul", ["cond", name], [f"heavy_h{i}"]),
+                helper.make_node("ReduceMean", [f"heavy_h{i}"], [f"heavy_m{i}"], keepdims=0),
+            ]
+        inits.append(init("heavy_scale", np.array([1e-3 / len(names)], dtype=np.float32)))
+        nodes += [
+            helper.make_node("Sum", [f"heavy_m{i}" for i in range(len(names))], ["heavy_m"]),
+            helper.make_node("Mul", ["heavy_m", "heavy_scale"], ["heavy_s"]),
+            helper.make_node("Add", ["v0", "heavy_s"], ["v1"]),
+        ]
+        out = "v1"
+    elif heavy_floats:
         # A large weight that ORT must load and actually use every step: cond [1,hd] x big
         # [hd, K] -> mean -> tiny scalar shift of the velocity. Depends on inputs, so it
         # cannot be constant-folded away.

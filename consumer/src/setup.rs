@@ -44,17 +44,28 @@ pub fn engine(args: &Args, settings: &Arc<Settings>, lane: &str) -> Result<Box<d
     let manager = Arc::new(manager);
     if lane == DEGRADED_LANE {
         let exe = std::env::current_exe().map_err(SetupError::Exe)?;
-        let mut cfg = RunnerConfig::new(exe);
-        cfg.provider = provider;
-        cfg.deadline_margin = Duration::from_millis(args.runner_deadline_margin_ms);
-        cfg.host_park_bytes = args.host_park_bytes.unwrap_or_else(crate::runner::park::default_budget_here);
-        tracing::info!(host_park_bytes = cfg.host_park_bytes, "parked pipelines: host memory budget");
-        let inner = RunnerEngine::new(settings.clone(), cfg)?;
-        Ok(Box::new(ManagedEngine::new(inner, settings.clone(), manager)))
+        Ok(degraded_engine(args, settings, manager, exe)?)
     } else {
         let inner = OrtEngine::new(settings.clone(), provider)?;
         Ok(Box::new(ManagedEngine::new(inner, settings.clone(), manager)))
     }
+}
+
+/// The degraded worker's engine (runner children of `exe`, under `manager`); the GPU
+/// kit's `gpu-check` builds it the same way with the worker binary beside it.
+pub fn degraded_engine(
+    args: &Args,
+    settings: &Arc<Settings>,
+    manager: Arc<MemoryManager>,
+    exe: std::path::PathBuf,
+) -> Result<Box<ManagedEngine<RunnerEngine>>, SetupError> {
+    let mut cfg = RunnerConfig::new(exe);
+    cfg.provider = provider(args.provider.as_deref())?;
+    cfg.deadline_margin = Duration::from_millis(args.runner_deadline_margin_ms);
+    cfg.host_park_bytes = args.host_park_bytes.unwrap_or_else(crate::runner::park::default_budget_here);
+    tracing::info!(host_park_bytes = cfg.host_park_bytes, "parked pipelines: host memory budget");
+    let inner = RunnerEngine::new(settings.clone(), cfg)?;
+    Ok(Box::new(ManagedEngine::new(inner, settings.clone(), manager)))
 }
 
 /// A worker id for heartbeats when `--worker-id` is not given: the lane and a

@@ -50,7 +50,11 @@ pub(crate) struct Component {
 
 impl Component {
     pub(crate) fn new(role: ComponentRole, path: PathBuf, placement: Placement, requested: Provider) -> Self {
-        let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        // The model file and its external data (`<file>.data`, as the exporters write it).
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut data = path.clone().into_os_string();
+        data.push(".data");
+        let file_bytes = size(&path) + size(Path::new(&data));
         Component {
             role,
             path,
@@ -223,7 +227,20 @@ pub(crate) fn build_session(
         source: Box::new(e),
     };
     if requested == Provider::Cuda {
-        match build_cuda(runtime, path, memory_limit, save) {
+        let mut built = build_cuda(runtime, path, memory_limit, save);
+        if let (Err(reason), Some(_)) = (&built, save) {
+            // Writing the parked form can fail on its own (an ORT-format file holds at
+            // most 2 GiB): serve from the GPU unparked rather than from the CPU.
+            tracing::warn!(
+                target: "warmlane::engine",
+                model,
+                component = role.as_str(),
+                %reason,
+                "could not write the parked form on CUDA; loading without it"
+            );
+            built = build_cuda(runtime, path, memory_limit, None);
+        }
+        match built {
             Ok(session) => return Ok((session, Provider::Cuda)),
             Err(reason) => {
                 tracing::error!(

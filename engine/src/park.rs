@@ -23,6 +23,16 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// The largest component (model file plus `<file>.data`) whose ORT form is written
+/// for parking: an ORT-format file is a flatbuffer, which holds at most 2 GiB; the
+/// margin leaves room for the graph beside the weights.
+pub const ORT_FORM_MAX_BYTES: u64 = (2 << 30) - (64 << 20);
+
+/// Whether a component of `file_bytes` can be parked in ORT form (pure).
+pub fn ort_form_fits(file_bytes: u64) -> bool {
+    file_bytes <= ORT_FORM_MAX_BYTES
+}
+
 /// How a pipeline load uses parked bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParkPlan {
@@ -137,5 +147,23 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `open` mapped, once.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn ort_form_size_limit() {
+        for (bytes, fits) in [
+            (0, true),
+            (200 << 20, true),
+            (ORT_FORM_MAX_BYTES, true),
+            (ORT_FORM_MAX_BYTES + 1, false),
+            (8 << 30, false),
+        ] {
+            assert_eq!(ort_form_fits(bytes), fits, "{bytes}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 /// Where the last prepare's time went, ms (switch-bench's breakdown). Zero for the
 /// parts it did not do (no previous runner: no stop).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct SwapTimings {
     /// From `Shutdown` to the previous runner reaped.
     pub stop_ms: f64,
@@ -16,6 +16,12 @@ pub struct SwapTimings {
     pub warmup_ms: f64,
     /// The whole prepare as the worker saw it; the rest is process hand-over and frames.
     pub total_ms: f64,
+    /// Device memory in use on GPU 0 (NVML, all processes) right after the previous
+    /// runner's release was checked, before the next load: the floor a switch returns
+    /// to. `None` without NVML or without a previous runner.
+    pub device_used_after_stop: Option<u64>,
+    /// The worker's own RSS at the same moment (the CPU form of that floor).
+    pub worker_rss_after_stop: u64,
 }
 
 /// What the release check reads.

@@ -307,6 +307,8 @@ impl RunnerEngine {
             device_bytes_left: self.device_bytes_left(pid),
         });
         self.timings.confirm_ms = confirming.elapsed().as_secs_f64() * 1e3;
+        let after = warmlane_engine::memory::sample();
+        (self.timings.device_used_after_stop, self.timings.worker_rss_after_stop) = (after.device_used, after.rss);
         tracing::info!(model, pid, %status, killed, stop_ms = started.elapsed().as_millis() as u64, confirmed = check.is_ok(), "runner stopped");
         check
     }

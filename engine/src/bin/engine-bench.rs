@@ -8,6 +8,12 @@
 //! `.cache/heavy-models/anisora-200mb` (from `ops/gen_demo_models.py --heavy`). Run from the repository root (or set
 //! `ORT_DYLIB_PATH`); the demo models are read from `models/`. Set `ENGINE_BENCH_KEEP=1`
 //! to keep the generated GIF for a look.
+//!
+//! `ENGINE_BENCH_PROVIDER=cuda` runs the engine and the bare sessions on the CUDA
+//! provider; the bare sessions then refuse any node falling back to the CPU
+//! (`session.disable_cpu_ep_fallback`), so a finished run proves the graphs ran on the
+//! GPU. `ENGINE_BENCH_JSON=FILE` also writes the figures as one JSON object (the GPU
+//! kit's `gpu-check` reads it).
 #![deny(unsafe_code)]
 
 use ort::session::Session;
@@ -16,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use warmlane_engine::rng::Pcg32;
 use warmlane_engine::{Generation, Job, LoadOptions, Pipeline, PipelineSettings, Runtime, Tokenizer};
-use warmlane_shared::settings::pipeline::{ComponentRole, Slot};
+use warmlane_shared::settings::pipeline::{ComponentRole, Provider, Slot};
 use warmlane_shared::Settings;
 
 fn main() {
@@ -58,13 +64,17 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let (runs, width, height, mut frames) = (num(1, 24)?.max(2), num(2, 256)?, num(3, 256)?, num(4, 16)?);
     let root = repo_root();
     let settings = settings_for(&model, &root)?;
+    let provider = match std::env::var("ENGINE_BENCH_PROVIDER").ok().as_deref() {
+        None | Some("") => Provider::Cpu,
+        Some(p) => Provider::parse(p).ok_or_else(|| format!("ENGINE_BENCH_PROVIDER must be cpu or cuda, got `{p}`"))?,
+    };
 
     print_host();
     let t = Instant::now();
     let runtime = Runtime::init().map_err(|e| e.to_string())?;
     println!("runtime init (dlopen + env):        {:>9.2} ms  ({})", ms(t.elapsed()), runtime.library().display());
 
-    let (mut pipeline, mut direct) = compare_loads(runtime, &model, &settings, &root)?;
+    let (mut pipeline, mut direct, loads) = compare_loads(runtime, &model, &settings, &root, provider)?;
 
     // Engine: per-step time from the progress callback (cfg 1.0: one denoiser run per step).
     pipeline.warm_up().map_err(|e| e.to_string())?;
@@ -87,7 +97,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         timeout: Duration::from_secs(600),
         out_dir: out.clone(),
     };
-    let inputs = BareInputs::prepare(runtime, &settings, &root, &job)?;
+    let inputs = BareInputs::prepare(runtime, &settings, &root, &job, provider)?;
     let mut timings = time_rounds(&mut pipeline, &mut direct, &job, &inputs, runs)?;
     match std::env::var_os("ENGINE_BENCH_KEEP") {
         Some(_) => println!("outputs kept in {}", out.display()),
@@ -96,7 +106,56 @@ fn run(args: Vec<String>) -> Result<(), String> {
         }
     }
     report(&model, &inputs.lat_shape, runs, &mut timings);
+    if let Some(path) = std::env::var_os("ENGINE_BENCH_JSON") {
+        let summary = summary(&model, provider, &pipeline, &inputs, &loads, &mut timings);
+        std::fs::write(&path, summary.to_string()).map_err(|e| format!("{}: {e}", Path::new(&path).display()))?;
+    }
     Ok(())
+}
+
+/// The figures as JSON: effective providers, load times, per-step medians.
+fn summary(
+    model: &str,
+    provider: Provider,
+    pipeline: &Pipeline,
+    inputs: &BareInputs,
+    loads: &[f64; 2],
+    timings: &mut Timings,
+) -> serde_json::Value {
+    let components: Vec<_> = pipeline
+        .memory()
+        .components
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "role": c.role.as_str(), "requested": c.requested_provider.as_str(),
+                "effective": c.provider.as_str(), "load_ms": c.load_ms, "file_bytes": c.file_bytes,
+                "device_bytes": c.device_bytes,
+            })
+        })
+        .collect();
+    let (engine_ms, bare_ms) = (median_ms(&mut timings.engine_steps), median_ms(&mut timings.direct_runs));
+    serde_json::json!({
+        "model": model, "provider": provider.as_str(), "latent": inputs.lat_shape,
+        "engine_load_ms": loads[0], "bare_load_ms": loads[1], "components": components,
+        "engine_step_ms": engine_ms, "bare_step_ms": bare_ms,
+        "overhead_pct": 100.0 * (engine_ms - bare_ms) / bare_ms,
+        "bare_cpu_fallback_refused": provider == Provider::Cuda,
+    })
+}
+
+/// A bare session of `path` on `provider`; on CUDA no node may fall back to the CPU.
+fn bare_session(runtime: &Runtime, path: &Path, provider: Provider) -> Result<Session, String> {
+    let text = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut builder = Session::builder(runtime.environment()).map_err(|e| text(&e))?;
+    if provider == Provider::Cuda {
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| text(&e))?
+            .with_config_entry("session.disable_cpu_ep_fallback", "1")
+            .map_err(|e| text(&e))?;
+    }
+    builder.commit_from_file(path).map_err(|e| text(&e))
 }
 
 /// Session load: engine (three components, measured) vs bare ort (denoiser only).
@@ -106,7 +165,8 @@ fn compare_loads(
     model: &str,
     settings: &PipelineSettings,
     root: &Path,
-) -> Result<(Pipeline, Session), String> {
+    provider: Provider,
+) -> Result<(Pipeline, Session, [f64; 2]), String> {
     // Every file is read once first, so both loads find it in the page cache and
     // neither pays the disk read the other skips.
     let dir = settings.dir_path(root);
@@ -116,8 +176,10 @@ fn compare_loads(
     }
     println!("page cache warmed:                  {cached:>9} B read before timing loads");
     let t = Instant::now();
-    let pipeline = Pipeline::load(model, settings, root, &LoadOptions::default()).map_err(|e| e.to_string())?;
-    println!("engine Pipeline::load (3 sessions): {:>9.2} ms", ms(t.elapsed()));
+    let options = LoadOptions { provider_override: Some(provider), ..LoadOptions::default() };
+    let pipeline = Pipeline::load(model, settings, root, &options).map_err(|e| e.to_string())?;
+    let engine_load = ms(t.elapsed());
+    println!("engine Pipeline::load (3 sessions): {engine_load:>9.2} ms");
     for c in pipeline.memory().components {
         println!(
             "  {:<13} load {:>5} ms  rss {:>+9} B  file {:>9} B",
@@ -129,11 +191,10 @@ fn compare_loads(
     }
     let denoiser_path = settings.dir_path(root).join(&settings.denoiser.file);
     let t = Instant::now();
-    let direct = Session::builder(runtime.environment())
-        .and_then(|mut b| b.commit_from_file(&denoiser_path))
-        .map_err(|e| e.to_string())?;
-    println!("bare ort denoiser commit_from_file: {:>9.2} ms", ms(t.elapsed()));
-    Ok((pipeline, direct))
+    let direct = bare_session(runtime, &denoiser_path, provider)?;
+    let bare_load = ms(t.elapsed());
+    println!("bare ort denoiser commit_from_file: {bare_load:>9.2} ms ({})", provider.as_str());
+    Ok((pipeline, direct, [engine_load, bare_load]))
 }
 
 /// The bare denoiser's inputs: the same latent shape, timestep and text embedding as the engine's.
@@ -149,7 +210,13 @@ struct BareInputs {
 impl BareInputs {
     /// Draws the latent and runs the text encoder once on `job`'s prompt (int64 ids,
     /// the mask where the settings name one).
-    fn prepare(runtime: &Runtime, settings: &PipelineSettings, root: &Path, job: &Job) -> Result<BareInputs, String> {
+    fn prepare(
+        runtime: &Runtime,
+        settings: &PipelineSettings,
+        root: &Path,
+        job: &Job,
+        provider: Provider,
+    ) -> Result<BareInputs, String> {
         let (down, temporal) = (settings.spatial_downsample as usize, settings.temporal_downsample as usize);
         let lat_shape = [
             1_usize,
@@ -166,9 +233,7 @@ impl BareInputs {
             None => Tokenizer::hash(settings.vocab_size, max_tokens),
         };
         let tokens = tokenizer.encode(&job.prompt).map_err(|e| e.to_string())?;
-        let mut text_session = Session::builder(runtime.environment())
-            .and_then(|mut b| b.commit_from_file(dir.join(&settings.text_encoder.file)))
-            .map_err(|e| e.to_string())?;
+        let mut text_session = bare_session(runtime, &dir.join(&settings.text_encoder.file), provider)?;
         let name = |slot| settings.tensor(ComponentRole::TextEncoder, slot).map(str::to_string);
         let (text_shape, text) = {
             let shape = [1, tokens.ids.len()];

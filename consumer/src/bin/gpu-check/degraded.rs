@@ -1,0 +1,254 @@
+//! The degraded worker's checks: release after each runner exit (check 2), SC-001
+//! (check 3) over one alternation of heavy requests, and switch time against a cold
+//! load (check 6).
+
+use crate::common::{self, median, mib, Check, Opts, Source, HEAVY};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+use warmlane_consumer::Engine;
+use warmlane_shared::{ErrorCode, Settings};
+
+/// A reading after a runner exit may differ from the floor by this much (issue #17).
+pub(crate) const DRIFT_TOLERANCE: i64 = 64 << 20;
+/// A parked switch meets the fast-switching target at or under this share of a cold one.
+pub(crate) const SWITCH_TARGET: f64 = 0.3;
+
+/// One request of the alternation.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Outcome {
+    pub(crate) model: &'static str,
+    /// `ok`, or the error code of the reply.
+    pub(crate) code: String,
+    pub(crate) inference_ms: u64,
+    /// The switch before it (prepare of another model), ms; `None` without a switch.
+    pub(crate) switch_ms: Option<f64>,
+    /// That switch loaded parked bytes.
+    pub(crate) parked: bool,
+    /// Reading right after the previous runner's exit minus the floor, bytes.
+    pub(crate) drift_bytes: Option<i64>,
+}
+
+/// What one alternation of heavy requests measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Alternation {
+    pub(crate) source: Source,
+    /// Reading before any runner held a pipeline.
+    pub(crate) floor_bytes: u64,
+    pub(crate) weights_bytes: [u64; 2],
+    pub(crate) budget_bytes: u64,
+    pub(crate) peak_bytes: u64,
+    pub(crate) outcomes: Vec<Outcome>,
+    /// Reading after the last runner was released.
+    pub(crate) end_drift_bytes: i64,
+    /// Requests not run because the time budget ran out.
+    pub(crate) not_run: usize,
+}
+
+impl Alternation {
+    fn ooms(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.code == ErrorCode::GpuOom.as_str()).count()
+    }
+}
+
+/// 20 alternating requests (by default) through the degraded worker's engine, under
+/// a budget that holds the larger pipeline but not both; parking on.
+pub(crate) fn alternate(o: &Opts, settings: &Arc<Settings>, deadline: Instant) -> Result<Alternation, String> {
+    let weights = HEAVY.map(|m| settings.model(m).map_or(0, |s| s.memory.weights_bytes));
+    let budget = weights.iter().max().copied().unwrap_or(0) + o.margin_bytes;
+    let park = 2 * weights.iter().sum::<u64>() + (1 << 30);
+    let mut engine = common::degraded_engine(o, settings, budget, park)?;
+    let source = common::source(o);
+    let pid = engine.inner().pid_handle();
+    let floor = common::used_now(source, &pid);
+    let peak = common::Peak::start(source, pid.clone());
+    let out = common::scratch("degraded")?;
+    let mut outcomes = Vec::new();
+    for i in 0..o.requests {
+        if common::left(deadline).is_zero() {
+            break;
+        }
+        let model = HEAVY[i % 2];
+        let req = common::request(settings, model, &format!("gpu-check-{i}"), (64, 64, 8), i as u64)?;
+        let parked_before = engine.inner().parked_loads();
+        let switch = engine.prepare(model);
+        let swap = engine.inner().last_swap();
+        let drift = match source {
+            Source::Nvml => swap.device_used_after_stop.map(|u| memory_delta(floor, u)),
+            Source::Rss => (swap.worker_rss_after_stop > 0).then(|| memory_delta(floor, swap.worker_rss_after_stop)),
+        };
+        let result = switch.and_then(|_| engine.generate(&req, "degraded", &out, &mut |_, _| {}));
+        outcomes.push(Outcome {
+            model,
+            code: result.as_ref().map_or_else(|f| f.code.as_str().to_string(), |_| "ok".into()),
+            inference_ms: result.as_ref().map_or(0, |r| r.inference_ms),
+            switch_ms: (i > 0).then_some(swap.total_ms),
+            parked: engine.inner().parked_loads() > parked_before,
+            drift_bytes: if i > 0 { drift } else { None },
+        });
+        if let Err(f) = result {
+            tracing::warn!(request = i, model, code = f.code.as_str(), error = %f.message, "request failed");
+        }
+    }
+    engine.release();
+    let end = common::used_now(source, &pid);
+    let peak_bytes = peak.finish();
+    let _ = std::fs::remove_dir_all(&out);
+    let not_run = o.requests - outcomes.len();
+    Ok(Alternation {
+        source,
+        floor_bytes: floor,
+        weights_bytes: weights,
+        budget_bytes: budget,
+        peak_bytes,
+        outcomes,
+        end_drift_bytes: memory_delta(floor, end),
+        not_run,
+    })
+}
+
+fn memory_delta(floor: u64, now: u64) -> i64 {
+    warmlane_engine::memory::delta(floor, now)
+}
+
+/// Check 2's verdict (pure): every switch has a reading within the tolerance.
+pub(crate) fn drift_met(drifts: &[Option<i64>], tolerance: i64) -> bool {
+    !drifts.is_empty() && drifts.iter().all(|d| d.is_some_and(|d| d.abs() <= tolerance))
+}
+
+/// Check 2: memory back at the floor after each runner exit.
+pub(crate) fn release_check(a: &Alternation) -> Check {
+    let drifts: Vec<Option<i64>> = a.outcomes.iter().skip(1).map(|o| o.drift_bytes).collect();
+    let worst = drifts.iter().flatten().map(|d| d.abs()).max().unwrap_or(0);
+    let met = drift_met(&drifts, DRIFT_TOLERANCE) && a.not_run == 0;
+    let what = match a.source {
+        Source::Nvml => "NVML device memory in use",
+        Source::Rss => "worker RSS (no GPU: the CPU form of the floor)",
+    };
+    let summary = format!(
+        "{} switches: worst drift {:+.1} MiB from the floor ({what}); after the last release {:+.1} MiB",
+        drifts.len(),
+        mib(worst),
+        mib(a.end_drift_bytes)
+    );
+    let figures = serde_json::json!({
+        "source": a.source, "floor_bytes": a.floor_bytes, "drift_bytes": drifts,
+        "worst_drift_bytes": worst, "end_drift_bytes": a.end_drift_bytes, "not_run": a.not_run,
+    });
+    Check::verdict("release_after_exit", met, summary, "after every runner exit, drift 0 ± 64 MiB", figures)
+}
+
+/// Check 3's verdict (pure): no `gpu_oom`, every request served, peak growth within
+/// the larger pipeline plus the margin.
+pub(crate) fn sc001_met(ooms: usize, failures: usize, growth: i64, larger: u64, margin: u64) -> bool {
+    ooms == 0 && failures == 0 && growth <= i64::try_from(larger + margin).unwrap_or(i64::MAX)
+}
+
+/// Check 3: SC-001 on this device.
+pub(crate) fn sc001_check(a: &Alternation, margin: u64) -> Check {
+    let larger = a.weights_bytes.iter().max().copied().unwrap_or(0);
+    let growth = memory_delta(a.floor_bytes, a.peak_bytes);
+    let failures = a.outcomes.iter().filter(|o| o.code != "ok").count() + a.not_run;
+    let met = sc001_met(a.ooms(), failures, growth, larger, margin);
+    let summary = format!(
+        "{} requests ({} not run), {} gpu_oom, {} other failures; peak {:.0} MiB over the floor vs larger pipeline {:.0} MiB + margin {:.0} MiB",
+        a.outcomes.len(),
+        a.not_run,
+        a.ooms(),
+        failures - a.ooms() - a.not_run,
+        mib(growth),
+        mib(larger as i64),
+        mib(margin as i64)
+    );
+    let figures = serde_json::json!({
+        "source": a.source, "weights_bytes": a.weights_bytes, "budget_bytes": a.budget_bytes,
+        "floor_bytes": a.floor_bytes, "peak_bytes": a.peak_bytes, "peak_growth_bytes": growth,
+        "margin_bytes": margin, "outcomes": a.outcomes,
+    });
+    let goal = "0 gpu_oom over the alternation; peak ≤ the larger pipeline + margin over the floor";
+    Check::verdict("sc001", met, summary, goal, figures)
+}
+
+/// Cold switches (parking off) between the heavy pipelines, ms each.
+fn cold_switches(o: &Opts, settings: &Arc<Settings>, budget: u64, deadline: Instant) -> Result<Vec<f64>, String> {
+    let mut engine = common::degraded_engine(o, settings, budget, 0)?;
+    engine.prepare(HEAVY[0]).map_err(|f| f.message)?;
+    let mut times = Vec::new();
+    for i in 0..4 {
+        if common::left(deadline).is_zero() {
+            break;
+        }
+        let took = engine.prepare(HEAVY[(i + 1) % 2]).map_err(|f| f.message)?;
+        times.push(took.map_or(0.0, |d| d.as_secs_f64() * 1e3));
+    }
+    engine.release();
+    Ok(times)
+}
+
+/// Check 6: parked switches of the alternation against cold switches, beside the
+/// pinned host-to-device bandwidth from the facts.
+pub(crate) fn switch_check(
+    o: &Opts,
+    settings: &Arc<Settings>,
+    a: &Alternation,
+    facts: &serde_json::Value,
+    deadline: Instant,
+) -> Result<Check, String> {
+    let cold = cold_switches(o, settings, a.budget_bytes, deadline)?;
+    let parked: Vec<f64> = a.outcomes.iter().filter(|x| x.parked).filter_map(|x| x.switch_ms).collect();
+    let unparked: Vec<f64> = a.outcomes.iter().filter(|x| !x.parked).filter_map(|x| x.switch_ms).collect();
+    let (c, p) = (median(&cold), median(&parked));
+    let pinned = facts.get("pinned_h2d_gbps").and_then(serde_json::Value::as_f64);
+    let copy_ms = pinned.map(|gbps| a.weights_bytes.iter().max().copied().unwrap_or(0) as f64 / 1e9 / gbps * 1e3);
+    let ratio = (c > 0.0 && !parked.is_empty()).then(|| p / c);
+    let summary = match ratio {
+        Some(r) => format!("parked switch {p:.0} ms vs cold {c:.0} ms ({r:.2}x, target ≤ {SWITCH_TARGET}x)"),
+        None => format!("no parked switch (parking did not take these pipelines); cold switch {c:.0} ms"),
+    };
+    let summary = match copy_ms {
+        Some(ms) => format!("{summary}; larger pipeline over pinned H2D alone: {ms:.0} ms"),
+        None => summary,
+    };
+    let figures = serde_json::json!({
+        "cold_switch_ms": cold, "parked_switch_ms": parked, "unparked_switch_ms": unparked,
+        "cold_median_ms": c, "parked_median_ms": p, "ratio": ratio,
+        "pinned_h2d_gbps": pinned, "pageable_h2d_gbps": facts.get("pageable_h2d_gbps"),
+        "larger_pipeline_copy_ms_at_pinned": copy_ms, "weights_bytes": a.weights_bytes,
+    });
+    let met = ratio.is_some_and(|r| r <= SWITCH_TARGET);
+    Ok(Check::verdict("switch_time", met, summary, "parked switch ≤ 0.3 × cold switch", figures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_verdicts() {
+        let t = 64 << 20;
+        let cases: [(&[Option<i64>], bool); 5] = [
+            (&[Some(0), Some(-(1 << 20)), Some(t)], true),
+            (&[Some(0), Some(t + 1)], false),
+            (&[Some(0), None], false),
+            (&[Some(-t - 1)], false),
+            (&[], false),
+        ];
+        for (drifts, want) in cases {
+            assert_eq!(drift_met(drifts, t), want, "{drifts:?}");
+        }
+    }
+
+    #[test]
+    fn sc001_verdicts() {
+        let cases = [
+            ((0, 0, 10, 8, 2), true),
+            ((0, 0, 11, 8, 2), false),
+            ((1, 1, 5, 8, 2), false),
+            ((0, 1, 5, 8, 2), false),
+            ((0, 0, -3, 8, 2), true),
+        ];
+        for ((ooms, failures, growth, larger, margin), want) in cases {
+            assert_eq!(sc001_met(ooms, failures, growth, larger, margin), want);
+        }
+    }
+}

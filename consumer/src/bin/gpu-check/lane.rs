@@ -1,0 +1,298 @@
+//! The checks on one pipeline: the provider really serves (check 1, through
+//! `engine-bench`), a real out-of-memory and the recovery from it (check 4), and the
+//! arena across mixed resolutions on a warm lane (check 5).
+
+use crate::common::{self, mib, Check, Opts};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warmlane_consumer::Engine;
+use warmlane_engine::{FaultPlan, LoadOptions};
+use warmlane_shared::{ErrorCode, Settings};
+
+/// A warm lane's reading may exceed the first half's highest by this much (allocator slack).
+pub(crate) const PLATEAU_SLACK: i64 = 64 << 20;
+
+/// `engine-bench` on `target` (a model of the settings or a pipeline directory); its
+/// JSON summary.
+fn bench(o: &Opts, target: &str, size: [u32; 4], deadline: Instant) -> Result<serde_json::Value, String> {
+    let json = common::scratch("bench")?.join("summary.json");
+    let root = o.settings.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut child = Command::new(&o.bench_exe)
+        .arg(target)
+        .args(size.map(|n| n.to_string()))
+        .current_dir(root)
+        .env("ENGINE_BENCH_PROVIDER", o.provider_name())
+        .env("ENGINE_BENCH_JSON", &json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", o.bench_exe.display()))?;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if common::left(deadline).is_zero() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("engine-bench {target}: out of time"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+        return Err(format!("engine-bench {target} exited with {status}: {last}"));
+    }
+    let text = std::fs::read_to_string(&json).map_err(|e| format!("{}: {e}", json.display()))?;
+    let _ = std::fs::remove_dir_all(json.parent().unwrap_or(Path::new("/nonexistent")));
+    serde_json::from_str(&text).map_err(|e| format!("engine-bench summary: {e}"))
+}
+
+/// Check 1's verdict (pure): every component of every run on the requested provider.
+pub(crate) fn provider_met(runs: &[serde_json::Value], requested: &str) -> bool {
+    !runs.is_empty()
+        && runs.iter().all(|r| {
+            r["components"]
+                .as_array()
+                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["effective"] == requested))
+        })
+}
+
+/// Check 1: demo, real-architecture and heavy pipelines generate on the provider;
+/// per-step time against bare `ort` on the same device.
+pub(crate) fn provider_check(o: &Opts, deadline: Instant) -> Check {
+    let heavy = o.heavy_dir.join("anisora").display().to_string();
+    let (demo, wan, big) = if o.gpu() {
+        ([8, 256, 256, 17], [8, 128, 128, 9], [8, 64, 64, 9])
+    } else {
+        ([4, 64, 64, 8], [4, 64, 64, 9], [4, 64, 64, 8])
+    };
+    let targets = [("anisora", demo), ("phr00t", demo), ("wan-tiny", wan), (heavy.as_str(), big)];
+    let mut runs = Vec::new();
+    let mut errors = Vec::new();
+    for (target, size) in targets {
+        match bench(o, target, size, deadline) {
+            Ok(v) => runs.push(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    let met = errors.is_empty() && provider_met(&runs, o.provider_name());
+    let steps: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let name = r["model"].as_str().unwrap_or("?").rsplit('/').next().unwrap_or("?").to_string();
+            format!(
+                "{name} {:.2} ms/step (bare {:.2})",
+                r["engine_step_ms"].as_f64().unwrap_or(0.0),
+                r["bare_step_ms"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    let summary = if errors.is_empty() {
+        format!("all components on {}: {}", o.provider_name(), steps.join(", "))
+    } else {
+        format!("{} of {} runs failed: {}", errors.len(), targets.len(), errors.join("; "))
+    };
+    let goal = "every component on the requested provider (bare sessions refuse CPU fallback on CUDA); per-step time reported against bare ort";
+    Check::verdict("cuda_provider", met, summary, goal, serde_json::json!({ "runs": runs, "errors": errors }))
+}
+
+/// Check 4's verdict (pure): the large request was served or answered `gpu_oom`
+/// within 3 retries, and the next request was served.
+pub(crate) fn oom_met(large: &Result<(), (String, String)>, retries: Option<u32>, next_ok: bool) -> bool {
+    let large_ok = match large {
+        Ok(()) => true,
+        Err((code, _)) => code == ErrorCode::GpuOom.as_str() && retries.is_some_and(|r| r <= 3),
+    };
+    large_ok && next_ok
+}
+
+/// The retry count in a `gpu_oom` message ("… after N retries)").
+pub(crate) fn retries_in(message: &str) -> Option<u32> {
+    let (_, rest) = message.rsplit_once("after ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Check 4: a real CUDA out-of-memory (arena capped by `gpu_mem_limit`, the largest
+/// request the settings allow); on the CPU the engine's simulated allocation failure
+/// stands in, so the path is exercised and the report keeps its shape.
+pub(crate) fn oom_check(o: &Opts, settings: &Arc<Settings>) -> Result<Check, String> {
+    let model = "phr00t";
+    let limit = 256 << 20;
+    let limit_bytes = o.gpu().then_some(limit);
+    let options = LoadOptions { memory_limit_bytes: limit_bytes, ..LoadOptions::default() };
+    let mut engine = common::lane_engine(o, settings, model, options)?;
+    engine.prepare(model).map_err(|f| f.message)?;
+    if !o.gpu() {
+        engine.inner_mut().set_faults(FaultPlan { oom_next_runs: 64, ..FaultPlan::default() });
+    }
+    let spec = settings.model(model).ok_or("phr00t is not in the settings")?;
+    let max = (spec.width.max.unwrap_or(1280), spec.height.max.unwrap_or(720), spec.frames.max.unwrap_or(81));
+    let out = common::scratch("oom")?;
+    let large_req = common::request(settings, model, "gpu-check-oom", max, 7)?;
+    let large = engine
+        .generate(&large_req, model, &out, &mut |_, _| {})
+        .map(|_| ())
+        .map_err(|f| (f.code.as_str().to_string(), f.message));
+    let retries = large.as_ref().err().and_then(|(_, m)| retries_in(m));
+    if !o.gpu() {
+        engine.inner_mut().set_faults(FaultPlan::default());
+    }
+    let small_req = common::request(settings, model, "gpu-check-after-oom", (64, 64, 8), 8)?;
+    let next = engine.generate(&small_req, model, &out, &mut |_, _| {});
+    let _ = std::fs::remove_dir_all(&out);
+    let met = oom_met(&large, retries, next.is_ok());
+    let first = match &large {
+        Ok(()) => "served".to_string(),
+        Err((code, m)) => format!("{code} ({m})"),
+    };
+    let summary = format!(
+        "{}x{}x{} {}: {first}; next request {}",
+        max.0,
+        max.1,
+        max.2,
+        if o.gpu() {
+            format!("under a {} MiB arena cap", limit >> 20)
+        } else {
+            "(CPU: simulated allocation failure)".into()
+        },
+        if next.is_ok() { "served" } else { "FAILED" }
+    );
+    let figures = serde_json::json!({
+        "gpu_mem_limit_bytes": limit_bytes, "request": max, "large_result": first, "retries": retries,
+        "next_served": next.is_ok(), "next_error": next.err().map(|f| f.message), "simulated": !o.gpu(),
+    });
+    let goal = "recovered within 3 retries or answered gpu_oom, then kept serving";
+    Ok(Check::verdict("real_oom", met, summary, goal, figures))
+}
+
+/// Check 5's verdicts (pure): plateau (the second half never above the first half's
+/// highest plus slack) and shrinkage (the last, small request ends within slack of
+/// the post-load reading, or within a tenth of the growth, whichever is larger).
+pub(crate) fn arena_met(baseline: u64, after: &[u64], slack: i64) -> (bool, bool) {
+    if after.len() < 2 {
+        return (false, false);
+    }
+    let half = after.len() / 2;
+    let first_max = after[..half].iter().max().copied().unwrap_or(0);
+    let plateau = after[half..].iter().all(|&a| common_delta(first_max, a) <= slack);
+    let peak = after.iter().max().copied().unwrap_or(0);
+    let allowed = slack.max(common_delta(baseline, peak) / 10);
+    let shrink = common_delta(baseline, after[after.len() - 1]) <= allowed;
+    (plateau, shrink)
+}
+
+fn common_delta(before: u64, after: u64) -> i64 {
+    warmlane_engine::memory::delta(before, after)
+}
+
+/// Check 5: a warm lane across mixed resolutions (the last one small).
+pub(crate) fn arena_check(o: &Opts, settings: &Arc<Settings>, deadline: Instant) -> Result<Check, String> {
+    let model = "phr00t";
+    let sizes: &[(u32, u32, u32)] = if o.gpu() {
+        &[
+            (256, 256, 17),
+            (832, 480, 49),
+            (128, 128, 9),
+            (1280, 720, 81),
+            (512, 512, 33),
+            (256, 256, 17),
+            (832, 480, 49),
+            (1280, 720, 81),
+            (512, 512, 33),
+            (128, 128, 9),
+            (1280, 720, 81),
+            (128, 128, 9),
+        ]
+    } else {
+        &[(64, 64, 8), (256, 256, 16), (128, 128, 8), (256, 256, 16), (128, 128, 8), (64, 64, 8)]
+    };
+    let mut engine = common::lane_engine(o, settings, model, LoadOptions::default())?;
+    engine.prepare(model).map_err(|f| f.message)?;
+    let source = common::source(o);
+    let none = AtomicU32::new(0);
+    let baseline = common::used_now(source, &none);
+    let out = common::scratch("arena")?;
+    let mut after = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        if common::left(deadline).is_zero() {
+            break;
+        }
+        let req = common::request(settings, model, &format!("gpu-check-arena-{i}"), size, i as u64)?;
+        engine.generate(&req, model, &out, &mut |_, _| {}).map_err(|f| format!("{size:?}: {}", f.message))?;
+        after.push(common::used_now(source, &none));
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    let (plateau, shrink) = arena_met(baseline, &after, PLATEAU_SLACK);
+    let complete = after.len() == sizes.len();
+    let peak = after.iter().max().copied().unwrap_or(baseline);
+    let summary = format!(
+        "{} of {} requests; plateau {}, shrink {}: post-load {:.0} MiB, highest after a request +{:.0} MiB, after the last (small) +{:.0} MiB",
+        after.len(),
+        sizes.len(),
+        if plateau { "yes" } else { "NO" },
+        if shrink { "yes" } else { "NO" },
+        mib(baseline as i64),
+        mib(common_delta(baseline, peak)),
+        mib(common_delta(baseline, after.last().copied().unwrap_or(baseline)))
+    );
+    let figures = serde_json::json!({
+        "source": source, "sizes": sizes, "baseline_bytes": baseline, "after_bytes": after,
+        "plateau": plateau, "shrink": shrink, "slack_bytes": PLATEAU_SLACK,
+        "shrinkage": if o.gpu() { "memory.enable_memory_arena_shrinkage=gpu:0 after every run" } else { "CPU: no arena (system allocator)" },
+    });
+    let goal = "second half never above the first half's highest + 64 MiB; the last small request back near the post-load reading";
+    Ok(Check::verdict("arena", plateau && shrink && complete, summary, goal, figures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_verdicts() {
+        let oom = |n: u32| Err(("gpu_oom".to_string(), format!("x (still out of memory after {n} retries)")));
+        let cases = [
+            (Ok(()), None, true, true),
+            (oom(3), Some(3), true, true),
+            (oom(4), Some(4), true, false),
+            (oom(2), Some(2), false, false),
+            (Err(("inference_failed".to_string(), "boom".to_string())), None, true, false),
+        ];
+        for (large, retries, next, want) in cases {
+            assert_eq!(oom_met(&large, retries, next), want, "{large:?}");
+        }
+        assert_eq!(retries_in("out of memory (still out of memory after 3 retries)"), Some(3));
+        assert_eq!(retries_in("no count"), None);
+    }
+
+    #[test]
+    fn arena_verdicts() {
+        let m = 1 << 20;
+        let cases: [(u64, &[u64], (bool, bool)); 4] = [
+            (100 * m, &[150 * m, 400 * m, 380 * m, 120 * m], (true, true)),
+            (100 * m, &[150 * m, 200 * m, 500 * m, 120 * m], (false, true)),
+            (100 * m, &[150 * m, 400 * m, 380 * m, 390 * m], (true, false)),
+            (100 * m, &[150 * m], (false, false)),
+        ];
+        for (baseline, after, want) in cases {
+            assert_eq!(arena_met(baseline, after, 64 * m as i64), want, "{after:?}");
+        }
+    }
+
+    #[test]
+    fn provider_verdicts() {
+        let run = |e: &str| serde_json::json!({ "components": [{ "effective": "cuda" }, { "effective": e }] });
+        assert!(provider_met(&[run("cuda")], "cuda"));
+        assert!(!provider_met(&[run("cuda"), run("cpu")], "cuda"));
+        assert!(!provider_met(&[], "cuda"));
+        assert!(!provider_met(&[serde_json::json!({ "components": [] })], "cpu"));
+    }
+}
