@@ -344,7 +344,8 @@ impl Pipeline {
     fn run_options(&self) -> Result<RunOptions, EngineError> {
         let fail = |e: ort::Error| EngineError::Inference { stage: "run options".into(), source: Box::new(e) };
         let mut options = RunOptions::new().map_err(fail)?;
-        if self.provider() == Provider::Cuda {
+        let shrink = std::env::var(crate::runtime::CUDA_SHRINK_ENV).map_or(true, |v| v != "0");
+        if self.provider() == Provider::Cuda && shrink {
             // Give the CUDA arena's unused chunks back to the device after every run.
             options.set("memory.enable_memory_arena_shrinkage", "gpu:0").map_err(fail)?;
         }

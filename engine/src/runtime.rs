@@ -21,6 +21,10 @@ pub const ORT_SPIN_ENV: &str = "WARMLANE_ORT_SPIN";
 /// allocations; the largest request's memory is kept for the session's life); off by
 /// default (see `components::without_cpu_arena`).
 pub const ORT_CPU_ARENA_ENV: &str = "WARMLANE_ORT_CPU_ARENA";
+/// `0` stops CUDA sessions from shrinking their arena after every run (the default
+/// gives unused chunks back to the device after each run; see `Pipeline::run_options`).
+/// An experiment knob for the GPU kit's per-step timing.
+pub const CUDA_SHRINK_ENV: &str = "WARMLANE_CUDA_SHRINK_EVERY_RUN";
 
 /// The process-wide ONNX Runtime: the loaded library and its environment.
 pub struct Runtime {

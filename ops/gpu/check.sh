@@ -13,7 +13,8 @@
 #   --out DIR            report, logs (default $OUT if set, else <repo>/gpu-out)
 #   --work DIR           scratch: kit, heavy models, facts (default /tmp/warmlane-gpu)
 #   --budget-s N         gpu-check's time limit, at most 360 (default 360)
-#   --heavy-mb N         heavy denoiser size (default 8192 cuda, 48 cpu; phr00t gets N + N/4)
+#   --heavy-mb N         heavy denoiser size (default 8192 cuda, 48 cpu; phr00t gets N + N/4;
+#                        on cuda a parkable mid pair of 1536 and 1920 MB is made too)
 #   --requests N         requests per check (default 20)
 #   --call-limit-s N     the run's timeout_s (default 480); the wait for the heavy models
 #                        is cut so that the checks' budget still fits in it
@@ -177,18 +178,25 @@ PY
 
 # --- heavy models (background generation) ----------------------------------------
 heavy="$work/heavy"
-heavy_params="anisora=$heavy_mb phr00t=$((heavy_mb + heavy_mb / 4))"
+# A parkable mid-size pair (under the 2 GiB ORT form) for the switch-time check, on CUDA.
+mid_mb=0
+[ "$provider" = cpu ] || mid_mb=1536
+heavy_params="anisora=$heavy_mb phr00t=$((heavy_mb + heavy_mb / 4)) mid=$mid_mb"
 # shellcheck disable=SC2329 # run by start_heavy through `declare -f`
-gen_heavy() { # REPO HEAVY_DIR MB; stdout is gen.log
-  local repo=$1 dir=$2 mb=$3 mb2=$(($3 + $3 / 4)) rc=0
+gen_heavy() { # REPO HEAVY_DIR MB MID_MB; stdout is gen.log
+  local repo=$1 dir=$2 mb=$3 mb2=$(($3 + $3 / 4)) mid=$4 rc=0
   mkdir -p "$dir"
   echo "started $(date -u +%Y-%m-%dT%H:%M:%SZ): anisora $mb MB, phr00t $mb2 MB"
   python3 "$repo/ops/gen_demo_models.py" --heavy --size-mb "$mb" --model anisora --out "$dir/anisora" || rc=$?
   if [ "$rc" = 0 ]; then
     python3 "$repo/ops/gen_demo_models.py" --heavy --size-mb "$mb2" --model phr00t --out "$dir/phr00t" || rc=$?
   fi
+  if [ "$rc" = 0 ] && [ "$mid" -gt 0 ]; then
+    python3 "$repo/ops/gen_demo_models.py" --heavy --size-mb "$mid" --model anisora --out "$dir/mid/anisora" || rc=$?
+    [ "$rc" != 0 ] || python3 "$repo/ops/gen_demo_models.py" --heavy --size-mb $((mid + mid / 4)) --model phr00t --out "$dir/mid/phr00t" || rc=$?
+  fi
   if [ "$rc" = 0 ]; then
-    echo "anisora=$mb phr00t=$mb2" > "$dir/.done"
+    echo "anisora=$mb phr00t=$mb2 mid=$mid" > "$dir/.done"
     echo "done $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   else
     echo "gen_demo_models.py exited $rc: $(grep -v '^ *$' "$dir/../gen.log" 2>/dev/null | tail -n1)" > "$dir/.failed"
@@ -211,7 +219,7 @@ start_heavy() { # in its own session, so it outlives this call
   # The child writes its own pid: the session leader, whether setsid forked or not.
   rm -f "$work/gen.pid"
   "${launcher[@]}" bash -c "echo \$\$ > \"\$1/gen.pid\"; shift; $(declare -f gen_heavy); gen_heavy \"\$@\"" \
-    gen_heavy "$work" "$repo" "$heavy" "$heavy_mb" > "$work/gen.log" 2>&1 < /dev/null &
+    gen_heavy "$work" "$repo" "$heavy" "$heavy_mb" "$mid_mb" > "$work/gen.log" 2>&1 < /dev/null &
   local i
   for i in $(seq 50); do [ -s "$work/gen.pid" ] && break; sleep 0.1; done
   [ -s "$work/gen.pid" ] || echo "$!" > "$work/gen.pid"
@@ -357,12 +365,14 @@ heavy_ready && echo "heavy models: ready ($heavy_params)"
 phase_done heavy
 
 # --- gpu-check ---------------------------------------------------------------------
+mid_args=()
+if [ "$mid_mb" -gt 0 ] && heavy_ready; then mid_args=(--mid-dir "$heavy_dir/mid"); fi
 echo "== gpu-check --provider $provider (budget ${budget} s)"
 status=0
 if ! timeout --signal=INT --kill-after=20 "$budget" "$work/kit/bin/gpu-check" --provider "$provider" \
   --report "$out/gpu-report.json" --facts "$work/facts.json" --heavy-dir "$heavy_dir" \
   --runner-exe "$work/kit/bin/warmlane-consumer" --settings "$repo/inference_settings.json" \
-  --models-dir "$repo/models" --requests "$requests" --budget-s $((budget - 20)) 2>&1 |
+  --models-dir "$repo/models" --requests "$requests" --budget-s $((budget - 20)) "${mid_args[@]}" 2>&1 |
   tee "$out/gpu-check.log"; then
   status=${PIPESTATUS[0]}
   [ "$status" != 0 ] || status=1 # tee failed

@@ -10,10 +10,10 @@
 //! to keep the generated GIF for a look.
 //!
 //! `ENGINE_BENCH_PROVIDER=cuda` runs the engine and the bare sessions on the CUDA
-//! provider; the bare sessions then refuse any node falling back to the CPU
-//! (`session.disable_cpu_ep_fallback`), so a finished run proves the graphs ran on the
-//! GPU. `ENGINE_BENCH_JSON=FILE` also writes the figures as one JSON object (the GPU
-//! kit's `gpu-check` reads it).
+//! provider. `ENGINE_BENCH_JSON=FILE` also writes the figures as one JSON object (the
+//! GPU kit's `gpu-check` reads it); on CUDA it adds where the denoiser's nodes run
+//! (whether a session refusing CPU nodes builds, and ONNX Runtime's per-node profile:
+//! kernel time per provider and the operator types on the CPU).
 #![deny(unsafe_code)]
 
 use ort::session::Session;
@@ -107,7 +107,11 @@ fn run(args: Vec<String>) -> Result<(), String> {
     }
     report(&model, &inputs.lat_shape, runs, &mut timings);
     if let Some(path) = std::env::var_os("ENGINE_BENCH_JSON") {
-        let summary = summary(&model, provider, &pipeline, &inputs, &loads, &mut timings);
+        let mut summary = summary(&model, provider, &pipeline, &inputs, &loads, &mut timings);
+        if provider == Provider::Cuda {
+            summary["placement"] =
+                placement(runtime, &settings.dir_path(&root).join(&settings.denoiser.file), &inputs)?;
+        }
         std::fs::write(&path, summary.to_string()).map_err(|e| format!("{}: {e}", Path::new(&path).display()))?;
     }
     Ok(())
@@ -140,22 +144,74 @@ fn summary(
         "engine_load_ms": loads[0], "bare_load_ms": loads[1], "components": components,
         "engine_step_ms": engine_ms, "bare_step_ms": bare_ms,
         "overhead_pct": 100.0 * (engine_ms - bare_ms) / bare_ms,
-        "bare_cpu_fallback_refused": provider == Provider::Cuda,
+        "arena_shrink_every_run": std::env::var(warmlane_engine::runtime::CUDA_SHRINK_ENV).map_or(true, |v| v != "0"),
     })
 }
 
-/// A bare session of `path` on `provider`; on CUDA no node may fall back to the CPU.
-fn bare_session(runtime: &Runtime, path: &Path, provider: Provider) -> Result<Session, String> {
+/// A bare session of `path` on `provider` (CUDA registered or an error); `strict`
+/// refuses any node assigned to the CPU (`session.disable_cpu_ep_fallback`), and
+/// `profile` writes ONNX Runtime's per-node profile under that prefix.
+fn bare_with(
+    runtime: &Runtime,
+    path: &Path,
+    provider: Provider,
+    strict: bool,
+    profile: Option<&Path>,
+) -> Result<Session, String> {
     let text = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let mut builder = Session::builder(runtime.environment()).map_err(|e| text(&e))?;
     if provider == Provider::Cuda {
         builder = builder
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-            .map_err(|e| text(&e))?
-            .with_config_entry("session.disable_cpu_ep_fallback", "1")
             .map_err(|e| text(&e))?;
+        if strict {
+            builder = builder.with_config_entry("session.disable_cpu_ep_fallback", "1").map_err(|e| text(&e))?;
+        }
+    }
+    if let Some(prefix) = profile {
+        builder = builder.with_profiling(prefix).map_err(|e| text(&e))?;
     }
     builder.commit_from_file(path).map_err(|e| text(&e))
+}
+
+/// A bare session of `path` on `provider`, as the timed runs use it.
+fn bare_session(runtime: &Runtime, path: &Path, provider: Provider) -> Result<Session, String> {
+    bare_with(runtime, path, provider, false, None)
+}
+
+/// Where the denoiser's nodes run on CUDA: whether a session refusing CPU nodes can be
+/// built, and from ONNX Runtime's profile of two runs, the node kernel time per
+/// provider and the operator types placed on the CPU (ONNX Runtime keeps shape
+/// arithmetic on the CPU on purpose; the share of kernel time says what it costs).
+fn placement(runtime: &Runtime, path: &Path, inputs: &BareInputs) -> Result<serde_json::Value, String> {
+    let strict = bare_with(runtime, path, Provider::Cuda, true, None);
+    let prefix = std::env::temp_dir().join(format!("engine-bench-profile-{}", std::process::id()));
+    let mut session = bare_with(runtime, path, Provider::Cuda, false, Some(&prefix))?;
+    for i in 0..2 {
+        bare_denoiser_run(&mut session, inputs, i, 2)?;
+    }
+    let file = session.end_profiling().map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+    let _ = std::fs::remove_file(&file);
+    let events: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+    let (mut cuda_us, mut cpu_us) = (0.0, 0.0);
+    let mut cpu_ops = std::collections::BTreeMap::<String, u64>::new();
+    for e in
+        events.iter().filter(|e| e["cat"] == "Node" && e["name"].as_str().is_some_and(|n| n.ends_with("_kernel_time")))
+    {
+        let dur = e["dur"].as_f64().unwrap_or(0.0);
+        if e["args"]["provider"] == "CPUExecutionProvider" {
+            cpu_us += dur;
+            *cpu_ops.entry(e["args"]["op_name"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+        } else {
+            cuda_us += dur;
+        }
+    }
+    Ok(serde_json::json!({
+        "all_nodes_on_cuda": strict.is_ok(),
+        "cpu_node_runs": cpu_ops, "cpu_kernel_us": cpu_us, "cuda_kernel_us": cuda_us,
+        "cpu_kernel_share": if cpu_us + cuda_us > 0.0 { cpu_us / (cpu_us + cuda_us) } else { 0.0 },
+    }))
 }
 
 /// Session load: engine (three components, measured) vs bare ort (denoiser only).

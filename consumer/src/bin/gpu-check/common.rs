@@ -20,7 +20,7 @@ use warmlane_shared::{Settings, ValidRequest};
 pub(crate) const HEAVY: [&str; 2] = ["anisora", "phr00t"];
 
 /// The usage line, printed for `--help` and with a flag error.
-pub(crate) const USAGE: &str = "usage: gpu-check --provider cuda|cpu --report FILE [--facts FILE] [--heavy-dir DIR] \
+pub(crate) const USAGE: &str = "usage: gpu-check --provider cuda|cpu --report FILE [--facts FILE] [--heavy-dir DIR] [--mid-dir DIR] \
 [--runner-exe FILE] [--bench-exe FILE] [--settings FILE] [--models-dir DIR] [--requests N] [--budget-s N] [--margin-mb N]";
 
 /// Flags of `gpu-check` (see `main.rs` for their meaning).
@@ -30,6 +30,7 @@ pub(crate) struct Opts {
     pub(crate) report: PathBuf,
     pub(crate) facts: Option<PathBuf>,
     pub(crate) heavy_dir: PathBuf,
+    pub(crate) mid_dir: Option<PathBuf>,
     pub(crate) runner_exe: PathBuf,
     pub(crate) bench_exe: PathBuf,
     pub(crate) settings: PathBuf,
@@ -47,6 +48,7 @@ impl Opts {
             report: PathBuf::from("gpu-report.json"),
             facts: None,
             heavy_dir: PathBuf::from(".cache/heavy-models"),
+            mid_dir: None,
             runner_exe: exe_dir.join("warmlane-consumer"),
             bench_exe: exe_dir.join("engine-bench"),
             settings: PathBuf::from("inference_settings.json"),
@@ -71,6 +73,7 @@ impl Opts {
                 "--report" => o.report = value.into(),
                 "--facts" => o.facts = Some(value.into()),
                 "--heavy-dir" => o.heavy_dir = value.into(),
+                "--mid-dir" => o.mid_dir = Some(value.into()),
                 "--runner-exe" => o.runner_exe = value.into(),
                 "--bench-exe" => o.bench_exe = value.into(),
                 "--settings" => o.settings = value.into(),
@@ -150,8 +153,8 @@ impl Check {
 }
 
 /// The settings with `provider` on every component; with `heavy`, anisora and phr00t
-/// read from `<heavy_dir>/<model>` and declare their real weight bytes.
-pub(crate) fn settings(o: &Opts, heavy: bool) -> Result<Arc<Settings>, String> {
+/// read from `<heavy>/<model>` and declare their real weight bytes.
+pub(crate) fn settings(o: &Opts, heavy: Option<&Path>) -> Result<Arc<Settings>, String> {
     let text = std::fs::read_to_string(&o.settings).map_err(|e| format!("{}: {e}", o.settings.display()))?;
     let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", o.settings.display()))?;
     let models: Vec<String> = v["models"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
@@ -163,9 +166,9 @@ pub(crate) fn settings(o: &Opts, heavy: bool) -> Result<Arc<Settings>, String> {
             v["models"][m]["pipeline"]["dir"] = absolute(&dir)?.into();
         }
     }
-    if heavy {
+    if let Some(heavy) = heavy {
         for m in HEAVY {
-            let dir = o.heavy_dir.join(m);
+            let dir = heavy.join(m);
             if !dir.join("denoiser.onnx").is_file() {
                 return Err(format!("heavy pipeline {} missing (ops/gpu/check.sh generates it)", dir.display()));
             }

@@ -18,7 +18,7 @@
 //! every check, so a run stopped by its time limit still leaves what it measured.
 //!
 //! Usage: `gpu-check --provider cuda|cpu --report FILE [--facts FILE] [--heavy-dir DIR]
-//! [--runner-exe FILE] [--bench-exe FILE] [--settings FILE] [--models-dir DIR]
+//! [--mid-dir DIR] [--runner-exe FILE] [--bench-exe FILE] [--settings FILE] [--models-dir DIR]
 //! [--requests N] [--budget-s N] [--margin-mb N]`. Exit 0 when every check passed, 1
 //! when one did not, 2 on bad flags.
 
@@ -136,7 +136,7 @@ fn run(report: &mut Report) {
     let mut alternation = None;
     let until = report.mark(0.7);
     let checks = timed("sc001", || {
-        let settings = common::settings(&o, true)?;
+        let settings = common::settings(&o, Some(&o.heavy_dir))?;
         let a = degraded::alternate(&o, &settings, until)?;
         let checks = vec![degraded::release_check(&a), degraded::sc001_check(&a, o.margin_bytes)];
         alternation = Some((a, settings));
@@ -147,7 +147,7 @@ fn run(report: &mut Report) {
         report.set(Check::error("release_after_exit", CHECKS[1].1, message));
     }
     checks.into_iter().for_each(|c| report.set(c));
-    let demo = common::settings(&o, false);
+    let demo = common::settings(&o, None);
     for c in timed("real_oom", || lane::oom_check(&o, demo.as_ref()?).map(|c| vec![c])) {
         report.set(c);
     }
