@@ -300,13 +300,16 @@ impl Pipeline {
         started: Instant,
         calls: &mut u32,
     ) -> Result<Option<Generation>, EngineError> {
-        let run_options = self.run_options()?;
+        let run_options = self.run_options(true)?;
+        let step_options = self.run_options(false)?;
         let mut faults = self.faults;
         let mut ctx = Context {
             settings: &self.settings,
             tokenizer: &self.tokenizer,
             trace: self.tracing.as_mut(),
             run_options: &run_options,
+            step_options: &step_options,
+            mid_loop: false,
             started,
             limit: job.timeout,
             faults: &mut faults,
@@ -316,10 +319,12 @@ impl Pipeline {
         let video = std::thread::scope(|scope| {
             let (done, wait) = mpsc::channel::<()>();
             let remaining = job.timeout.saturating_sub(started.elapsed());
-            let options = &run_options;
+            let options = [&run_options, &step_options];
             scope.spawn(move || {
                 if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(remaining) {
-                    let _ = options.terminate();
+                    for o in options {
+                        let _ = o.terminate();
+                    }
                 }
             });
             let video = sampling::run(&mut self.components, &mut ctx, req, progress);
@@ -341,12 +346,14 @@ impl Pipeline {
         Ok(Some(generation))
     }
 
-    fn run_options(&self) -> Result<RunOptions, EngineError> {
+    /// Run options; with `shrink`, a CUDA session gives its arena's unused chunks back
+    /// to the device when the run ends (the last run of each stage of a generation).
+    fn run_options(&self, shrink: bool) -> Result<RunOptions, EngineError> {
         let fail = |e: ort::Error| EngineError::Inference { stage: "run options".into(), source: Box::new(e) };
         let mut options = RunOptions::new().map_err(fail)?;
-        let shrink = std::env::var(crate::runtime::CUDA_SHRINK_ENV).map_or(true, |v| v != "0");
-        if self.provider() == Provider::Cuda && shrink {
-            // Give the CUDA arena's unused chunks back to the device after every run.
+        let allowed = std::env::var(crate::runtime::CUDA_SHRINK_ENV).map_or(true, |v| v != "0");
+        if self.provider() == Provider::Cuda && shrink && allowed {
+            // Give the CUDA arena's unused chunks back to the device at the end of a stage.
             options.set("memory.enable_memory_arena_shrinkage", "gpu:0").map_err(fail)?;
         }
         Ok(options)

@@ -21,8 +21,9 @@ pub const ORT_SPIN_ENV: &str = "WARMLANE_ORT_SPIN";
 /// allocations; the largest request's memory is kept for the session's life); off by
 /// default (see `components::without_cpu_arena`).
 pub const ORT_CPU_ARENA_ENV: &str = "WARMLANE_ORT_CPU_ARENA";
-/// `0` stops CUDA sessions from shrinking their arena after every run (the default
-/// gives unused chunks back to the device after each run; see `Pipeline::run_options`).
+/// `0` stops CUDA sessions from shrinking their arena at the end of each stage of a
+/// generation (the default gives unused chunks back to the device after the text
+/// encoder, the last denoiser step and the decoder; see `Pipeline::run_options`).
 /// An experiment knob for the GPU kit's per-step timing.
 pub const CUDA_SHRINK_ENV: &str = "WARMLANE_CUDA_SHRINK_EVERY_RUN";
 

@@ -45,7 +45,14 @@ pub(crate) struct Request<'a> {
 pub(crate) struct Context<'a> {
     pub(crate) settings: &'a PipelineSettings,
     pub(crate) tokenizer: &'a Tokenizer,
+    /// Options of every run that ends a stage (on CUDA they shrink the arena).
     pub(crate) run_options: &'a RunOptions,
+    /// Options of the denoiser's runs before its last step (no shrink: the next step
+    /// needs the same memory again, and giving it back costs a device free and
+    /// allocation per step; measured on an H200 in BENCHMARKS.md, "GPU").
+    pub(crate) step_options: &'a RunOptions,
+    /// True while a denoiser step other than the last runs.
+    pub(crate) mid_loop: bool,
     pub(crate) started: Instant,
     pub(crate) limit: Duration,
     pub(crate) faults: &'a mut FaultPlan,
@@ -122,7 +129,10 @@ pub(crate) fn run(
             return Err(EngineError::inference(stage, "injected fault (FaultPlan.fail_at_step)"));
         }
         let at = At { stage: &stage, latent: &latent, shape, timestep: step.timestep };
-        let prediction = predict(denoiser, ctx, at, &cond, uncond.as_ref(), req.cfg)?;
+        ctx.mid_loop = i + 1 < plan.len();
+        let prediction = predict(denoiser, ctx, at, &cond, uncond.as_ref(), req.cfg);
+        ctx.mid_loop = false;
+        let prediction = prediction?;
         schedule::update(s.sampler, *step, &mut latent, &prediction);
         if let Some(trace) = ctx.trace.as_deref_mut() {
             trace.latents.push(latent.clone());

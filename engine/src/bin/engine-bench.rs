@@ -144,7 +144,7 @@ fn summary(
         "engine_load_ms": loads[0], "bare_load_ms": loads[1], "components": components,
         "engine_step_ms": engine_ms, "bare_step_ms": bare_ms,
         "overhead_pct": 100.0 * (engine_ms - bare_ms) / bare_ms,
-        "arena_shrink_every_run": std::env::var(warmlane_engine::runtime::CUDA_SHRINK_ENV).map_or(true, |v| v != "0"),
+        "arena_shrink": std::env::var(warmlane_engine::runtime::CUDA_SHRINK_ENV).map_or(true, |v| v != "0"),
     })
 }
 
@@ -180,37 +180,46 @@ fn bare_session(runtime: &Runtime, path: &Path, provider: Provider) -> Result<Se
 }
 
 /// Where the denoiser's nodes run on CUDA: whether a session refusing CPU nodes can be
-/// built, and from ONNX Runtime's profile of two runs, the node kernel time per
-/// provider and the operator types placed on the CPU (ONNX Runtime keeps shape
-/// arithmetic on the CPU on purpose; the share of kernel time says what it costs).
+/// built, and from ONNX Runtime's profile of three runs after a warm-up, the node
+/// kernel time per provider, the operator types placed on the CPU and the largest
+/// output any CPU node wrote. ONNX Runtime keeps shape arithmetic on the CPU on purpose
+/// (outputs of a few bytes); a CPU node writing a real tensor would be a fallback.
 fn placement(runtime: &Runtime, path: &Path, inputs: &BareInputs) -> Result<serde_json::Value, String> {
     let strict = bare_with(runtime, path, Provider::Cuda, true, None);
     let prefix = std::env::temp_dir().join(format!("engine-bench-profile-{}", std::process::id()));
     let mut session = bare_with(runtime, path, Provider::Cuda, false, Some(&prefix))?;
-    for i in 0..2 {
-        bare_denoiser_run(&mut session, inputs, i, 2)?;
+    for i in 0..4 {
+        bare_denoiser_run(&mut session, inputs, i, 4)?;
     }
     let file = session.end_profiling().map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
     let _ = std::fs::remove_file(&file);
     let events: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
-    let (mut cuda_us, mut cpu_us) = (0.0, 0.0);
+    let num = |v: &serde_json::Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0);
+    // Runs after the first (warm-up: cuDNN algorithm search, first allocations).
+    let mut runs: Vec<f64> = events.iter().filter(|e| e["name"] == "model_run").map(|e| num(&e["ts"])).collect();
+    runs.sort_by(f64::total_cmp);
+    let after = runs.get(1).copied().unwrap_or(0.0);
+    let (mut cuda_us, mut cpu_us, mut cpu_max_out) = (0.0, 0.0, 0.0_f64);
     let mut cpu_ops = std::collections::BTreeMap::<String, u64>::new();
-    for e in
-        events.iter().filter(|e| e["cat"] == "Node" && e["name"].as_str().is_some_and(|n| n.ends_with("_kernel_time")))
-    {
-        let dur = e["dur"].as_f64().unwrap_or(0.0);
+    let kernels = events.iter().filter(|e| {
+        e["cat"] == "Node" && e["name"].as_str().is_some_and(|n| n.ends_with("_kernel_time")) && num(&e["ts"]) >= after
+    });
+    for e in kernels {
+        let dur = num(&e["dur"]);
         if e["args"]["provider"] == "CPUExecutionProvider" {
             cpu_us += dur;
+            cpu_max_out = cpu_max_out.max(num(&e["args"]["output_size"]));
             *cpu_ops.entry(e["args"]["op_name"].as_str().unwrap_or("?").to_string()).or_default() += 1;
         } else {
             cuda_us += dur;
         }
     }
     Ok(serde_json::json!({
-        "all_nodes_on_cuda": strict.is_ok(),
+        "all_nodes_on_cuda": strict.is_ok(), "profiled_runs": runs.len().saturating_sub(1),
         "cpu_node_runs": cpu_ops, "cpu_kernel_us": cpu_us, "cuda_kernel_us": cuda_us,
         "cpu_kernel_share": if cpu_us + cuda_us > 0.0 { cpu_us / (cpu_us + cuda_us) } else { 0.0 },
+        "cpu_max_output_bytes": cpu_max_out,
     }))
 }
 

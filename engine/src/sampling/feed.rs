@@ -57,7 +57,8 @@ pub(crate) fn run(
     let Some(port) = ports.get(out) else {
         return Err(EngineError::inference(stage, format!("slot `{}` is not bound", out.as_str())));
     };
-    let outputs = session.run_with_options(inputs, ctx.run_options).map_err(|e| ctx.fail(stage, e))?;
+    let options = if ctx.mid_loop { ctx.step_options } else { ctx.run_options };
+    let outputs = session.run_with_options(inputs, options).map_err(|e| ctx.fail(stage, e))?;
     extract(&outputs, &port.name).map_err(|e| ctx.fail(stage, e))
 }
 

@@ -6,6 +6,7 @@ use crate::common::{self, median, mib, Check, Opts, Source, HEAVY};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
+use warmlane_consumer::runner::release::SwapTimings;
 use warmlane_consumer::Engine;
 use warmlane_shared::{ErrorCode, Settings};
 
@@ -27,6 +28,8 @@ pub(crate) struct Outcome {
     pub(crate) parked: bool,
     /// Reading right after the previous runner's exit minus the floor, bytes.
     pub(crate) drift_bytes: Option<i64>,
+    /// Where the switch's time went (stop, release check, session, warm-up).
+    pub(crate) swap: Option<SwapTimings>,
 }
 
 /// What one alternation of heavy requests measured.
@@ -85,6 +88,7 @@ pub(crate) fn alternate(o: &Opts, settings: &Arc<Settings>, deadline: Instant) -
             switch_ms: (i > 0).then_some(swap.total_ms),
             parked: engine.inner().parked_loads() > parked_before,
             drift_bytes: if i > 0 { drift } else { None },
+            swap: (i > 0).then_some(swap),
         });
         if let Err(f) = result {
             tracing::warn!(request = i, model, code = f.code.as_str(), error = %f.message, "request failed");
@@ -169,8 +173,13 @@ pub(crate) fn sc001_check(a: &Alternation, margin: u64) -> Check {
     Check::verdict("sc001", met, summary, goal, figures)
 }
 
-/// Cold switches (parking off) between the heavy pipelines, ms each.
-fn cold_switches(o: &Opts, settings: &Arc<Settings>, budget: u64, deadline: Instant) -> Result<Vec<f64>, String> {
+/// Cold switches (parking off) between the pipelines of `settings`.
+fn cold_switches(
+    o: &Opts,
+    settings: &Arc<Settings>,
+    budget: u64,
+    deadline: Instant,
+) -> Result<Vec<SwapTimings>, String> {
     let mut engine = common::degraded_engine(o, settings, budget, 0)?;
     engine.prepare(HEAVY[0]).map_err(|f| f.message)?;
     let mut times = Vec::new();
@@ -178,15 +187,20 @@ fn cold_switches(o: &Opts, settings: &Arc<Settings>, budget: u64, deadline: Inst
         if common::left(deadline).is_zero() {
             break;
         }
-        let took = engine.prepare(HEAVY[(i + 1) % 2]).map_err(|f| f.message)?;
-        times.push(took.map_or(0.0, |d| d.as_secs_f64() * 1e3));
+        engine.prepare(HEAVY[(i + 1) % 2]).map_err(|f| f.message)?;
+        times.push(engine.inner().last_swap());
     }
     engine.release();
     Ok(times)
 }
 
-/// Parked switches between the pipelines of `settings` (both parked first), ms each.
-fn parked_switches(o: &Opts, settings: &Arc<Settings>, budget: u64, deadline: Instant) -> Result<Vec<f64>, String> {
+/// Parked switches between the pipelines of `settings` (both parked first).
+fn parked_switches(
+    o: &Opts,
+    settings: &Arc<Settings>,
+    budget: u64,
+    deadline: Instant,
+) -> Result<Vec<SwapTimings>, String> {
     let weights: u64 = HEAVY.iter().map(|m| settings.model(m).map_or(0, |s| s.memory.weights_bytes)).sum();
     let mut engine = common::degraded_engine(o, settings, budget, 2 * weights + (1 << 30))?;
     for m in HEAVY {
@@ -198,24 +212,49 @@ fn parked_switches(o: &Opts, settings: &Arc<Settings>, budget: u64, deadline: In
             break;
         }
         let before = engine.inner().parked_loads();
-        let took = engine.prepare(HEAVY[i % 2]).map_err(|f| f.message)?;
+        engine.prepare(HEAVY[i % 2]).map_err(|f| f.message)?;
         if engine.inner().parked_loads() > before {
-            times.push(took.map_or(0.0, |d| d.as_secs_f64() * 1e3));
+            times.push(engine.inner().last_swap());
         }
     }
     engine.release();
     Ok(times)
 }
 
+/// Mean of each part of the switches' time, ms.
+fn breakdown(t: &[SwapTimings]) -> serde_json::Value {
+    let n = t.len().max(1) as f64;
+    let mean = |f: fn(&SwapTimings) -> f64| t.iter().map(f).sum::<f64>() / n;
+    let (total, stop, confirm, session, warmup) = (
+        mean(|x| x.total_ms),
+        mean(|x| x.stop_ms),
+        mean(|x| x.confirm_ms),
+        mean(|x| x.session_ms),
+        mean(|x| x.warmup_ms),
+    );
+    serde_json::json!({
+        "stop_ms": stop, "confirm_ms": confirm, "session_ms": session, "warmup_ms": warmup,
+        "other_ms": total - stop - confirm - session - warmup, "total_ms": total,
+    })
+}
+
 /// One pair's switch figures: cold against parked, and the larger pipeline's copy
 /// time at the pinned host-to-device rate.
-fn pair_figures(cold: &[f64], parked: &[f64], weights: [u64; 2], pinned: Option<f64>) -> serde_json::Value {
-    let (c, p) = (median(cold), median(parked));
+fn pair_figures(
+    cold: &[SwapTimings],
+    parked: &[SwapTimings],
+    weights: [u64; 2],
+    pinned: Option<f64>,
+) -> serde_json::Value {
+    let ms = |t: &[SwapTimings]| t.iter().map(|x| x.total_ms).collect::<Vec<f64>>();
+    let (cold_ms, parked_ms) = (ms(cold), ms(parked));
+    let (c, p) = (median(&cold_ms), median(&parked_ms));
     let ratio = (c > 0.0 && !parked.is_empty()).then(|| p / c);
     let copy_ms = pinned.map(|gbps| weights.iter().max().copied().unwrap_or(0) as f64 / 1e9 / gbps * 1e3);
     serde_json::json!({
-        "weights_bytes": weights, "cold_switch_ms": cold, "parked_switch_ms": parked,
+        "weights_bytes": weights, "cold_switch_ms": cold_ms, "parked_switch_ms": parked_ms,
         "cold_median_ms": c, "parked_median_ms": p, "ratio": ratio, "larger_pipeline_copy_ms_at_pinned": copy_ms,
+        "cold_breakdown": breakdown(cold), "parked_breakdown": breakdown(parked),
     })
 }
 
@@ -227,6 +266,11 @@ fn pair_line(name: &str, f: &serde_json::Value) -> String {
         .as_f64()
         .map(|ms| format!(", pinned H2D copy alone {ms:.0} ms"))
         .unwrap_or_default();
+    let parts = |b: &serde_json::Value| {
+        let v = |k: &str| b[k].as_f64().unwrap_or(0.0);
+        format!("session {:.0} + warm-up {:.0} ms", v("session_ms"), v("warmup_ms"))
+    };
+    let copy = format!("{copy}; cold {}, parked {}", parts(&f["cold_breakdown"]), parts(&f["parked_breakdown"]));
     match f["ratio"].as_f64() {
         Some(r) => format!("{name} ({} MiB): parked {p:.0} ms vs cold {c:.0} ms ({r:.2}x{copy})", mb.unwrap_or(0)),
         None => format!(
@@ -249,7 +293,7 @@ pub(crate) fn switch_check(
 ) -> Result<Check, String> {
     let pinned = facts.get("pinned_h2d_gbps").and_then(serde_json::Value::as_f64);
     let cold = cold_switches(o, settings, a.budget_bytes, deadline)?;
-    let parked: Vec<f64> = a.outcomes.iter().filter(|x| x.parked).filter_map(|x| x.switch_ms).collect();
+    let parked: Vec<SwapTimings> = a.outcomes.iter().filter(|x| x.parked).filter_map(|x| x.swap).collect();
     let heavy = pair_figures(&cold, &parked, a.weights_bytes, pinned);
     let mid = match &o.mid_dir {
         Some(dir) => {
