@@ -50,11 +50,7 @@ pub(crate) struct Component {
 
 impl Component {
     pub(crate) fn new(role: ComponentRole, path: PathBuf, placement: Placement, requested: Provider) -> Self {
-        // The model file and its external data (`<file>.data`, as the exporters write it).
-        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut data = path.clone().into_os_string();
-        data.push(".data");
-        let file_bytes = size(&path) + size(Path::new(&data));
+        let file_bytes = crate::park::model_file_bytes(&path);
         Component {
             role,
             path,
@@ -228,19 +224,23 @@ pub(crate) fn build_session(
     };
     if requested == Provider::Cuda {
         let mut built = build_cuda(runtime, path, memory_limit, save);
-        if let (Err(reason), Some(_)) = (&built, save) {
-            // Writing the parked form can fail on its own (an ORT-format file holds at
-            // most 2 GiB): serve from the GPU unparked rather than from the CPU.
+        if let (Err(CudaFailure::Commit(reason)), Some(target)) = (&built, save) {
+            // The provider registered but the session did not start while the parked
+            // form was being written (it can fail on its own): try once more on the GPU
+            // without it, rather than serve from the CPU; what was written is dropped.
             tracing::warn!(
                 target: "warmlane::engine",
                 model,
                 component = role.as_str(),
                 %reason,
-                "could not write the parked form on CUDA; loading without it"
+                "a CUDA session writing its parked form failed; loading it again without parking"
             );
+            if let Err(e) = target.clear() {
+                tracing::warn!(target: "warmlane::engine", model, error = %e, "could not clear the parked form");
+            }
             built = build_cuda(runtime, path, memory_limit, None);
         }
-        match built {
+        match built.map_err(CudaFailure::into_reason) {
             Ok(session) => return Ok((session, Provider::Cuda)),
             Err(reason) => {
                 tracing::error!(
@@ -292,17 +292,34 @@ fn saving(
     }
 }
 
-/// A session on the CUDA provider (see [`with_cuda`]). Any failure is returned as text
-/// for the fallback log.
+/// Why a CUDA session did not start, as text for the fallback log.
+enum CudaFailure {
+    /// The builder or the provider's registration failed (no CUDA here).
+    Setup(String),
+    /// The provider registered; creating the session failed.
+    Commit(String),
+}
+
+impl CudaFailure {
+    fn into_reason(self) -> String {
+        match self {
+            CudaFailure::Setup(r) | CudaFailure::Commit(r) => r,
+        }
+    }
+}
+
+/// A session on the CUDA provider (see [`with_cuda`]).
 fn build_cuda(
     runtime: &Runtime,
     path: &Path,
     memory_limit: Option<u64>,
     save: Option<&ParkTarget>,
-) -> Result<Session, String> {
-    let builder =
-        saving(Session::builder(runtime.environment()).map_err(|e| e.to_string())?, save).map_err(|e| e.to_string())?;
-    with_cuda(builder, memory_limit)?.commit_from_file(path).map_err(|e| e.to_string())
+) -> Result<Session, CudaFailure> {
+    let setup = |e: &dyn std::fmt::Display| CudaFailure::Setup(e.to_string());
+    let builder = Session::builder(runtime.environment()).map_err(|e| setup(&e))?;
+    let builder = saving(builder, save).map_err(|e| setup(&e))?;
+    let mut builder = with_cuda(builder, memory_limit).map_err(CudaFailure::Setup)?;
+    builder.commit_from_file(path).map_err(|e| CudaFailure::Commit(e.to_string()))
 }
 
 /// Registers the CUDA provider with the arena settings of the memory contract: grow by

@@ -136,7 +136,7 @@ pub struct ComponentMemory {
     pub device_bytes: Option<i64>,
     /// Session creation time of the last load, milliseconds.
     pub load_ms: u64,
-    /// ONNX file size, bytes.
+    /// ONNX file size with its external data (`<file>.data`), bytes.
     pub file_bytes: u64,
 }
 

@@ -33,6 +33,16 @@ pub fn ort_form_fits(file_bytes: u64) -> bool {
     file_bytes <= ORT_FORM_MAX_BYTES
 }
 
+/// Bytes of a model file on disk with its external data, `<file>.data`, as this
+/// project's exporters write it (`ops/export_wan.py`, `ops/gen_demo_models.py`).
+/// External data under other names is not counted.
+pub fn model_file_bytes(path: &Path) -> u64 {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut data = path.as_os_str().to_owned();
+    data.push(".data");
+    size(path) + size(Path::new(&data))
+}
+
 /// How a pipeline load uses parked bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParkPlan {
@@ -76,6 +86,12 @@ impl ParkTarget {
     /// Whether nothing was written.
     pub fn is_empty(&self) -> std::io::Result<bool> {
         Ok(self.len()? == 0)
+    }
+
+    /// Drops whatever a failed write left, so the target is not offered for parking.
+    pub fn clear(&self) -> std::io::Result<()> {
+        rustix::fs::ftruncate(&self.fd, 0)?;
+        Ok(())
     }
 }
 

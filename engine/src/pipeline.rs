@@ -77,8 +77,8 @@ impl Pipeline {
                 Component::new(role, dir.join(&c.file), c.placement, opts.provider_override.unwrap_or(c.provider));
             component.save = opts.park.save && crate::park::ort_form_fits(component.file_bytes);
             if opts.park.save && !component.save {
-                tracing::info!(target: "warmlane::engine", model, component = role.as_str(), file_bytes = component.file_bytes,
-                    "too large for an ORT-format parked form (2 GiB); this component is not parked");
+                let (component_name, bytes) = (role.as_str(), component.file_bytes);
+                tracing::info!(target: "warmlane::engine", model, component = component_name, bytes, "over 2 GiB: not parked");
             }
             component.parked_from = opts.park.from.iter().find(|(r, _)| *r == role).map(|(_, p)| p.clone());
             component

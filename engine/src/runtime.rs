@@ -25,7 +25,7 @@ pub const ORT_CPU_ARENA_ENV: &str = "WARMLANE_ORT_CPU_ARENA";
 /// generation (the default gives unused chunks back to the device after the text
 /// encoder, the last denoiser step and the decoder; see `Pipeline::run_options`).
 /// An experiment knob for the GPU kit's per-step timing.
-pub const CUDA_SHRINK_ENV: &str = "WARMLANE_CUDA_SHRINK_EVERY_RUN";
+pub const CUDA_SHRINK_ENV: &str = "WARMLANE_CUDA_ARENA_SHRINK";
 
 /// The process-wide ONNX Runtime: the loaded library and its environment.
 pub struct Runtime {

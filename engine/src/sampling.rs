@@ -41,6 +41,12 @@ pub(crate) struct Request<'a> {
     pub(crate) noise: Option<&'a [f32]>,
 }
 
+/// Whether denoiser step `step` (0-based) of `steps` keeps its arena at the end of the
+/// run (pure): every step but the last, whose memory the next step needs again.
+pub(crate) fn holds_arena(step: usize, steps: usize) -> bool {
+    step + 1 < steps
+}
+
 /// Per-run state shared by the stages.
 pub(crate) struct Context<'a> {
     pub(crate) settings: &'a PipelineSettings,
@@ -129,7 +135,7 @@ pub(crate) fn run(
             return Err(EngineError::inference(stage, "injected fault (FaultPlan.fail_at_step)"));
         }
         let at = At { stage: &stage, latent: &latent, shape, timestep: step.timestep };
-        ctx.mid_loop = i + 1 < plan.len();
+        ctx.mid_loop = holds_arena(i, plan.len());
         let prediction = predict(denoiser, ctx, at, &cond, uncond.as_ref(), req.cfg);
         ctx.mid_loop = false;
         let prediction = prediction?;
@@ -292,4 +298,19 @@ fn decode(
         trace.video_shape = out_shape;
     }
     Ok(video)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_arena;
+
+    #[test]
+    fn only_the_last_denoiser_step_shrinks_the_arena() {
+        // (step, steps, holds): the last step of a loop (and a one-step loop) gives
+        // the arena back; every earlier step keeps it for the next.
+        let cases = [(0, 1, false), (0, 4, true), (2, 4, true), (3, 4, false), (7, 8, false), (0, 8, true)];
+        for (step, steps, holds) in cases {
+            assert_eq!(holds_arena(step, steps), holds, "step {step} of {steps}");
+        }
+    }
 }

@@ -15,7 +15,7 @@
 #   --budget-s N         gpu-check's time limit, at most 360 (default 360)
 #   --heavy-mb N         heavy denoiser size (default 8192 cuda, 48 cpu; phr00t gets N + N/4;
 #                        on cuda a parkable mid pair of 1536 and 1920 MB is made too)
-#   --requests N         requests per check (default 20)
+#   --requests N         the alternation's requests, checks 2 and 3 (default 20, 2..200)
 #   --call-limit-s N     the run's timeout_s (default 480); the wait for the heavy models
 #                        is cut so that the checks' budget still fits in it
 #
@@ -53,7 +53,7 @@ while [ $# -gt 0 ]; do
     --work) [ -n "$val" ] || usage_err "--work needs a directory"; work=$val ;;
     --budget-s) int_opt --budget-s "$val" 60 360; budget=$val ;;
     --heavy-mb) int_opt --heavy-mb "$val" 1 1000000; heavy_mb=$val ;;
-    --requests) int_opt --requests "$val" 1 100000; requests=$val ;;
+    --requests) int_opt --requests "$val" 2 200; requests=$val ;;
     --call-limit-s) int_opt --call-limit-s "$val" 60 3600; call_limit=$val ;;
     --receive) receive=1 ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
@@ -98,6 +98,7 @@ done
 [ "$l1" = "# warmlane-gpu-kit 1" ] || die "MANIFEST ${manifest#"$kit"/} is not a warmlane-gpu-kit 1 manifest"
 read -r _ _ kit_rev _ kit_provider _ nparts _ kit_bytes <<< "$l2"
 [[ ${nparts:-} =~ ^[0-9]+$ && ${kit_bytes:-} =~ ^[0-9]+$ ]] || die "MANIFEST header line 2 is malformed: $l2"
+[ "$nparts" -ge 1 ] || die "MANIFEST names no parts (header line 2: $l2)"
 case $kit_provider in cuda|cpu) ;; *) die "MANIFEST names an unknown provider '$kit_provider'" ;; esac
 provider=${provider:-$kit_provider}
 if [ -z "$heavy_mb" ]; then
@@ -275,14 +276,17 @@ if command -v xz >/dev/null 2>&1; then
   decompress=(xz -dc)
 else # python's lzma, reading the concatenated xz streams one after another
   decompress=(python3 -c '
-import lzma, sys
+import lzma, os, sys
 inp, out, d = sys.stdin.buffer, sys.stdout.buffer, lzma.LZMADecompressor()
-while chunk := inp.read(1 << 20):
-    while chunk:
-        if d.eof:
-            d = lzma.LZMADecompressor()
-        out.write(d.decompress(chunk))
-        chunk = d.unused_data if d.eof else b""
+try:
+    while chunk := inp.read(1 << 20):
+        while chunk:
+            if d.eof:
+                d = lzma.LZMADecompressor()
+            out.write(d.decompress(chunk))
+            chunk = d.unused_data if d.eof else b""
+except BrokenPipeError:  # tar stopped at the end-of-archive blocks: as xz would, 141
+    os._exit(141)
 ')
 fi
 st=(0 0 0)

@@ -142,19 +142,21 @@ impl RunnerEngine {
         self.timings
     }
 
-    /// Loads whose every component came from parked bytes.
+    /// Loads in which every parked component came from parked bytes (components too
+    /// large for the ORT form, over 2 GiB, are never parked and load from the files).
     pub fn parked_loads(&self) -> u64 {
         self.parked_loads
     }
 
-    /// The model's `.onnx` bytes on disk (what its parked form will about weigh).
+    /// What the model's parked form will about weigh: the bytes of its components that
+    /// fit an ORT form (model file and external data; larger ones are not parked).
     fn file_bytes(&self, model: &str) -> u64 {
         let Some(ms) = self.settings.model(model) else { return 0 };
         let dir = ms.pipeline.dir_path(&self.settings.base_dir);
         ComponentRole::ALL
             .iter()
-            .filter_map(|r| std::fs::metadata(dir.join(&ms.pipeline.component(*r).file)).ok())
-            .map(|m| m.len())
+            .map(|r| warmlane_engine::park::model_file_bytes(&dir.join(&ms.pipeline.component(*r).file)))
+            .filter(|&bytes| warmlane_engine::park::ort_form_fits(bytes))
             .sum()
     }
 

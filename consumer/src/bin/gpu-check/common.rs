@@ -80,7 +80,9 @@ impl Opts {
                 "--models-dir" => o.models_dir = Some(value.into()),
                 "--requests" => o.requests = usize::try_from(num("--requests")?.clamp(2, 200)).unwrap_or(20),
                 "--budget-s" => o.budget = Duration::from_secs(num("--budget-s")?),
-                "--margin-mb" => o.margin_bytes = num("--margin-mb")? << 20,
+                "--margin-mb" => {
+                    o.margin_bytes = num("--margin-mb")?.checked_mul(1 << 20).ok_or("--margin-mb is too large")?
+                }
                 other => return Err(format!("unknown flag `{other}`")),
             }
         }
@@ -260,12 +262,13 @@ pub(crate) enum Source {
     Rss,
 }
 
-/// The source for this run: NVML on the CUDA provider when it answers.
-pub(crate) fn source(o: &Opts) -> Source {
-    if o.gpu() && memory::device_available() {
-        Source::Nvml
-    } else {
-        Source::Rss
+/// The source for this run: NVML on the CUDA provider (an error when it does not
+/// answer: the weights are on the device, so RSS would prove nothing), RSS on the CPU.
+pub(crate) fn source(o: &Opts) -> Result<Source, String> {
+    match (o.gpu(), memory::device_available()) {
+        (false, _) => Ok(Source::Rss),
+        (true, true) => Ok(Source::Nvml),
+        (true, false) => Err("--provider cuda but NVML does not answer: device memory cannot be measured".into()),
     }
 }
 

@@ -61,7 +61,7 @@ pub(crate) fn alternate(o: &Opts, settings: &Arc<Settings>, deadline: Instant) -
     let budget = weights.iter().max().copied().unwrap_or(0) + o.margin_bytes;
     let park = 2 * weights.iter().sum::<u64>() + (1 << 30);
     let mut engine = common::degraded_engine(o, settings, budget, park)?;
-    let source = common::source(o);
+    let source = common::source(o)?;
     let pid = engine.inner().pid_handle();
     let floor = common::used_now(source, &pid);
     let peak = common::Peak::start(source, pid.clone());
@@ -124,7 +124,7 @@ pub(crate) fn drift_met(drifts: &[Option<i64>], tolerance: i64) -> bool {
 pub(crate) fn release_check(a: &Alternation) -> Check {
     let drifts: Vec<Option<i64>> = a.outcomes.iter().skip(1).map(|o| o.drift_bytes).collect();
     let worst = drifts.iter().flatten().map(|d| d.abs()).max().unwrap_or(0);
-    let met = drift_met(&drifts, DRIFT_TOLERANCE) && a.not_run == 0;
+    let met = drift_met(&drifts, DRIFT_TOLERANCE) && a.end_drift_bytes.abs() <= DRIFT_TOLERANCE && a.not_run == 0;
     let what = match a.source {
         Source::Nvml => "NVML device memory in use",
         Source::Rss => "worker RSS (no GPU: the CPU form of the floor)",

@@ -18,7 +18,9 @@ pub(crate) const PLATEAU_SLACK: i64 = 64 << 20;
 /// `engine-bench` on `target` (a model of the settings or a pipeline directory); its
 /// JSON summary.
 fn bench(o: &Opts, target: &str, size: [u32; 4], shrink: bool, deadline: Instant) -> Result<serde_json::Value, String> {
-    let json = common::scratch("bench")?.join("summary.json");
+    let dir = common::scratch("bench")?;
+    let (json, log) = (dir.join("summary.json"), dir.join("stderr.log"));
+    let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let root = o.settings.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut child = Command::new(&o.bench_exe)
         .arg(target)
@@ -28,7 +30,7 @@ fn bench(o: &Opts, target: &str, size: [u32; 4], shrink: bool, deadline: Instant
         .env("ENGINE_BENCH_JSON", &json)
         .env(warmlane_engine::runtime::CUDA_SHRINK_ENV, if shrink { "1" } else { "0" })
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| format!("{}: {e}", o.bench_exe.display()))?;
     let status = loop {
@@ -38,22 +40,22 @@ fn bench(o: &Opts, target: &str, size: [u32; 4], shrink: bool, deadline: Instant
         if common::left(deadline).is_zero() {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&dir);
             return Err(format!("engine-bench {target}: out of time"));
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
+    let result = if status.success() {
+        std::fs::read_to_string(&json)
+            .map_err(|e| format!("{}: {e}", json.display()))
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("engine-bench summary: {e}")))
+    } else {
+        let err = std::fs::read_to_string(&log).unwrap_or_default();
         let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
-        return Err(format!("engine-bench {target} exited with {status}: {last}"));
-    }
-    let text = std::fs::read_to_string(&json).map_err(|e| format!("{}: {e}", json.display()))?;
-    let _ = std::fs::remove_dir_all(json.parent().unwrap_or(Path::new("/nonexistent")));
-    serde_json::from_str(&text).map_err(|e| format!("engine-bench summary: {e}"))
+        Err(format!("engine-bench {target} exited with {status}: {last}"))
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// On CUDA, the largest output a denoiser node on the CPU may write: ONNX Runtime
@@ -124,20 +126,15 @@ pub(crate) fn provider_check(o: &Opts, deadline: Instant) -> Check {
     Check::verdict("cuda_provider", met, summary, goal, serde_json::json!({ "runs": runs, "errors": errors }))
 }
 
-/// Check 4's verdict (pure): the large request was served or answered `gpu_oom`
-/// within 3 retries, and the next request was served.
-pub(crate) fn oom_met(large: &Result<(), (String, String)>, retries: Option<u32>, next_ok: bool) -> bool {
+/// Check 4's verdict (pure): an out-of-memory happened (`retries` > 0, the memory
+/// manager's count), the large request was then served or answered `gpu_oom` within 3
+/// retries, and the next request was served.
+pub(crate) fn oom_met(large: &Result<(), (String, String)>, retries: u64, next_ok: bool) -> bool {
     let large_ok = match large {
         Ok(()) => true,
-        Err((code, _)) => code == ErrorCode::GpuOom.as_str() && retries.is_some_and(|r| r <= 3),
+        Err((code, _)) => code == ErrorCode::GpuOom.as_str(),
     };
-    large_ok && next_ok
-}
-
-/// The retry count in a `gpu_oom` message ("… after N retries)").
-pub(crate) fn retries_in(message: &str) -> Option<u32> {
-    let (_, rest) = message.rsplit_once("after ")?;
-    rest.split_whitespace().next()?.parse().ok()
+    large_ok && (1..=3).contains(&retries) && next_ok
 }
 
 /// Check 4: a real CUDA out-of-memory (arena capped by `gpu_mem_limit`, the largest
@@ -161,7 +158,7 @@ pub(crate) fn oom_check(o: &Opts, settings: &Arc<Settings>) -> Result<Check, Str
         .generate(&large_req, model, &out, &mut |_, _| {})
         .map(|_| ())
         .map_err(|f| (f.code.as_str().to_string(), f.message));
-    let retries = large.as_ref().err().and_then(|(_, m)| retries_in(m));
+    let retries = engine.memory().map_or(0, |m| m.oom_retries);
     if !o.gpu() {
         engine.inner_mut().set_faults(FaultPlan::default());
     }
@@ -236,7 +233,7 @@ pub(crate) fn arena_check(o: &Opts, settings: &Arc<Settings>, deadline: Instant)
     };
     let mut engine = common::lane_engine(o, settings, model, LoadOptions::default())?;
     engine.prepare(model).map_err(|f| f.message)?;
-    let source = common::source(o);
+    let source = common::source(o)?;
     let none = AtomicU32::new(0);
     let baseline = common::used_now(source, &none);
     let out = common::scratch("arena")?;
@@ -278,19 +275,20 @@ mod tests {
 
     #[test]
     fn oom_verdicts() {
-        let oom = |n: u32| Err(("gpu_oom".to_string(), format!("x (still out of memory after {n} retries)")));
+        let oom = || Err(("gpu_oom".to_string(), "out of memory (still out of memory after 3 retries)".to_string()));
+        // (large request's result, retries the manager counted, next served, met)
         let cases = [
-            (Ok(()), None, true, true),
-            (oom(3), Some(3), true, true),
-            (oom(4), Some(4), true, false),
-            (oom(2), Some(2), false, false),
-            (Err(("inference_failed".to_string(), "boom".to_string())), None, true, false),
+            (Ok(()), 1, true, true),
+            (Ok(()), 0, true, false),
+            (oom(), 3, true, true),
+            (oom(), 4, true, false),
+            (oom(), 0, true, false),
+            (oom(), 2, false, false),
+            (Err(("inference_failed".to_string(), "boom".to_string())), 1, true, false),
         ];
         for (large, retries, next, want) in cases {
-            assert_eq!(oom_met(&large, retries, next), want, "{large:?}");
+            assert_eq!(oom_met(&large, retries, next), want, "{large:?} {retries}");
         }
-        assert_eq!(retries_in("out of memory (still out of memory after 3 retries)"), Some(3));
-        assert_eq!(retries_in("no count"), None);
     }
 
     #[test]

@@ -52,12 +52,13 @@ struct Report {
 
 impl Report {
     fn new(opts: Opts) -> Report {
-        let facts = opts
-            .facts
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(serde_json::Value::Null);
+        let facts = match &opts.facts {
+            None => serde_json::Value::Null,
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+                .unwrap_or_else(|e| serde_json::json!({ "error": format!("{}: {e}", path.display()) })),
+        };
         let sample = warmlane_engine::memory::sample();
         let device = serde_json::json!({
             "nvml": warmlane_engine::memory::device_available(),
