@@ -351,7 +351,7 @@ impl Pipeline {
     fn run_options(&self, shrink: bool) -> Result<RunOptions, EngineError> {
         let fail = |e: ort::Error| EngineError::Inference { stage: "run options".into(), source: Box::new(e) };
         let mut options = RunOptions::new().map_err(fail)?;
-        let allowed = std::env::var(crate::runtime::CUDA_SHRINK_ENV).map_or(true, |v| v != "0");
+        let allowed = crate::runtime::cuda_arena_shrink();
         if self.provider() == Provider::Cuda && shrink && allowed {
             // Give the CUDA arena's unused chunks back to the device at the end of a stage.
             options.set("memory.enable_memory_arena_shrinkage", "gpu:0").map_err(fail)?;

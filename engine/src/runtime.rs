@@ -27,6 +27,11 @@ pub const ORT_CPU_ARENA_ENV: &str = "WARMLANE_ORT_CPU_ARENA";
 /// An experiment knob for the GPU kit's per-step timing.
 pub const CUDA_SHRINK_ENV: &str = "WARMLANE_CUDA_ARENA_SHRINK";
 
+/// Whether CUDA arenas shrink at stage ends: anything but `0` in [`CUDA_SHRINK_ENV`].
+pub fn cuda_arena_shrink() -> bool {
+    std::env::var(CUDA_SHRINK_ENV).map_or(true, |v| v != "0")
+}
+
 /// The process-wide ONNX Runtime: the loaded library and its environment.
 pub struct Runtime {
     env: ort::environment::Environment,

@@ -144,7 +144,7 @@ fn summary(
         "engine_load_ms": loads[0], "bare_load_ms": loads[1], "components": components,
         "engine_step_ms": engine_ms, "bare_step_ms": bare_ms,
         "overhead_pct": 100.0 * (engine_ms - bare_ms) / bare_ms,
-        "arena_shrink": std::env::var(warmlane_engine::runtime::CUDA_SHRINK_ENV).map_or(true, |v| v != "0"),
+        "arena_shrink": warmlane_engine::runtime::cuda_arena_shrink(),
     })
 }
 

@@ -173,47 +173,33 @@ pub(crate) fn sc001_check(a: &Alternation, margin: u64) -> Check {
     Check::verdict("sc001", met, summary, goal, figures)
 }
 
-/// Cold switches (parking off) between the pipelines of `settings`.
-fn cold_switches(
+/// Four switches between the pipelines of `settings`: with parking off (every switch a
+/// cold load) or on (both pipelines parked first; only switches that loaded parked
+/// bytes are kept).
+fn switches(
     o: &Opts,
     settings: &Arc<Settings>,
     budget: u64,
-    deadline: Instant,
-) -> Result<Vec<SwapTimings>, String> {
-    let mut engine = common::degraded_engine(o, settings, budget, 0)?;
-    engine.prepare(HEAVY[0]).map_err(|f| f.message)?;
-    let mut times = Vec::new();
-    for i in 0..4 {
-        if common::left(deadline).is_zero() {
-            break;
-        }
-        engine.prepare(HEAVY[(i + 1) % 2]).map_err(|f| f.message)?;
-        times.push(engine.inner().last_swap());
-    }
-    engine.release();
-    Ok(times)
-}
-
-/// Parked switches between the pipelines of `settings` (both parked first).
-fn parked_switches(
-    o: &Opts,
-    settings: &Arc<Settings>,
-    budget: u64,
+    parked: bool,
     deadline: Instant,
 ) -> Result<Vec<SwapTimings>, String> {
     let weights: u64 = HEAVY.iter().map(|m| settings.model(m).map_or(0, |s| s.memory.weights_bytes)).sum();
-    let mut engine = common::degraded_engine(o, settings, budget, 2 * weights + (1 << 30))?;
-    for m in HEAVY {
+    let park = if parked { 2 * weights + (1 << 30) } else { 0 };
+    let mut engine = common::degraded_engine(o, settings, budget, park)?;
+    let first = if parked { &HEAVY[..] } else { &HEAVY[..1] };
+    for m in first {
         engine.prepare(m).map_err(|f| f.message)?;
     }
+    let mut resident = first.len() - 1;
     let mut times = Vec::new();
-    for i in 0..4 {
+    for _ in 0..4 {
         if common::left(deadline).is_zero() {
             break;
         }
+        resident = 1 - resident;
         let before = engine.inner().parked_loads();
-        engine.prepare(HEAVY[i % 2]).map_err(|f| f.message)?;
-        if engine.inner().parked_loads() > before {
+        engine.prepare(HEAVY[resident]).map_err(|f| f.message)?;
+        if !parked || engine.inner().parked_loads() > before {
             times.push(engine.inner().last_swap());
         }
     }
@@ -292,7 +278,7 @@ pub(crate) fn switch_check(
     deadline: Instant,
 ) -> Result<Check, String> {
     let pinned = facts.get("pinned_h2d_gbps").and_then(serde_json::Value::as_f64);
-    let cold = cold_switches(o, settings, a.budget_bytes, deadline)?;
+    let cold = switches(o, settings, a.budget_bytes, false, deadline)?;
     let parked: Vec<SwapTimings> = a.outcomes.iter().filter(|x| x.parked).filter_map(|x| x.swap).collect();
     let heavy = pair_figures(&cold, &parked, a.weights_bytes, pinned);
     let mid = match &o.mid_dir {
@@ -300,8 +286,8 @@ pub(crate) fn switch_check(
             let mid = common::settings(o, Some(dir))?;
             let weights = HEAVY.map(|m| mid.model(m).map_or(0, |s| s.memory.weights_bytes));
             let budget = weights.iter().max().copied().unwrap_or(0) + o.margin_bytes;
-            let cold = cold_switches(o, &mid, budget, deadline)?;
-            let parked = parked_switches(o, &mid, budget, deadline)?;
+            let cold = switches(o, &mid, budget, false, deadline)?;
+            let parked = switches(o, &mid, budget, true, deadline)?;
             Some(pair_figures(&cold, &parked, weights, pinned))
         }
         None => None,
