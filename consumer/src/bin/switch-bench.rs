@@ -189,16 +189,9 @@ fn run() -> Result<(), String> {
     println!("(medians; target parked/cold <= {TARGET}: {})", if all_met { "met" } else { "NOT met" });
     println!("where a parked switch goes (means, ms): incoming  stop  confirm  session  warm-up  other  total");
     for (i, m) in MODELS.iter().enumerate() {
-        let b = &figures[i].breakdown;
-        let pick = |f: fn(&SwapTimings) -> f64| b.iter().map(f).sum::<f64>() / b.len().max(1) as f64;
-        let (stop, confirm, session, warmup, total) = (
-            pick(|t| t.stop_ms),
-            pick(|t| t.confirm_ms),
-            pick(|t| t.session_ms),
-            pick(|t| t.warmup_ms),
-            pick(|t| t.total_ms),
-        );
-        let other = total - stop - confirm - session - warmup;
+        let t = SwapTimings::mean(&figures[i].breakdown);
+        let (stop, confirm, session, warmup, total, other) =
+            (t.stop_ms, t.confirm_ms, t.session_ms, t.warmup_ms, t.total_ms, t.other_ms());
         println!("  {m:<8} {stop:>5.0} {confirm:>8.0} {session:>8.0} {warmup:>8.0} {other:>6.0} {total:>6.0}");
     }
     println!("(process start and ONNX Runtime initialisation are off the critical path: the spare runner)");

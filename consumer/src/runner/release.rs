@@ -24,6 +24,28 @@ pub struct SwapTimings {
     pub worker_rss_after_stop: u64,
 }
 
+impl SwapTimings {
+    /// The mean of each timed part over `all` (zeros for none; the readings after the
+    /// stop are not averaged and stay empty).
+    pub fn mean(all: &[SwapTimings]) -> SwapTimings {
+        let n = all.len().max(1) as f64;
+        let mean = |f: fn(&SwapTimings) -> f64| all.iter().map(f).sum::<f64>() / n;
+        SwapTimings {
+            stop_ms: mean(|t| t.stop_ms),
+            confirm_ms: mean(|t| t.confirm_ms),
+            session_ms: mean(|t| t.session_ms),
+            warmup_ms: mean(|t| t.warmup_ms),
+            total_ms: mean(|t| t.total_ms),
+            ..SwapTimings::default()
+        }
+    }
+
+    /// The time outside the named parts: process hand-over and frames.
+    pub fn other_ms(&self) -> f64 {
+        self.total_ms - self.stop_ms - self.confirm_ms - self.session_ms - self.warmup_ms
+    }
+}
+
 /// What the release check reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReleaseReadings {
@@ -59,6 +81,19 @@ pub fn confirm_release(r: ReleaseReadings) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swap_means_and_the_rest() {
+        let a =
+            SwapTimings { stop_ms: 10.0, session_ms: 100.0, warmup_ms: 20.0, total_ms: 140.0, ..Default::default() };
+        let b = SwapTimings { stop_ms: 30.0, confirm_ms: 2.0, total_ms: 180.0, device_used_after_stop: Some(7), ..a };
+        let m = SwapTimings::mean(&[a, b]);
+        assert_eq!((m.stop_ms, m.confirm_ms, m.session_ms, m.warmup_ms, m.total_ms), (20.0, 1.0, 100.0, 20.0, 160.0));
+        assert_eq!(m.device_used_after_stop, None);
+        assert_eq!(m.other_ms(), 19.0);
+        assert_eq!(a.other_ms(), 10.0);
+        assert_eq!(SwapTimings::mean(&[]), SwapTimings::default());
+    }
 
     #[test]
     fn release_check_table() {

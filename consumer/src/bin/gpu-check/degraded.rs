@@ -209,18 +209,10 @@ fn switches(
 
 /// Mean of each part of the switches' time, ms.
 fn breakdown(t: &[SwapTimings]) -> serde_json::Value {
-    let n = t.len().max(1) as f64;
-    let mean = |f: fn(&SwapTimings) -> f64| t.iter().map(f).sum::<f64>() / n;
-    let (total, stop, confirm, session, warmup) = (
-        mean(|x| x.total_ms),
-        mean(|x| x.stop_ms),
-        mean(|x| x.confirm_ms),
-        mean(|x| x.session_ms),
-        mean(|x| x.warmup_ms),
-    );
+    let m = SwapTimings::mean(t);
     serde_json::json!({
-        "stop_ms": stop, "confirm_ms": confirm, "session_ms": session, "warmup_ms": warmup,
-        "other_ms": total - stop - confirm - session - warmup, "total_ms": total,
+        "stop_ms": m.stop_ms, "confirm_ms": m.confirm_ms, "session_ms": m.session_ms, "warmup_ms": m.warmup_ms,
+        "other_ms": m.other_ms(), "total_ms": m.total_ms,
     })
 }
 
