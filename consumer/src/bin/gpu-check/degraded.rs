@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use warmlane_consumer::runner::release::SwapTimings;
 use warmlane_consumer::Engine;
+use warmlane_engine::memory::delta;
 use warmlane_shared::{ErrorCode, Settings};
 
 /// A reading after a runner exit may differ from the floor by this much (issue #17).
@@ -77,8 +78,8 @@ pub(crate) fn alternate(o: &Opts, settings: &Arc<Settings>, deadline: Instant) -
         let switch = engine.prepare(model);
         let swap = engine.inner().last_swap();
         let drift = match source {
-            Source::Nvml => swap.device_used_after_stop.map(|u| memory_delta(floor, u)),
-            Source::Rss => (swap.worker_rss_after_stop > 0).then(|| memory_delta(floor, swap.worker_rss_after_stop)),
+            Source::Nvml => swap.device_used_after_stop.map(|u| delta(floor, u)),
+            Source::Rss => (swap.worker_rss_after_stop > 0).then(|| delta(floor, swap.worker_rss_after_stop)),
         };
         let result = switch.and_then(|_| engine.generate(&req, "degraded", &out, &mut |_, _| {}));
         outcomes.push(Outcome {
@@ -106,13 +107,9 @@ pub(crate) fn alternate(o: &Opts, settings: &Arc<Settings>, deadline: Instant) -
         budget_bytes: budget,
         peak_bytes,
         outcomes,
-        end_drift_bytes: memory_delta(floor, end),
+        end_drift_bytes: delta(floor, end),
         not_run,
     })
-}
-
-fn memory_delta(floor: u64, now: u64) -> i64 {
-    warmlane_engine::memory::delta(floor, now)
 }
 
 /// Check 2's verdict (pure): every switch has a reading within the tolerance.
@@ -151,7 +148,7 @@ pub(crate) fn sc001_met(ooms: usize, failures: usize, growth: i64, larger: u64, 
 /// Check 3: SC-001 on this device.
 pub(crate) fn sc001_check(a: &Alternation, margin: u64) -> Check {
     let larger = a.weights_bytes.iter().max().copied().unwrap_or(0);
-    let growth = memory_delta(a.floor_bytes, a.peak_bytes);
+    let growth = delta(a.floor_bytes, a.peak_bytes);
     let failures = a.outcomes.iter().filter(|o| o.code != "ok").count() + a.not_run;
     let met = sc001_met(a.ooms(), failures, growth, larger, margin);
     let summary = format!(

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warmlane_consumer::Engine;
+use warmlane_engine::memory::delta;
 use warmlane_engine::{FaultPlan, LoadOptions};
 use warmlane_shared::{ErrorCode, Settings};
 
@@ -199,15 +200,11 @@ pub(crate) fn arena_met(baseline: u64, after: &[u64], slack: i64) -> (bool, bool
     }
     let half = after.len() / 2;
     let first_max = after[..half].iter().max().copied().unwrap_or(0);
-    let plateau = after[half..].iter().all(|&a| common_delta(first_max, a) <= slack);
+    let plateau = after[half..].iter().all(|&a| delta(first_max, a) <= slack);
     let peak = after.iter().max().copied().unwrap_or(0);
-    let allowed = slack.max(common_delta(baseline, peak) / 10);
-    let shrink = common_delta(baseline, after[after.len() - 1]) <= allowed;
+    let allowed = slack.max(delta(baseline, peak) / 10);
+    let shrink = delta(baseline, after[after.len() - 1]) <= allowed;
     (plateau, shrink)
-}
-
-fn common_delta(before: u64, after: u64) -> i64 {
-    warmlane_engine::memory::delta(before, after)
 }
 
 /// Check 5: a warm lane across mixed resolutions (the last one small).
@@ -257,8 +254,8 @@ pub(crate) fn arena_check(o: &Opts, settings: &Arc<Settings>, deadline: Instant)
         if plateau { "yes" } else { "NO" },
         if shrink { "yes" } else { "NO" },
         mib(baseline as i64),
-        mib(common_delta(baseline, peak)),
-        mib(common_delta(baseline, after.last().copied().unwrap_or(baseline)))
+        mib(delta(baseline, peak)),
+        mib(delta(baseline, after.last().copied().unwrap_or(baseline)))
     );
     let figures = serde_json::json!({
         "source": source, "sizes": sizes, "baseline_bytes": baseline, "after_bytes": after,
