@@ -5,7 +5,7 @@
 //! cannot drift from the router.
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::routes::{admin, dashboard, generate, result, system, tasks, vram};
+use super::routes::{admin, dashboard, docs, generate, result, system, tasks, vram};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         dashboard::index, dashboard::script,
         system::health, system::ready, system::lanes, system::models,
-        document,
+        document, docs::page, docs::bundle, docs::css,
         vram::status, vram::check,
         generate::generate,
         tasks::task, tasks::events, result::result, result::preview,
@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         (name = "hardware", description = "Worker memory from heartbeats"),
         (name = "admin", description = "Lane operations (admin key)"),
         (name = "dashboard", description = "The operator dashboard"),
+        (name = "docs", description = "This documentation in Swagger UI (vendored, no network)"),
     )
 )]
 pub struct ApiDoc;

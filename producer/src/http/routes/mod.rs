@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod dashboard;
+pub mod docs;
 pub mod generate;
 pub mod result;
 pub mod system;
