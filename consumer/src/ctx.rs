@@ -1,5 +1,6 @@
 //! [`Ctx`]: what a worker's tasks share, and [`Status`], what its heartbeat reports.
 
+use crate::cancel::Cancels;
 use crate::claim::Claims;
 use crate::engine::Engine;
 use std::path::PathBuf;
@@ -84,6 +85,8 @@ pub struct Ctx {
     pub status: Arc<Mutex<Status>>,
     /// The run going unclaimed, for the late claim on the background runtime.
     pub claims: Arc<Claims>,
+    /// Task ids announced cancelled (filled on the background runtime).
+    pub cancels: Arc<Cancels>,
 }
 
 impl Ctx {

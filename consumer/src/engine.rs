@@ -4,6 +4,7 @@
 //! validated request, and describe its memory. The shipped implementation is
 //! [`crate::ort_engine::OrtEngine`]; tests may supply their own.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Duration;
 use warmlane_shared::{ErrorCode, MemorySnapshot, ValidRequest};
@@ -52,7 +53,7 @@ pub trait Engine: Send + 'static {
         req: &ValidRequest,
         lane: &str,
         out_dir: &std::path::Path,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
     ) -> Result<Output, EngineFailure>;
 
     /// The model resident now, if any.

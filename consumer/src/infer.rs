@@ -1,10 +1,13 @@
 //! The engine's run of one request, inline on the lane thread, with what must go on
 //! meanwhile handed to the background runtime: the load record (as soon as a load
 //! ends) and progress writes (from the first step reported). A panic in the engine
-//! is caught and answered `inference_failed`.
+//! is caught and answered `inference_failed`. A cancel stops the run after its
+//! current denoising step (`crate::cancel`).
 
 use crate::ctx::{lock, Ctx, Status};
 use crate::engine::{EngineFailure, Output};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warmlane_infra::{Report, Store};
@@ -19,6 +22,7 @@ pub async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailur
     let previous = ctx.lock_status().model.clone();
     let mut load_record = None;
     let mut progress_writer: Option<ProgressWriter> = None;
+    let stop = Arc::new(AtomicBool::new(false));
     let result = {
         let mut engine = lock(&ctx.engine);
         let mut run = || {
@@ -33,10 +37,14 @@ pub async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailur
                 };
                 load_record = Some(ctx.background.spawn(record.write()));
             }
-            // The last step is not written: the terminal reply follows at once.
+            // A cancel heard on the channel, or seen by a progress write, stops the run
+            // after this step. The last step is not written: the reply follows at once.
             let mut progress = |step: u32, steps: u32| {
+                if ctx.cancels.contains(&req.task_id) || stop.load(Ordering::Relaxed) {
+                    return ControlFlow::Break(());
+                }
                 if step >= steps {
-                    return;
+                    return ControlFlow::Continue(());
                 }
                 match &progress_writer {
                     Some((tx, _)) => {
@@ -44,11 +52,16 @@ pub async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailur
                     }
                     None => {
                         let (tx, rx) = tokio::sync::watch::channel((step, steps));
-                        let writer =
-                            ctx.background.spawn(write_progress(ctx.background_store.clone(), req.task_id.clone(), rx));
+                        let writer = ctx.background.spawn(write_progress(
+                            ctx.background_store.clone(),
+                            req.task_id.clone(),
+                            rx,
+                            stop.clone(),
+                        ));
                         progress_writer = Some((tx, writer));
                     }
                 }
+                ControlFlow::Continue(())
             };
             engine.generate(req, &ctx.lane, &ctx.results_dir, &mut progress)
         };
@@ -68,11 +81,23 @@ pub async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailur
 /// The latest `(step, steps)` and the task on the background runtime writing it.
 type ProgressWriter = (tokio::sync::watch::Sender<(u32, u32)>, tokio::task::JoinHandle<()>);
 
-async fn write_progress(store: Store, task_id: String, mut rx: tokio::sync::watch::Receiver<(u32, u32)>) {
+/// Writes the latest step until the run ends; raises `stop` when the store says the
+/// task was cancelled or already answered.
+async fn write_progress(
+    store: Store,
+    task_id: String,
+    mut rx: tokio::sync::watch::Receiver<(u32, u32)>,
+    stop: Arc<AtomicBool>,
+) {
     loop {
         let (step, steps) = *rx.borrow_and_update();
-        if let Err(e) = store.progress(&task_id, step, steps).await {
-            tracing::debug!(error = %Report(&e), "progress update failed");
+        match store.progress(&task_id, step, steps).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(task_id, step, "the task was cancelled or answered meanwhile; stopping its run");
+                stop.store(true, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %Report(&e), "progress update failed"),
         }
         if rx.changed().await.is_err() {
             return;

@@ -26,6 +26,7 @@
 //! - [`runner`]: the degraded worker's runner child process and `RunnerEngine`.
 
 pub mod args;
+pub mod cancel;
 pub mod claim;
 pub mod ctx;
 pub mod engine;

@@ -13,6 +13,7 @@
 
 use crate::engine::{Engine, EngineFailure, Output};
 use crate::memory::{now_ms, LoadDecision, MemoryManager, OomDecision, OomRetry, PipelineReport, Victim};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,7 +180,7 @@ impl<E: Managed> Engine for ManagedEngine<E> {
         req: &ValidRequest,
         lane: &str,
         out_dir: &Path,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
     ) -> Result<Output, EngineFailure> {
         self.prepare(&req.model)?;
         let model = req.model.clone();

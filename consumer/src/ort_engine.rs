@@ -9,6 +9,7 @@
 use crate::engine::{Engine, EngineFailure, Output};
 use crate::managed::Managed;
 use crate::memory::PipelineReport;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,7 +100,7 @@ impl Engine for OrtEngine {
         req: &ValidRequest,
         lane: &str,
         out_dir: &Path,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
     ) -> Result<Output, EngineFailure> {
         self.prepare(&req.model)?;
         let timeout_ms = self.settings.model(&req.model).map(|m| m.inference_timeout_ms).unwrap_or(600_000);

@@ -127,8 +127,10 @@ pub async fn run(
         engine: Arc::new(Mutex::new(engine)),
         status: Arc::new(Mutex::new(Status::starting(&cfg.lane, now_ms()))),
         claims: Arc::default(),
+        cancels: Arc::default(),
     });
     let heartbeat = tokio::spawn(upkeep::heartbeat_loop(ctx.clone()));
+    let cancels = tokio::spawn(crate::cancel::listen(ctx.store.clone(), ctx.cancels.clone()));
     // Only a lane worker starts first deliveries unclaimed (crate::claim).
     let claimer = claim::claim_after(&cfg.settings).filter(|_| is_lane).map(|after| {
         tokio::spawn(claim::claim_late_runs(
@@ -141,6 +143,7 @@ pub async fn run(
     });
     let stop_background = || {
         heartbeat.abort();
+        cancels.abort();
         if let Some(claimer) = &claimer {
             claimer.abort();
         }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warmlane_consumer::managed::{Managed, ManagedEngine};
@@ -46,7 +47,7 @@ fn larger_pipeline_alone(settings: &Arc<Settings>, out: &std::path::Path) -> u64
     // Three cycles so that the 20 ms sampler sees the load transient as often as in the run.
     for i in 0..3 {
         let req = request(settings, "phr00t", &format!("sc001-alone-{i}"));
-        engine.generate(&req, "degraded", out, &mut |_, _| {}).expect("phr00t alone");
+        engine.generate(&req, "degraded", out, &mut |_, _| ControlFlow::Continue(())).expect("phr00t alone");
         engine.release();
     }
     sampler.stop().0
@@ -71,7 +72,7 @@ fn sc001_alternating_heavy_pipelines_never_hold_two() {
         let req = request(&settings, model, &format!("sc001-{i}"));
         let load = engine.prepare(model).expect("prepare");
         assert!(load.is_some(), "request {i}: an alternating request switches");
-        let result = engine.generate(&req, "degraded", &out, &mut |_, _| {});
+        let result = engine.generate(&req, "degraded", &out, &mut |_, _| ControlFlow::Continue(()));
         let output = result.unwrap_or_else(|f| panic!("request {i} ({model}) failed: {f}"));
         assert!(output.bytes > 0);
         let heavy_children = children_of(me).into_iter().filter(|c| probe::rss_of(*c).unwrap_or(0) > 100 << 20).count();
@@ -127,7 +128,9 @@ fn one_pipeline_budget_swaps_and_too_small_budget_refuses() {
     let mut spare_before = None;
     for (i, model) in ["anisora", "phr00t", "anisora"].into_iter().enumerate() {
         let req = request(&settings, model, &format!("budget-{i}"));
-        engine.generate(&req, "degraded", &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("{model}: {f}"));
+        engine
+            .generate(&req, "degraded", &out, &mut |_, _| ControlFlow::Continue(()))
+            .unwrap_or_else(|f| panic!("{model}: {f}"));
         // One swap path: the budget's release goes through the slot, which keeps the
         // spare runner, so the next model loads in the spare started after the last load.
         let pid = runner_pid.load(std::sync::atomic::Ordering::SeqCst);
@@ -151,7 +154,7 @@ fn one_pipeline_budget_swaps_and_too_small_budget_refuses() {
 
     let mut small = degraded(&settings, 150 << 20);
     let req = request(&settings, "anisora", "budget-small");
-    let err = small.generate(&req, "degraded", &out, &mut |_, _| {}).expect_err("does not fit");
+    let err = small.generate(&req, "degraded", &out, &mut |_, _| ControlFlow::Continue(())).expect_err("does not fit");
     assert_eq!(err.code, ErrorCode::GpuOom);
     assert!(
         err.message.contains("memory budget refuses the load") && err.message.contains("budget is 157.3 MB"),
@@ -184,7 +187,7 @@ fn crashed_and_hung_runners_fail_their_task_and_are_replaced() {
     engine.prepare("anisora").expect("load");
     let crashed = current();
     let err = engine
-        .generate(&request(&settings, "anisora", "crash-1"), "degraded", &out, &mut |_, _| {})
+        .generate(&request(&settings, "anisora", "crash-1"), "degraded", &out, &mut |_, _| ControlFlow::Continue(()))
         .expect_err("crash");
     assert_eq!(err.code, ErrorCode::InferenceFailed, "{}", err.message);
     assert!(err.message.contains("crashed"), "{}", err.message);
@@ -196,8 +199,9 @@ fn crashed_and_hung_runners_fail_their_task_and_are_replaced() {
     let hung = current();
     assert_ne!(hung, crashed);
     let started = Instant::now();
-    let err =
-        engine.generate(&request(&settings, "anisora", "hang-1"), "degraded", &out, &mut |_, _| {}).expect_err("hang");
+    let err = engine
+        .generate(&request(&settings, "anisora", "hang-1"), "degraded", &out, &mut |_, _| ControlFlow::Continue(()))
+        .expect_err("hang");
     assert_eq!(err.code, ErrorCode::InferenceTimeout, "{}", err.message);
     assert!(started.elapsed() < Duration::from_secs(30), "killed at the deadline, took {:?}", started.elapsed());
     assert!(probe::rss_of(hung).is_none() && !children_of(me).contains(&hung), "the hung runner is killed and reaped");
@@ -205,7 +209,10 @@ fn crashed_and_hung_runners_fail_their_task_and_are_replaced() {
     engine.inner_mut().set_faults(RunnerFaults::default());
     let mut steps = 0;
     engine
-        .generate(&request(&settings, "anisora", "after-1"), "degraded", &out, &mut |s, _| steps = s)
+        .generate(&request(&settings, "anisora", "after-1"), "degraded", &out, &mut |s, _| {
+            steps = s;
+            ControlFlow::Continue(())
+        })
         .expect("a fresh runner serves");
     assert_eq!(steps, 8, "progress frames reach the caller");
     assert_eq!(engine.loads(), 3);
@@ -229,18 +236,60 @@ fn same_model_reuses_the_runner_and_oom_is_retried() {
     for i in 0..3 {
         assert_eq!(engine.prepare("phr00t").expect("resident"), None, "request {i} waits for no load");
         engine
-            .generate(&request(&settings, "phr00t", &format!("reuse-{i}")), "degraded", &out, &mut |_, _| {})
+            .generate(&request(&settings, "phr00t", &format!("reuse-{i}")), "degraded", &out, &mut |_, _| {
+                ControlFlow::Continue(())
+            })
             .expect("generate");
     }
     assert_eq!(engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst), pid, "same runner");
     assert_eq!(engine.loads(), 1);
+
     engine.release();
 
     engine.inner_mut().set_faults(RunnerFaults { oom_next_runs: 2, ..RunnerFaults::default() });
     engine
-        .generate(&request(&settings, "phr00t", "oom-2"), "degraded", &out, &mut |_, _| {})
+        .generate(&request(&settings, "phr00t", "oom-2"), "degraded", &out, &mut |_, _| ControlFlow::Continue(()))
         .expect("recovers after 2 retries");
     let snap = memory_json(&engine);
     assert_eq!(snap["oom_retries"], 2, "{snap}");
     assert!(snap["evictions"].as_u64() >= Some(1), "{snap}");
+}
+
+/// A cancel reaches the runner mid-generation: it stops after the step at which the
+/// cancel arrives (anisora has 8 guided steps, so it arrives well before the end),
+/// answers `cancelled`, writes nothing, and the same runner serves the next request.
+#[test]
+fn a_cancel_stops_the_runner_at_a_step_and_it_serves_on() {
+    let _serial = serial();
+    let settings = demo_settings();
+    let out = scratch("cancel");
+    let mut engine = degraded(&settings, 1 << 30);
+    engine.prepare("anisora").expect("load");
+    let pid = engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst);
+    let mut seen = Vec::new();
+    let err = engine
+        .generate(&request(&settings, "anisora", "cancel-1"), "degraded", &out, &mut |s, _| {
+            seen.push(s);
+            if s >= 1 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .expect_err("cancelled");
+    assert_eq!(err.code, ErrorCode::Cancelled, "{}", err.message);
+    assert!(!seen.is_empty() && seen.len() < 8, "stopped before the last step: {seen:?}");
+    assert!(!out.join("cancel-1.mp4").exists(), "nothing written for a cancelled run");
+    assert_eq!(
+        engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst),
+        pid,
+        "same runner after a cancel"
+    );
+    engine
+        .generate(&request(&settings, "anisora", "after-cancel"), "degraded", &out, &mut |_, _| {
+            ControlFlow::Continue(())
+        })
+        .expect("the runner serves after a cancel");
+    assert_eq!(engine.loads(), 1, "a cancel costs no reload");
+    engine.release();
 }

@@ -29,7 +29,9 @@ fn lanes_load_once_and_never_wait() {
         let (model, engine) = &mut lanes[i % 3];
         assert_eq!(engine.prepare(model).expect("resident"), None, "request {i} waited for a load");
         let req = request(&settings, model, &format!("lane-{i}"));
-        engine.generate(&req, model, &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("request {i}: {f}"));
+        engine
+            .generate(&req, model, &out, &mut |_, _| std::ops::ControlFlow::Continue(()))
+            .unwrap_or_else(|f| panic!("request {i}: {f}"));
         engine.maintain();
     }
     for (model, engine) in &lanes {
@@ -94,7 +96,11 @@ fn placement_policies_release_components_not_the_pipeline() {
         settings.clone(),
         Arc::new(MemoryManager::new(Budget { bytes: 1 << 30, ..tight }, policy)),
     );
-    engine.generate(&request(&settings, "phr00t", "pol-3"), "phr00t", &out, &mut |_, _| {}).expect("fits");
+    engine
+        .generate(&request(&settings, "phr00t", "pol-3"), "phr00t", &out, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("fits");
     let snap = memory_json(&engine);
     assert_eq!(
         devices(&snap),
@@ -113,7 +119,11 @@ fn release_and_reload(
     model: &str,
     out: &std::path::Path,
 ) {
-    engine.generate(&request(settings, model, &format!("{model}-1")), model, out, &mut |_, _| {}).expect("first");
+    engine
+        .generate(&request(settings, model, &format!("{model}-1")), model, out, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("first");
     assert_eq!(
         devices(&memory_json(engine)),
         pairs(&[("text_encoder", "offloaded"), ("denoiser", "cpu"), ("vae_decoder", "cpu")])
@@ -132,7 +142,9 @@ fn release_and_reload(
     assert!(used >= vae.as_u64().unwrap_or(u64::MAX), "{snap}");
     assert!(rss.is_some_and(|rss| used.abs_diff(rss) <= rss / 10), "used within 10 % of RSS: {snap}");
     engine
-        .generate(&request(settings, model, &format!("{model}-2")), model, out, &mut |_, _| {})
+        .generate(&request(settings, model, &format!("{model}-2")), model, out, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
         .expect("second reloads components");
     assert_eq!(devices(&memory_json(engine))[1], ("denoiser".to_string(), "cpu".to_string()));
     assert_eq!(engine.loads(), 1, "components come back without a pipeline load");

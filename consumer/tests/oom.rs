@@ -26,7 +26,7 @@ fn oom_retries_up_to_three_then_fails_and_serves_the_next() {
     for (n, ok) in [(0, true), (1, true), (3, true), (4, false), (0, true), (7, false)] {
         engine.inner_mut().set_faults(FaultPlan { oom_next_runs: n, ..FaultPlan::default() });
         let req = request(&settings, "anisora", &format!("oom-{n}-{retries}"));
-        let result = engine.generate(&req, "anisora", &out, &mut |_, _| {});
+        let result = engine.generate(&req, "anisora", &out, &mut |_, _| std::ops::ControlFlow::Continue(()));
         match (ok, result) {
             (true, Ok(_)) => retries += n,
             (false, Err(f)) => {
@@ -39,7 +39,9 @@ fn oom_retries_up_to_three_then_fails_and_serves_the_next() {
         assert_eq!(memory_json(&engine)["oom_retries"], retries, "N = {n}");
         engine.inner_mut().set_faults(FaultPlan::default());
         let next = request(&settings, "anisora", &format!("after-{n}-{retries}"));
-        engine.generate(&next, "anisora", &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("after N = {n}: {f}"));
+        engine
+            .generate(&next, "anisora", &out, &mut |_, _| std::ops::ControlFlow::Continue(()))
+            .unwrap_or_else(|f| panic!("after N = {n}: {f}"));
     }
     assert_eq!(engine.loads(), 1, "recovery reloads components, never the pipeline");
 }

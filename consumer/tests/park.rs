@@ -28,7 +28,9 @@ fn same_request(settings: &Settings, model: &str, task_id: &str) -> ValidRequest
 fn run(engine: &mut RunnerEngine, settings: &Settings, model: &str, task_id: &str) -> Vec<u8> {
     let out = scratch(&format!("park-{task_id}"));
     let req = same_request(settings, model, task_id);
-    let output = engine.generate(&req, "degraded", &out, &mut |_, _| {}).unwrap_or_else(|f| panic!("{task_id}: {f}"));
+    let output = engine
+        .generate(&req, "degraded", &out, &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .unwrap_or_else(|f| panic!("{task_id}: {f}"));
     std::fs::read(output.path).expect("video")
 }
 

@@ -57,7 +57,8 @@ fn memory_plateaus_and_comes_back_after_the_largest_request() {
         let body = serde_json::json!({ "v": 1, "task_id": format!("plateau-{i}"), "model": MODEL,
             "prompt": "a fox", "seed": 7, "width": w, "height": h, "frames": f });
         let req = warmlane_shared::validate_json(&body, &settings).expect("a valid size");
-        lane.generate(&req, MODEL, &out, &mut |_, _| {}).unwrap_or_else(|e| panic!("request {i} {w}x{h}x{f}: {e}"));
+        lane.generate(&req, MODEL, &out, &mut |_, _| std::ops::ControlFlow::Continue(()))
+            .unwrap_or_else(|e| panic!("request {i} {w}x{h}x{f}: {e}"));
         // The shim serves results from disk; only the worker's memory is measured here.
         let _ = std::fs::remove_dir_all(&out);
         let _ = std::fs::create_dir_all(&out);

@@ -89,6 +89,12 @@ pub enum EngineError {
         #[source]
         source: BoxError,
     },
+    /// The caller's progress callback asked to stop (a cancelled task).
+    #[error("cancelled after {stage}")]
+    Cancelled {
+        /// The last stage that ran, e.g. `denoiser step 2/8`.
+        stage: String,
+    },
 }
 
 impl EngineError {
@@ -98,6 +104,7 @@ impl EngineError {
             EngineError::InvalidJob { .. } => ErrorCode::InvalidParameter,
             EngineError::Timeout { .. } => ErrorCode::InferenceTimeout,
             EngineError::OutOfMemory { .. } => ErrorCode::GpuOom,
+            EngineError::Cancelled { .. } => ErrorCode::Cancelled,
             EngineError::LibraryNotFound
             | EngineError::RuntimeInit { .. }
             | EngineError::Load { .. }
@@ -168,6 +175,11 @@ mod tests {
         assert_eq!(EngineError::from_ort("denoiser", "CUDA failure 2").code(), ErrorCode::GpuOom);
         assert_eq!(EngineError::from_ort("denoiser", "shape mismatch").code(), ErrorCode::InferenceFailed);
         assert_eq!(EngineError::LibraryNotFound.to_string(), LIBRARY_NOT_FOUND);
+        let cancelled = EngineError::Cancelled { stage: "denoiser step 2/8".into() };
+        assert_eq!(
+            (cancelled.code(), cancelled.to_string().as_str()),
+            (ErrorCode::Cancelled, "cancelled after denoiser step 2/8")
+        );
         // The cause is the source, and the chain reads as one line.
         let oom = EngineError::from_ort("denoiser step 2/4", "CUDA failure 2");
         assert_eq!(oom.to_string(), "out of memory at denoiser step 2/4");

@@ -16,6 +16,7 @@ use crate::schedule;
 use crate::tokenizer::Tokenizer;
 use feed::Tensor;
 use ort::session::{RunOptions, Session};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 use warmlane_shared::settings::pipeline::{Guidance, Slot};
 use warmlane_shared::settings::PipelineSettings;
@@ -104,7 +105,7 @@ pub(crate) fn run(
     components: &mut [Component; 3],
     ctx: &mut Context<'_>,
     req: &Request<'_>,
-    progress: &mut dyn FnMut(u32, u32),
+    progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
 ) -> Result<Video, EngineError> {
     let [text_encoder, denoiser, vae_decoder] = components;
     let s = ctx.settings;
@@ -143,7 +144,9 @@ pub(crate) fn run(
         if let Some(trace) = ctx.trace.as_deref_mut() {
             trace.latents.push(latent.clone());
         }
-        progress(n, req.steps);
+        if progress(n, req.steps).is_break() {
+            return Err(EngineError::Cancelled { stage });
+        }
     }
     ctx.timings.denoise_us = t1.elapsed().as_micros() as u64;
 

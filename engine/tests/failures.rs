@@ -28,8 +28,12 @@ fn forced_failure_mid_loop_cleans_up_and_reports_inference_failed() {
     let faults = FaultPlan { fail_at_step: Some(3), oom_next_runs: 0 };
     let mut pipeline = load("anisora", &LoadOptions { faults, ..LoadOptions::default() });
     let mut progress = Vec::new();
-    let (result, captured) =
-        capture(|| pipeline.generate(&job("fault_step", 8, 5.0, 1, &out), &mut |s, n| progress.push((s, n))));
+    let (result, captured) = capture(|| {
+        pipeline.generate(&job("fault_step", 8, 5.0, 1, &out), &mut |s, n| {
+            progress.push((s, n));
+            std::ops::ControlFlow::Continue(())
+        })
+    });
     let error = result.expect_err("fault at step 3");
     assert_eq!(error.code(), ErrorCode::InferenceFailed);
     assert_eq!(progress, vec![(1, 8), (2, 8)]);
@@ -46,7 +50,9 @@ fn forced_failure_mid_loop_cleans_up_and_reports_inference_failed() {
 
     // Still usable once the fault is lifted.
     pipeline.set_faults(FaultPlan::default());
-    let (result, captured) = capture(|| pipeline.generate(&job("after_fault", 8, 5.0, 1, &out), &mut |_, _| {}));
+    let (result, captured) = capture(|| {
+        pipeline.generate(&job("after_fault", 8, 5.0, 1, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+    });
     assert_eq!(result.expect("generates after the failure").denoiser_calls, 16);
     let line = only_cleanup_line(&captured);
     assert_eq!((line["outcome"].as_str(), line["code"].as_str()), (Some("done"), Some("")));
@@ -59,14 +65,19 @@ fn simulated_allocation_failures_map_to_gpu_oom_then_recover() {
     let faults = FaultPlan { fail_at_step: None, oom_next_runs: 2 };
     let mut pipeline = load("phr00t", &LoadOptions { faults, ..LoadOptions::default() });
     for attempt in 0..2 {
-        let (result, captured) =
-            capture(|| pipeline.generate(&job(&format!("oom_{attempt}"), 4, 1.0, 1, &out), &mut |_, _| {}));
+        let (result, captured) = capture(|| {
+            pipeline.generate(&job(&format!("oom_{attempt}"), 4, 1.0, 1, &out), &mut |_, _| {
+                std::ops::ControlFlow::Continue(())
+            })
+        });
         let error = result.expect_err("simulated OOM");
         assert!(error.is_oom(), "{error}");
         assert_eq!(error.code(), ErrorCode::GpuOom);
         assert_eq!(only_cleanup_line(&captured)["code"], "gpu_oom");
     }
-    let generation = pipeline.generate(&job("oom_done", 4, 1.0, 1, &out), &mut |_, _| {}).expect("third try succeeds");
+    let generation = pipeline
+        .generate(&job("oom_done", 4, 1.0, 1, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .expect("third try succeeds");
     assert_eq!(generation.denoiser_calls, 4);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -77,13 +88,15 @@ fn timeout_maps_to_inference_timeout_and_pipeline_stays_usable() {
     let mut pipeline = load("phr00t", &LoadOptions::default());
     let mut slow = job("slow", 4, 1.0, 1, &out);
     slow.timeout = Duration::ZERO;
-    let (result, captured) = capture(|| pipeline.generate(&slow, &mut |_, _| {}));
+    let (result, captured) = capture(|| pipeline.generate(&slow, &mut |_, _| std::ops::ControlFlow::Continue(())));
     let error = result.expect_err("no time at all");
     assert!(matches!(error, EngineError::Timeout { .. }), "{error}");
     assert_eq!(error.code(), ErrorCode::InferenceTimeout);
     let line = only_cleanup_line(&captured);
     assert_eq!((line["outcome"].as_str(), line["code"].as_str()), (Some("failed"), Some("inference_timeout")));
-    pipeline.generate(&job("fast", 4, 1.0, 1, &out), &mut |_, _| {}).expect("next job runs");
+    pipeline
+        .generate(&job("fast", 4, 1.0, 1, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .expect("next job runs");
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -93,7 +106,7 @@ fn invalid_job_is_invalid_parameter_and_still_logged() {
     let mut pipeline = load("phr00t", &LoadOptions::default());
     let mut odd = job("odd", 4, 1.0, 1, &out);
     odd.width = 30;
-    let (result, captured) = capture(|| pipeline.generate(&odd, &mut |_, _| {}));
+    let (result, captured) = capture(|| pipeline.generate(&odd, &mut |_, _| std::ops::ControlFlow::Continue(())));
     let error = result.expect_err("width not a multiple of 8");
     assert_eq!(error.code(), ErrorCode::InvalidParameter);
     assert!(error.to_string().contains("width"), "{error}");
@@ -113,7 +126,8 @@ fn cuda_request_falls_back_to_cpu_loudly_and_generates() {
     let settings = demo_settings("phr00t");
     let ((pipeline, generation), captured) = capture(|| {
         let mut pipeline = Pipeline::load("phr00t", &settings, &repo_root(), &opts).expect("load falls back");
-        let generation = pipeline.generate(&job("cuda", 4, 1.0, 1, &out), &mut |_, _| {});
+        let generation =
+            pipeline.generate(&job("cuda", 4, 1.0, 1, &out), &mut |_, _| std::ops::ControlFlow::Continue(()));
         (pipeline, generation)
     });
     if pipeline.memory().components.iter().all(|c| c.provider == Provider::Cuda) {
@@ -146,12 +160,19 @@ fn deadline_mid_loop_stops_the_loop_with_inference_timeout() {
     (long.width, long.height, long.frames) = (256, 256, 16);
     long.timeout = Duration::from_millis(40);
     let mut steps_done = 0;
-    let (result, captured) = capture(|| pipeline.generate(&long, &mut |s, _| steps_done = s));
+    let (result, captured) = capture(|| {
+        pipeline.generate(&long, &mut |s, _| {
+            steps_done = s;
+            std::ops::ControlFlow::Continue(())
+        })
+    });
     let error = result.expect_err("200 guided steps at 256x256x16 do not fit in 40 ms");
     assert_eq!(error.code(), ErrorCode::InferenceTimeout, "{error}");
     assert!(steps_done < 200, "stopped early, after step {steps_done}");
     let line = only_cleanup_line(&captured);
     assert_eq!(line["code"], "inference_timeout");
-    pipeline.generate(&job("after_timeout", 8, 5.0, 1, &out), &mut |_, _| {}).expect("usable after timeout");
+    pipeline
+        .generate(&job("after_timeout", 8, 5.0, 1, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .expect("usable after timeout");
     let _ = std::fs::remove_dir_all(&out);
 }

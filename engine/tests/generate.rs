@@ -4,6 +4,7 @@
 mod common;
 
 use common::{demo_settings, init_runtime, job, repo_root, scratch};
+use std::ops::ControlFlow;
 use warmlane_engine::{ComponentRole, LoadOptions, Pipeline, Provider};
 
 /// Decodes a GIF and returns (width, height, frame count).
@@ -31,8 +32,12 @@ fn check_model(model: &str, steps: u32, cfg: f32, expected_calls: u32) {
     let calls_before = pipeline.denoiser_calls_total();
 
     let mut seen = Vec::new();
-    let first =
-        pipeline.generate(&job("first", steps, cfg, 42, &out), &mut |s, n| seen.push((s, n))).expect("generate");
+    let first = pipeline
+        .generate(&job("first", steps, cfg, 42, &out), &mut |s, n| {
+            seen.push((s, n));
+            ControlFlow::Continue(())
+        })
+        .expect("generate");
     assert_eq!(first.denoiser_calls, expected_calls);
     assert_eq!(pipeline.denoiser_calls_total() - calls_before, u64::from(expected_calls));
     assert_eq!(seen, (1..=steps).map(|s| (s, steps)).collect::<Vec<_>>());
@@ -53,9 +58,13 @@ fn check_model(model: &str, steps: u32, cfg: f32, expected_calls: u32) {
     assert_eq!(meta["steps"], steps);
     assert_eq!(meta["frames"], 5);
 
-    let again = pipeline.generate(&job("again", steps, cfg, 42, &out), &mut |_, _| {}).expect("generate again");
+    let again = pipeline
+        .generate(&job("again", steps, cfg, 42, &out), &mut |_, _| ControlFlow::Continue(()))
+        .expect("generate again");
     assert_eq!(std::fs::read(&again.path).expect("read"), bytes, "same seed, same bytes");
-    let other = pipeline.generate(&job("other", steps, cfg, 7, &out), &mut |_, _| {}).expect("generate other");
+    let other = pipeline
+        .generate(&job("other", steps, cfg, 7, &out), &mut |_, _| ControlFlow::Continue(()))
+        .expect("generate other");
     assert_ne!(std::fs::read(&other.path).expect("read"), bytes, "another seed, another video");
 
     let memory = pipeline.memory();
@@ -75,6 +84,39 @@ fn anisora_generates_with_guidance_two_passes_per_step() {
     check_model("anisora", 8, 5.0, 16);
 }
 
+/// A progress callback that breaks stops the run after that step: the error is
+/// `cancelled`, no file is written, and the pipeline serves the next job.
+#[test]
+fn a_break_from_progress_cancels_the_run_and_the_next_job_runs() {
+    init_runtime();
+    let out = scratch("generate-cancel");
+    let settings = demo_settings("anisora");
+    let mut pipeline = Pipeline::load("anisora", &settings, &repo_root(), &LoadOptions::default()).expect("load");
+    let calls_before = pipeline.denoiser_calls_total();
+    let mut seen = Vec::new();
+    let stop_after = |s: u32, n: u32, seen: &mut Vec<(u32, u32)>| {
+        seen.push((s, n));
+        if s == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let err =
+        pipeline.generate(&job("cancelled", 8, 5.0, 42, &out), &mut |s, n| stop_after(s, n, &mut seen)).unwrap_err();
+    assert_eq!(err.code(), warmlane_shared::ErrorCode::Cancelled, "{err}");
+    assert_eq!(err.to_string(), "cancelled after denoiser step 2/8");
+    assert_eq!(seen, vec![(1, 8), (2, 8)], "no step after the break");
+    assert_eq!(pipeline.denoiser_calls_total() - calls_before, 4, "two guided steps ran, no more");
+    for file in ["cancelled.mp4", "cancelled.gif", "cancelled.json"] {
+        assert!(!out.join(file).exists(), "{file} written for a cancelled run");
+    }
+    let next =
+        pipeline.generate(&job("next", 8, 5.0, 42, &out), &mut |_, _| ControlFlow::Continue(())).expect("next job");
+    assert!(next.path.exists());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 #[test]
 fn released_component_is_reloaded_for_the_next_job() {
     init_runtime();
@@ -83,7 +125,8 @@ fn released_component_is_reloaded_for_the_next_job() {
     let mut pipeline = Pipeline::load("phr00t", &settings, &repo_root(), &LoadOptions::default()).expect("load");
     pipeline.release_component(ComponentRole::Denoiser);
     assert!(!pipeline.memory().components[1].loaded);
-    let generation = pipeline.generate(&job("reload", 4, 1.0, 1, &out), &mut |_, _| {}).expect("generate");
+    let generation =
+        pipeline.generate(&job("reload", 4, 1.0, 1, &out), &mut |_, _| ControlFlow::Continue(())).expect("generate");
     assert_eq!(generation.denoiser_calls, 4);
     assert!(pipeline.memory().components[1].loaded);
     let _ = std::fs::remove_dir_all(&out);
@@ -111,7 +154,8 @@ fn ddim_sampler_runs_the_same_components() {
     let mut settings = demo_settings("phr00t");
     settings.sampler = warmlane_engine::Sampler::Ddim;
     let mut pipeline = Pipeline::load("phr00t", &settings, &repo_root(), &LoadOptions::default()).expect("load");
-    let generation = pipeline.generate(&job("ddim", 4, 1.0, 3, &out), &mut |_, _| {}).expect("generate");
+    let generation =
+        pipeline.generate(&job("ddim", 4, 1.0, 3, &out), &mut |_, _| ControlFlow::Continue(())).expect("generate");
     assert_eq!(generation.denoiser_calls, 4);
     let bytes = std::fs::read(&generation.preview_path).expect("gif written");
     assert_eq!(decode_gif(&bytes), (32, 24, 5));

@@ -50,14 +50,18 @@ fn heavy_pipeline_release_returns_rss() {
     // the figures below measure the heavy weights, not one-time initialisation.
     let mut small =
         Pipeline::load("anisora", &demo_settings("anisora"), &repo_root(), &LoadOptions::default()).expect("small");
-    small.generate(&job("small", 2, 5.0, 1, &out), &mut |_, _| {}).expect("small generation");
+    small
+        .generate(&job("small", 2, 5.0, 1, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .expect("small generation");
     drop(small);
 
     let before = rss_bytes();
     let mut pipeline =
         Pipeline::load("anisora-heavy", &settings, &repo_root(), &LoadOptions::default()).expect("heavy load");
     let loaded = rss_bytes();
-    pipeline.generate(&job("heavy", 2, 5.0, 1, &out), &mut |_, _| {}).expect("heavy generation");
+    pipeline
+        .generate(&job("heavy", 2, 5.0, 1, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .expect("heavy generation");
     let memory = pipeline.memory();
     pipeline.release_all();
     drop(pipeline);

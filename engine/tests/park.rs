@@ -35,7 +35,9 @@ fn park_anisora(test: &str) -> (Vec<(ComponentRole, File, u64)>, Vec<u8>) {
             (role, file, len)
         })
         .collect();
-    let video = cold.generate(&job("cold", 8, 5.0, 42, &out), &mut |_, _| {}).expect("cold generation");
+    let video = cold
+        .generate(&job("cold", 8, 5.0, 42, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .expect("cold generation");
     (adopted, std::fs::read(video.path).expect("video"))
 }
 
@@ -50,7 +52,9 @@ fn a_parked_load_generates_the_same_video() {
     let out = scratch("park-warm");
     let mut warm = load(from(&files));
     assert_eq!(warm.parked_loads(), ComponentRole::ALL.to_vec(), "every component from parked bytes");
-    let video = warm.generate(&job("warm", 8, 5.0, 42, &out), &mut |_, _| {}).expect("parked generation");
+    let video = warm
+        .generate(&job("warm", 8, 5.0, 42, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .expect("parked generation");
     assert_eq!(std::fs::read(video.path).expect("video"), cold_video, "same seed, same video");
 
     // Sealed: nobody can change bytes that sessions map.
@@ -88,7 +92,9 @@ fn truncated_or_garbage_parked_bytes_fall_back_to_the_file() {
             .collect();
         assert_eq!(warnings.len(), 1, "one warning naming the fallback: {:?}", captured.lines());
         assert_eq!(warnings[0]["component"], "denoiser");
-        let video = pipeline.generate(&job("fallback", 8, 5.0, 42, &out), &mut |_, _| {}).expect("generation");
+        let video = pipeline
+            .generate(&job("fallback", 8, 5.0, 42, &out), &mut |_, _| std::ops::ControlFlow::Continue(()))
+            .expect("generation");
         assert_eq!(std::fs::read(video.path).expect("video"), cold_video, "the file's pipeline, same video");
     }
 }

@@ -318,7 +318,7 @@ fn wan_tiny_generates_any_frame_count() {
     let case = Case::load("unguided");
     for (frames, want) in [(9, 9), (17, 17), (1, 1), (6, 6)] {
         let job = Job { frames, task_id: format!("frames-{frames}"), ..case.job(&out) };
-        let generation = pipeline.generate(&job, &mut |_, _| {}).expect("generates");
+        let generation = pipeline.generate(&job, &mut |_, _| std::ops::ControlFlow::Continue(())).expect("generates");
         assert_eq!((generation.frames, generation.width, generation.height), (want, 48, 32), "{frames} frames");
         assert_eq!(generation.denoiser_calls, 3);
     }

@@ -48,6 +48,12 @@ pub enum Command {
         /// The task id.
         task_id: String,
     },
+    /// Cancel a task: a pending one is answered `cancelled` and never runs; a running
+    /// one stops at its next denoising step. Prints the task as JSON.
+    Cancel {
+        /// The task id.
+        task_id: String,
+    },
     /// Save a done task's video (MP4) to a file, or to stdout with `-o -`.
     Result {
         /// The task id.

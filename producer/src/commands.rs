@@ -60,6 +60,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
     if let Command::Disable { model, .. } | Command::Enable { model } = &cli.command {
         known_lane(&settings, model)?;
     }
+    check_task_id(&cli.command)?;
     let c = &cli.connect;
     let connect = || Producer::connect(settings.clone(), &c.amqp_url, &c.redis_url, &c.prefix);
     // Long-running services wait for the broker and Redis as the workers do (they may
@@ -86,11 +87,8 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
             }
             Ok(())
         }
-        Command::Status { task_id } => {
-            let view = task(&producer, &task_id).await?;
-            println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
-            Ok(())
-        }
+        Command::Status { task_id } => print_view(task(&producer, &task_id).await?),
+        Command::Cancel { task_id } => print_view(cancel(&producer, &task_id).await?),
         Command::Result { task_id, output } => {
             let hash = producer.store().task(&task_id).await?;
             let (bytes, content_type) = save_result(&task_id, &hash, &output)?;
@@ -109,6 +107,18 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
             println!("lane {model} enabled{}", if was { "" } else { " (it was not disabled)" });
             Ok(())
         }
+    }
+}
+
+/// A task id on the command line is checked before connecting.
+fn check_task_id(command: &Command) -> Result<(), CommandError> {
+    match command {
+        Command::Cancel { task_id } | Command::Status { task_id } | Command::Result { task_id, .. }
+            if !warmlane_shared::request::task_id_ok(task_id) =>
+        {
+            Err(CommandError::Input(format!("`{task_id}` is not a task id (1-64 characters of [A-Za-z0-9_-])")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -158,6 +168,32 @@ async fn task(producer: &Producer, task_id: &str) -> Result<crate::http::routes:
     let hash = producer.store().task(task_id).await?;
     crate::http::routes::tasks::task_view(task_id, &hash)
         .ok_or_else(|| CommandError::Input(format!("no task `{task_id}` (unknown, or expired after task_ttl_s)")))
+}
+
+fn print_view(view: crate::http::routes::tasks::TaskView) -> Result<(), CommandError> {
+    println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
+    Ok(())
+}
+
+/// Cancels a task and returns its view; an unknown or finished task is an input error.
+async fn cancel(producer: &Producer, task_id: &str) -> Result<crate::http::routes::tasks::TaskView, CommandError> {
+    use warmlane_infra::store::CancelOutcome;
+    match producer.store().cancel(task_id).await? {
+        CancelOutcome::Unknown => {
+            Err(CommandError::Input(format!("no task `{task_id}` (unknown, or expired after task_ttl_s)")))
+        }
+        CancelOutcome::Finished(status) => {
+            Err(CommandError::Input(format!("task `{task_id}` has finished ({status}); there is nothing to cancel")))
+        }
+        CancelOutcome::Cancelled => {
+            tracing::info!(task_id, "cancelled; it will not run");
+            task(producer, task_id).await
+        }
+        CancelOutcome::Requested => {
+            tracing::info!(task_id, "running; its worker stops it at the next denoising step");
+            task(producer, task_id).await
+        }
+    }
 }
 
 /// Copies a done task's video to `output` (`-`: stdout); returns its size and type.

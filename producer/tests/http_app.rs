@@ -13,6 +13,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use warmlane_infra::store::CancelOutcome;
 use warmlane_infra::{InfraError, Service};
 use warmlane_producer::http::{app, AppState, Backend, HttpConfig, Readiness, ServeArgs};
 use warmlane_producer::lanes::{DegradedStatus, LaneStatus, LanesStatus};
@@ -109,6 +110,27 @@ impl Backend for InMemory {
         async move {
             self.redis()?;
             Ok(self.tasks.lock().unwrap().get(task_id).cloned().unwrap_or_default())
+        }
+        .boxed()
+    }
+
+    fn recent_tasks(&self, scan: usize) -> BoxFuture<'_, Result<warmlane_producer::http::backend::TaskHashes, InfraError>> {
+        async move {
+            self.redis()?;
+            let tasks = self.tasks.lock().unwrap();
+            Ok(tasks.iter().take(scan).map(|(id, h)| (id.clone(), h.clone())).collect())
+        }
+        .boxed()
+    }
+
+    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelOutcome, InfraError>> {
+        async move {
+            self.redis()?;
+            let tasks = self.tasks.lock().unwrap();
+            Ok(match tasks.get(task_id).and_then(|h| h.get("status")) {
+                None => CancelOutcome::Unknown,
+                Some(s) => CancelOutcome::Finished(s.clone()),
+            })
         }
         .boxed()
     }

@@ -25,11 +25,14 @@ pub enum ErrorCode {
     InferenceTimeout,
     /// Any other inference error.
     InferenceFailed,
+    /// The caller cancelled the task (`DELETE /tasks/{id}`, `warmlane-producer cancel`):
+    /// a pending task never runs, a running one stops at its next denoising step.
+    Cancelled,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::InvalidParameter,
         ErrorCode::UnknownModel,
         ErrorCode::MalformedMessage,
@@ -37,6 +40,7 @@ impl ErrorCode {
         ErrorCode::GpuOom,
         ErrorCode::InferenceTimeout,
         ErrorCode::InferenceFailed,
+        ErrorCode::Cancelled,
     ];
 
     /// The stable string of the contract.
@@ -49,6 +53,7 @@ impl ErrorCode {
             ErrorCode::GpuOom => "gpu_oom",
             ErrorCode::InferenceTimeout => "inference_timeout",
             ErrorCode::InferenceFailed => "inference_failed",
+            ErrorCode::Cancelled => "cancelled",
         }
     }
 
@@ -65,6 +70,7 @@ impl ErrorCode {
             ErrorCode::QueueOverloaded => 503,
             ErrorCode::GpuOom | ErrorCode::InferenceFailed => 500,
             ErrorCode::InferenceTimeout => 504,
+            ErrorCode::Cancelled => 409,
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Redis key names, under a prefix (`warmlane` by default).
 
+/// How many task ids [`Keys::recent`] keeps (the oldest are trimmed as new ones come).
+pub const RECENT_TASKS: usize = 10_000;
+
 /// Key builder for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -57,6 +60,17 @@ impl Keys {
         format!("{}:lane:{lane}:loads", self.prefix)
     }
 
+    /// Sorted set of recent task ids by admission time (Redis clock, ms), newest last, capped
+    /// at [`RECENT_TASKS`]; `GET /tasks` lists from it.
+    pub fn recent(&self) -> String {
+        format!("{}:tasks:recent", self.prefix)
+    }
+
+    /// Pub/sub channel on which cancels announce their task id to the workers.
+    pub fn cancels(&self) -> String {
+        format!("{}:cancels", self.prefix)
+    }
+
     /// Every key of this prefix, for cleanup in tests and tools.
     pub fn pattern(&self) -> String {
         format!("{}:*", self.prefix)
@@ -72,6 +86,8 @@ mod tests {
         let k = Keys::new("warmlane");
         assert_eq!(k.reply("abc"), "warmlane:reply:abc");
         assert_eq!(k.task("abc"), "warmlane:task:abc");
+        assert_eq!(k.recent(), "warmlane:tasks:recent");
+        assert_eq!(k.cancels(), "warmlane:cancels");
         assert_eq!(k.lane_workers("anisora"), "warmlane:lane:anisora:workers");
     }
 }

@@ -40,6 +40,11 @@ pub const QUEUE_WAIT_MS: &str = "queue.wait_ms";
 pub const WAIT_TIMEOUT_DROPS: &str = "degraded.wait_timeouts";
 /// Counter: `queue_overloaded` replies by reason.
 pub const QUEUE_OVERLOADED: &str = "queue_overloaded";
+/// Counter: cancelled tasks by stage (`pending`: answered at once and never run;
+/// `running`: stopped at a denoising step).
+pub const TASKS_CANCELLED: &str = "tasks.cancelled";
+/// Tag: where a cancel found its task (`pending`, `running`).
+pub const TAG_STAGE: &str = "stage";
 /// Counter: finished tasks by outcome and code.
 pub const TASKS_FINISHED: &str = "tasks.finished";
 /// Histogram: inference time, ms.

@@ -236,6 +236,8 @@ pub mod field {
     pub const INFERENCE_MS: &str = "inference_ms";
     /// Time in queue before processing, ms.
     pub const QUEUED_MS: &str = "queued_ms";
+    /// `1` once a cancel asked the worker running the task to stop.
+    pub const CANCEL_REQUESTED: &str = "cancel_requested";
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Test-double engines. The shipped worker runs `OrtEngine`; these stand in only
 //! where a test needs to hold or fail a worker on purpose.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -94,14 +95,20 @@ impl Engine for GateEngine {
         req: &ValidRequest,
         _lane: &str,
         out_dir: &Path,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
     ) -> Result<Output, EngineFailure> {
-        // Every step but the last runs before the gate, as a real engine's would.
+        // Every step but the last runs before the gate, as a real engine's would; a
+        // break from progress (a cancel) stops it as it stops a real engine.
+        let cancelled = || EngineFailure { code: ErrorCode::Cancelled, message: "cancelled at a step".into() };
         for step in 1..req.steps {
-            progress(step, req.steps);
+            if progress(step, req.steps).is_break() {
+                return Err(cancelled());
+            }
         }
         self.gate.pass();
-        progress(req.steps, req.steps);
+        if progress(req.steps, req.steps).is_break() {
+            return Err(cancelled());
+        }
         if let Some(code) = self.fail_with {
             return Err(EngineFailure { code, message: "failure forced by the test".into() });
         }
@@ -171,10 +178,12 @@ impl Engine for SleepEngine {
         req: &ValidRequest,
         _lane: &str,
         out_dir: &Path,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
     ) -> Result<Output, EngineFailure> {
         std::thread::sleep(self.per_task);
-        progress(req.steps, req.steps);
+        if progress(req.steps, req.steps).is_break() {
+            return Err(EngineFailure { code: ErrorCode::Cancelled, message: "cancelled at a step".into() });
+        }
         let path = out_dir.join(format!("{}.gif", req.task_id));
         Ok(Output {
             path,

@@ -182,6 +182,19 @@ impl Fleet {
         }
     }
 
+    /// Waits until the task's hash has `field` = `value`; panics after `secs`.
+    pub async fn wait_task_field(&self, task_id: &str, field: &str, value: &str, secs: u64) {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let task = self.producer.store().task(task_id).await.expect("redis");
+            if task.get(field).map(String::as_str) == Some(value) {
+                return;
+            }
+            assert!(Instant::now() < until, "task {task_id} never had {field} = {value}: {task:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for a task's terminal reply (fails after `secs`).
     pub async fn reply(&self, task_id: &str, secs: u64) -> Reply {
         match self.producer.store().wait_reply(task_id, Duration::from_secs(secs)).await {

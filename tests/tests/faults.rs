@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use redis::AsyncCommands;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use warmlane_infra::amqp::{message_properties, Published};
 use warmlane_shared::{now_ms, ErrorCode, ReplyStatus, ValidRequest};
 use warmlane_tests::engines::{Gate, GateEngine};
@@ -41,19 +41,6 @@ async fn publish_and_crash_once(fleet: &Fleet, req: &ValidRequest) {
         .unwrap();
     assert!(!first.redelivered);
     conn.close(200, "crashed".into()).await.unwrap();
-}
-
-/// Waits until the task's hash has `field` = `value`; panics after `secs`.
-async fn wait_task_field(fleet: &Fleet, task_id: &str, field: &str, value: &str, secs: u64) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let task = fleet.producer.store().task(task_id).await.unwrap();
-        if task.get(field).map(String::as_str) == Some(value) {
-            return;
-        }
-        assert!(Instant::now() < until, "task {task_id} never had {field} = {value}: {task:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +237,7 @@ async fn a_long_first_delivery_is_claimed_processing_while_it_runs() {
     fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();
     gate.wait_entered(1).await;
     // The late claim comes a quarter second into the run.
-    wait_task_field(&fleet, &id, "status", "processing", 5).await;
+    fleet.wait_task_field(&id, "status", "processing", 5).await;
     let task = fleet.producer.store().task(&id).await.unwrap();
     assert_eq!(task.get("attempts").map(String::as_str), Some("1"), "{task:?}");
     assert_eq!(task.get("worker").map(String::as_str), Some(format!("{p}-anisora-0").as_str()), "{task:?}");

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,7 +146,7 @@ impl Engine for OomEngine {
         req: &ValidRequest,
         _lane: &str,
         out_dir: &Path,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
     ) -> Result<Output, EngineFailure> {
         let seen = self.seen.entry(req.task_id.clone()).or_insert(0);
         *seen += 1;
@@ -155,7 +156,9 @@ impl Engine for OomEngine {
                 message: "CUDA out of memory (forced by the test)".into(),
             });
         }
-        progress(req.steps, req.steps);
+        if progress(req.steps, req.steps).is_break() {
+            return Err(EngineFailure { code: ErrorCode::Cancelled, message: "cancelled".into() });
+        }
         std::fs::create_dir_all(out_dir)
             .map_err(|e| EngineFailure { code: ErrorCode::InferenceFailed, message: e.to_string() })?;
         let path = out_dir.join(format!("{}.gif", req.task_id));

@@ -55,7 +55,8 @@ fn runtime_bytes(
     let out = std::env::temp_dir().join("warmlane-memory-bench");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let before = rss_bytes();
-    let (peak, result) = peak_during(|| engine.generate(&req, model, &out, &mut |_, _| {}));
+    let (peak, result) =
+        peak_during(|| engine.generate(&req, model, &out, &mut |_, _| std::ops::ControlFlow::Continue(())));
     result.map_err(|e| e.message)?;
     let _ = std::fs::remove_dir_all(&out);
     Ok(peak.saturating_sub(before))

@@ -114,7 +114,9 @@ fn generate(engine: &mut RunnerEngine, settings: &Settings, model: &str) -> Resu
     let req = warmlane_shared::validate_json(&body, settings).map_err(|e| e.rejection.message)?;
     let out = std::env::temp_dir().join("warmlane-switch-bench");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let output = engine.generate(&req, "degraded", &out, &mut |_, _| {}).map_err(|e| e.message)?;
+    let output = engine
+        .generate(&req, "degraded", &out, &mut |_, _| std::ops::ControlFlow::Continue(()))
+        .map_err(|e| e.message)?;
     Ok(output.inference_ms as f64)
 }
 

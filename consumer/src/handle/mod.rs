@@ -20,7 +20,7 @@ use warmlane_infra::{InfraError, Published, Report};
 use warmlane_shared::error::reason;
 use warmlane_shared::metrics as m;
 use warmlane_shared::settings::DEGRADED_LANE;
-use warmlane_shared::{now_ms, Rejection, Reply, ReplyStatus, Timings, ValidRequest, WorkerState};
+use warmlane_shared::{now_ms, ErrorCode, Rejection, Reply, ReplyStatus, Timings, ValidRequest, WorkerState};
 
 /// Handles one delivery and acks it.
 pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result<(), InfraError> {
@@ -75,6 +75,14 @@ async fn perform(ctx: &Ctx, delivery: &Delivery, action: Action<'_>) -> Result<(
 
 /// Runs the engine and writes the terminal reply.
 async fn run(ctx: &Ctx, req: &ValidRequest, unclaimed: bool, started_at_ms: u64) -> Result<(), InfraError> {
+    if ctx.cancels.contains(&req.task_id) {
+        // Cancelled while queued: the canceller answered it (this write is a no-op
+        // then); it never runs.
+        let reply = warmlane_infra::store::cancelled_reply(&req.task_id, Some(&ctx.lane), false);
+        ctx.store.finish(&reply, FinishWhen::NotTerminal).await?;
+        tracing::info!(task_id = %req.task_id, lane = %ctx.lane, "cancelled while queued; not run");
+        return Ok(());
+    }
     let queued = queued_ms(req);
     metrics::histogram!(m::QUEUE_WAIT_MS, m::TAG_LANE => ctx.lane.clone()).record(queued as f64);
     tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, queued_ms = queued, "processing");
@@ -88,10 +96,21 @@ async fn run(ctx: &Ctx, req: &ValidRequest, unclaimed: bool, started_at_ms: u64)
     }
     ctx.set_state(WorkerState::Warm);
     let reply = plan::run_reply(req, &ctx.lane, &result, queued);
-    if unclaimed {
-        ctx.store.finish_first_delivery(&reply, &ctx.worker_id, started_at_ms).await?;
+    let written = if unclaimed {
+        ctx.store.finish_first_delivery(&reply, &ctx.worker_id, started_at_ms).await?
     } else {
-        ctx.store.finish(&reply, FinishWhen::NotTerminal).await?;
+        ctx.store.finish(&reply, FinishWhen::NotTerminal).await?
+    };
+    if !written {
+        // Cancelled while it ran: nobody will fetch this video. (Not on other lost
+        // races: a second run of a redelivered task writes the same file the first
+        // run's reply names.)
+        if let (Ok(out), true) = (&result, ctx.cancels.contains(&req.task_id)) {
+            for path in std::iter::once(&out.path).chain(out.preview_path.as_ref()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        tracing::info!(task_id = %req.task_id, "the task was answered while it ran (cancelled?); its result is discarded");
     }
     let (outcome, code) = match &result {
         Ok(out) => {
@@ -99,7 +118,12 @@ async fn run(ctx: &Ctx, req: &ValidRequest, unclaimed: bool, started_at_ms: u64)
                 .record(out.inference_ms as f64);
             ("done", "none")
         }
-        Err(f) => ("failed", f.code.as_str()),
+        Err(f) => {
+            if f.code == ErrorCode::Cancelled {
+                metrics::counter!(m::TASKS_CANCELLED, m::TAG_STAGE => "running").increment(1);
+            }
+            ("failed", f.code.as_str())
+        }
     };
     metrics::counter!(m::TASKS_FINISHED, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone(), m::TAG_OUTCOME => outcome, m::TAG_CODE => code).increment(1);
     ctx.lock_status().tasks += 1;

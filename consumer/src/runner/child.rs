@@ -3,12 +3,14 @@
 //! to stderr. When it exits, the operating system takes back everything ONNX Runtime
 //! allocated, which is the point of running the pipeline here.
 
-use super::protocol::{read_frame, write_frame, ParkRequest, ParkedPart, Request, Response, RunnerFaults};
+use super::protocol::{read_frame, write_frame, FrameError, ParkRequest, ParkedPart, Request, Response, RunnerFaults};
 use crate::engine::{Engine, EngineFailure};
 use crate::ort_engine::OrtEngine;
 use std::io::{BufReader, BufWriter, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 use warmlane_engine::park::ParkPlan;
@@ -32,11 +34,11 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
         tracing::error!(error = %e, "ONNX Runtime did not initialise; the first Prepare will fail");
     }
     let mut model: String = fixed_model.unwrap_or("(spare)").to_string();
-    let mut input = BufReader::new(std::io::stdin().lock());
+    let inbox = spawn_reader();
     let mut output = BufWriter::new(std::io::stdout().lock());
     let mut state: Option<Loaded> = None;
     loop {
-        let request = match read_frame::<_, Request>(&mut input) {
+        let request = match inbox.recv().unwrap_or(Ok(None)) {
             Ok(Some(r)) => r,
             Ok(None) => {
                 tracing::info!(model, "parent closed stdin; exiting");
@@ -76,8 +78,13 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
             }
             Request::Generate { request, lane, out_dir } => match state.as_mut() {
                 None => failed(not_prepared()),
-                Some(s) => generate(s, &model, &request, &lane, Path::new(&out_dir), &mut output),
+                Some(s) => generate(s, &model, &request, &lane, Path::new(&out_dir), (&mut output, &inbox)),
             },
+            Request::Cancel { task_id } => {
+                // Its generation ended before the cancel came: nothing to stop, no answer.
+                tracing::debug!(task_id, "cancel after its generation ended; ignored");
+                continue;
+            }
             Request::ReleaseComponent { role } => match state.as_mut() {
                 Some(s) => {
                     let _ = crate::managed::Managed::release_component(&mut s.engine, role);
@@ -92,6 +99,25 @@ pub fn main(fixed_model: Option<&str>) -> ExitCode {
             return ExitCode::from(3);
         }
     }
+}
+
+/// Frames from the parent, read on a thread of their own so that a `Cancel` reaches
+/// a generation in progress. `Ok(None)` is the end of stdin.
+type Inbox = mpsc::Receiver<Result<Option<Request>, FrameError>>;
+
+fn spawn_reader() -> Inbox {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut input = BufReader::new(std::io::stdin().lock());
+        loop {
+            let frame = read_frame::<_, Request>(&mut input);
+            let end = !matches!(frame, Ok(Some(_)));
+            if tx.send(frame).is_err() || end {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 fn init_stderr_logging() {
@@ -135,7 +161,17 @@ fn prepare(
     Ok((Loaded { settings, engine, faults }, load.as_millis() as u64))
 }
 
-fn generate(s: &mut Loaded, model: &str, body: &[u8], lane: &str, out_dir: &Path, out: &mut impl Write) -> Response {
+/// Generates one request, reporting each step on `out` and stopping after the step
+/// at which a `Cancel` for it has arrived in `inbox`. Another frame arriving
+/// meanwhile breaks the protocol: the runner exits and the parent restarts it.
+fn generate(
+    s: &mut Loaded,
+    model: &str,
+    body: &[u8],
+    lane: &str,
+    out_dir: &Path,
+    (out, inbox): (&mut impl Write, &Inbox),
+) -> Response {
     let req = match warmlane_shared::decode_msgpack(body, &s.settings) {
         Ok(r) => r,
         Err(e) => return failed(EngineFailure { code: e.rejection.code, message: e.rejection.message }),
@@ -159,6 +195,19 @@ fn generate(s: &mut Loaded, model: &str, body: &[u8], lane: &str, out_dir: &Path
             }
         }
         let _ = write_frame(out, &Response::Progress { step, steps });
+        match inbox.try_recv() {
+            Ok(Ok(Some(Request::Cancel { task_id }))) if task_id == req.task_id => {
+                tracing::info!(task_id, step, "cancelled; stopping after this step");
+                ControlFlow::Break(())
+            }
+            // Empty, or a stale cancel of an earlier generation.
+            Err(mpsc::TryRecvError::Empty) | Ok(Ok(Some(Request::Cancel { .. }))) => ControlFlow::Continue(()),
+            // Stdin closed or a frame other than a cancel: the parent is gone or broke the protocol.
+            Err(mpsc::TryRecvError::Disconnected) | Ok(_) => {
+                tracing::error!(step, "the parent closed stdin or sent a frame during a generation; exiting");
+                std::process::exit(3);
+            }
+        }
     };
     match s.engine.generate(&req, lane, out_dir, &mut progress) {
         Ok(output) => Response::Done { output },

@@ -81,6 +81,13 @@ pub enum Request {
         /// Where the video goes.
         out_dir: String,
     },
+    /// Stop the generation of `task_id` after its current denoising step; sent while a
+    /// `Generate` runs and never answered itself (the `Generate` ends `Failed` with
+    /// `cancelled`). One that arrives after its generation ended is ignored.
+    Cancel {
+        /// The task whose generation to stop.
+        task_id: String,
+    },
     /// Release one component; answered with `Memory`.
     ReleaseComponent {
         /// Which component.

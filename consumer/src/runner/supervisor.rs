@@ -13,6 +13,7 @@ use crate::managed::Managed;
 use crate::memory::{probe, PipelineReport};
 use crate::slot::{Slot, SlotAction, SlotEvent};
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -369,7 +370,7 @@ impl Engine for RunnerEngine {
         req: &ValidRequest,
         lane: &str,
         out_dir: &Path,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
     ) -> Result<Output, EngineFailure> {
         self.prepare(&req.model)?;
         let limit_ms = self.settings.model(&req.model).map_or(600_000, |m| m.inference_timeout_ms);
@@ -384,11 +385,19 @@ impl Engine for RunnerEngine {
         };
         let pid = runner.pid();
         let mut answer = runner.send(&request).and_then(|()| runner.recv(deadline));
+        let mut cancel_sent = false;
         loop {
             match answer {
                 Ok(Response::Progress { step, steps }) => {
-                    progress(step, steps);
-                    answer = self.runner.as_mut().map_or(Err(CallError::Died("gone".into())), |r| r.recv(deadline));
+                    let cancel = progress(step, steps).is_break() && !cancel_sent;
+                    answer = match self.runner.as_mut() {
+                        None => Err(CallError::Died("gone".into())),
+                        Some(r) if cancel => {
+                            cancel_sent = true;
+                            r.send(&Request::Cancel { task_id: req.task_id.clone() }).and_then(|()| r.recv(deadline))
+                        }
+                        Some(r) => r.recv(deadline),
+                    };
                 }
                 Ok(Response::Done { output }) => return Ok(output),
                 Ok(Response::Failed { code, message }) => return Err(failed(code, message)),

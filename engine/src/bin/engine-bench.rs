@@ -348,6 +348,7 @@ fn time_rounds(
                     intervals.push(now - prev);
                 }
                 last = Some(now);
+                std::ops::ControlFlow::Continue(())
             })
             .map_err(|e| e.to_string())?;
         timings.last_generation = Some(generation);

@@ -9,6 +9,7 @@
 //! - `tasks`: admission, routing, start, progress, the terminal reply, the backstop's index.
 //! - `lanes`: lane health, the disabled flag, fallback records and load counts.
 //! - `workers`: heartbeats.
+//! - `history`: cancels, the cancel channel, and the recent tasks `GET /tasks` lists.
 
 use crate::error::{InfraError, Service};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -17,11 +18,13 @@ use std::time::Duration;
 use warmlane_shared::keys::Keys;
 use warmlane_shared::Settings;
 
+mod history;
 mod lanes;
 mod scripts;
 mod tasks;
 mod workers;
 
+pub use history::{cancelled_reply, CancelOutcome, CANCELLED_REASON};
 pub use lanes::{ActiveFallback, LaneDisabled};
 pub use tasks::{FinishWhen, Started, StartedBy};
 

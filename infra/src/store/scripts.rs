@@ -4,26 +4,46 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-const ADMIT: &str = r#"
+/// The history index orders tasks by Redis's own clock in microseconds, so that
+/// tasks admitted within one millisecond (or by producers whose clocks differ) keep
+/// their order. Prepended to the scripts that add to it.
+macro_rules! with_server_ms {
+    ($body:literal) => {
+        concat!(
+            "local function server_ms() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 end\n",
+            $body
+        )
+    };
+}
+
+const ADMIT: &str = with_server_ms!(
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'model', ARGV[2], 'submitted_at_ms', ARGV[3], 'updated_at_ms', ARGV[3], 'deadline_ms', ARGV[4], 'progress', '0/' .. ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[3], server_ms(), ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[7]))
 return 1
-"#;
+"#
+);
 
 /// Admission and lane health in one round trip: reserve the id, note the lane as the
 /// first choice, and read the lane's fresh ready workers, disabled cause and fallback flag.
-const ADMIT_ROUTE: &str = r#"
+const ADMIT_ROUTE: &str = with_server_ms!(
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0, '', 0} end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'model', ARGV[2], 'lane', ARGV[2], 'submitted_at_ms', ARGV[3], 'updated_at_ms', ARGV[3], 'deadline_ms', ARGV[4], 'progress', '0/' .. ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[6], server_ms(), ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -1 - tonumber(ARGV[8]))
 local warm = redis.call('ZCOUNT', KEYS[3], ARGV[7], '+inf')
 local cause = redis.call('HGET', KEYS[4], 'cause') or ''
 local fallback = redis.call('EXISTS', KEYS[5])
 return {1, warm, cause, fallback}
-"#;
+"#
+);
 
 const ROUTED: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'status')
@@ -56,13 +76,20 @@ return attempts
 /// ARGV[8], when not empty: the worker that ran a first delivery without `START`;
 /// the task then records attempt 1, that worker and ARGV[9] as its start, unless a
 /// late `START` already did.
-const FINISH: &str = r#"
+const FINISH: &str = with_server_ms!(
+    r#"
 local s = redis.call('HGET', KEYS[1], 'status')
 if s == 'done' or s == 'failed' then return 0 end
 if ARGV[7] == 'pending' and s ~= 'pending' then return 0 end
 if ARGV[7] == 'absent' and s then return 0 end
 if ARGV[7] == 'unstarted' and s and s ~= 'pending' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 10))
+-- A run that ended after its cancel was asked for is answered `cancelled`, not `done`.
+if ARGV[2] == 'done' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return -2 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 11))
+-- A task published straight to a queue (no admission) enters the history when it ends.
+if redis.call('ZADD', KEYS[4], 'NX', server_ms(), ARGV[1]) == 1 then
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1 - tonumber(ARGV[10]))
+end
 if ARGV[2] == 'done' then
   local steps = string.match(redis.call('HGET', KEYS[1], 'progress') or '', '/(%d+)$')
   if steps then redis.call('HSET', KEYS[1], 'progress', steps .. '/' .. steps) end
@@ -77,7 +104,8 @@ redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
-"#;
+"#
+);
 
 const FORGET_UNPUBLISHED: &str = r#"
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
@@ -87,12 +115,29 @@ return 1
 "#;
 
 /// A run reports steps before its late claim (the task still reads `pending`); they
-/// are kept, so progress never jumps from 0 to done.
+/// are kept, so progress never jumps from 0 to done. Returns -1 when the run should
+/// stop: a cancel was asked for, or the task already has its terminal reply (a cancel
+/// of a pending task the lane worker had started unclaimed); 0 when there is no hash
+/// (a task published straight to a queue and not claimed yet).
 const PROGRESS: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'status')
+if s == 'done' or s == 'failed' or redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return -1 end
 if s ~= 'processing' and s ~= 'pending' then return 0 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'updated_at_ms', ARGV[2])
 return 1
+"#;
+
+/// A cancel of a task a worker has started (a pending one is answered through
+/// `FINISH` with `pending`): flags it for the worker's next step and announces it on
+/// the cancel channel. Returns the status found (`''` for no such task).
+const REQUEST_CANCEL: &str = r#"
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return '' end
+if s == 'processing' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at_ms', ARGV[2])
+  redis.call('PUBLISH', KEYS[2], ARGV[1])
+end
+return s
 "#;
 
 pub(super) static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
@@ -101,4 +146,5 @@ pub(super) static ROUTED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new
 pub(super) static START_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(START));
 pub(super) static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
 pub(super) static PROGRESS_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROGRESS));
+pub(super) static REQUEST_CANCEL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REQUEST_CANCEL));
 pub(super) static FORGET_UNPUBLISHED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_UNPUBLISHED));

@@ -10,8 +10,13 @@ use crate::error::InfraError;
 use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::time::Duration;
+use warmlane_shared::keys::RECENT_TASKS;
 use warmlane_shared::reply::field;
 use warmlane_shared::{now_ms, FallbackCause, LaneHealth, Reply, ValidRequest};
+
+/// `FINISH`'s answer to a `done` reply for a task whose cancel was asked for: the
+/// `cancelled` reply is written instead, and the caller hears that its reply was not.
+const CANCEL_WINS: i64 = -2;
 
 /// Preconditions of [`Store::finish`] besides "not yet terminal".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +70,14 @@ impl Store {
         let created: i64 = ADMIT_SCRIPT
             .key(self.keys.task(&req.task_id))
             .key(self.keys.deadlines())
+            .key(self.keys.recent())
             .arg(&req.task_id)
             .arg(&req.model)
             .arg(submitted)
             .arg(deadline_ms)
             .arg(self.task_ttl_s)
             .arg(req.steps)
+            .arg(RECENT_TASKS)
             .invoke_async(&mut c)
             .await?;
         Ok(created == 1)
@@ -93,6 +100,7 @@ impl Store {
             .key(self.keys.lane_workers(&req.model))
             .key(self.keys.lane_disabled(&req.model))
             .key(self.keys.lane_fallback(&req.model))
+            .key(self.keys.recent())
             .arg(&req.task_id)
             .arg(&req.model)
             .arg(req.submitted_at_ms.unwrap_or(now))
@@ -100,6 +108,7 @@ impl Store {
             .arg(self.task_ttl_s)
             .arg(req.steps)
             .arg(now.saturating_sub(heartbeat_ttl_ms))
+            .arg(RECENT_TASKS)
             .invoke_async(&mut c)
             .await?;
         if created != 1 {
@@ -166,16 +175,17 @@ impl Store {
         Ok(if n < 0 { Started::AlreadyFinished } else { Started::Attempt(n as u32) })
     }
 
-    /// Records `step/steps` while the task is processing.
-    pub async fn progress(&self, task_id: &str, step: u32, steps: u32) -> Result<(), InfraError> {
+    /// Records `step/steps` while the task is processing. Returns false when the run
+    /// should stop: a cancel was asked for, or the task already has its reply.
+    pub async fn progress(&self, task_id: &str, step: u32, steps: u32) -> Result<bool, InfraError> {
         let mut c = self.conn.clone();
-        let _: i64 = PROGRESS_SCRIPT
+        let wrote: i64 = PROGRESS_SCRIPT
             .key(self.keys.task(task_id))
             .arg(format!("{step}/{steps}"))
             .arg(now_ms())
             .invoke_async(&mut c)
             .await?;
-        Ok(())
+        Ok(wrote >= 0)
     }
 
     /// Writes the terminal reply exactly once. Returns whether this call wrote it.
@@ -203,12 +213,28 @@ impl Store {
         when: FinishWhen,
         first: Option<(&str, u64)>,
     ) -> Result<bool, InfraError> {
+        let wrote = self.invoke_finish(reply, when, first).await?;
+        if wrote == CANCEL_WINS {
+            let cancelled = super::cancelled_reply(&reply.task_id, reply.lane.as_deref(), true);
+            self.invoke_finish(&cancelled, when, first).await?;
+            return Ok(false);
+        }
+        Ok(wrote == 1)
+    }
+
+    async fn invoke_finish(
+        &self,
+        reply: &Reply,
+        when: FinishWhen,
+        first: Option<(&str, u64)>,
+    ) -> Result<i64, InfraError> {
         let mut c = self.conn.clone();
         let mut script = FINISH_SCRIPT.prepare_invoke();
         script
             .key(self.keys.task(&reply.task_id))
             .key(self.keys.reply(&reply.task_id))
             .key(self.keys.deadlines())
+            .key(self.keys.recent())
             .arg(&reply.task_id)
             .arg(reply.task_status().as_str())
             .arg(reply.to_msgpack())
@@ -217,7 +243,8 @@ impl Store {
             .arg(self.task_ttl_s)
             .arg(when.as_arg())
             .arg(first.map(|(worker, _)| worker).unwrap_or(""))
-            .arg(first.map(|(_, at)| at).unwrap_or(0));
+            .arg(first.map(|(_, at)| at).unwrap_or(0))
+            .arg(RECENT_TASKS);
         let mut pairs: Vec<(&str, String)> = vec![(field::MESSAGE, reply.message.clone())];
         if let Some(code) = reply.code {
             pairs.push((field::CODE, code.as_str().to_string()));
@@ -244,8 +271,7 @@ impl Store {
         for (k, v) in pairs {
             script.arg(k).arg(v);
         }
-        let wrote: i64 = script.invoke_async(&mut c).await?;
-        Ok(wrote == 1)
+        Ok(script.invoke_async(&mut c).await?)
     }
 
     /// The task hash (empty when unknown or expired).

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,7 +76,9 @@ pub fn routes() -> Vec<RouteSpec> {
         spec("/api/v1/hardware/vram", Method::GET, Public, get(routes::vram::status)),
         spec("/api/v1/hardware/vram/check", Method::POST, Public, post(routes::vram::check)),
         spec("/generate", Method::POST, ApiKey, post(routes::generate::generate)),
+        spec("/tasks", Method::GET, ApiKey, get(routes::history::list)),
         spec("/tasks/{id}", Method::GET, ApiKey, get(routes::tasks::task)),
+        spec("/tasks/{id}", Method::DELETE, ApiKey, delete(routes::history::cancel)),
         spec("/tasks/{id}/events", Method::GET, ApiKey, get(routes::tasks::events)),
         spec("/tasks/{id}/result", Method::GET, ApiKey, get(routes::result::result)),
         spec("/tasks/{id}/preview", Method::GET, ApiKey, get(routes::result::preview)),
@@ -137,7 +139,7 @@ pub fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
             .allow_headers([
                 header::CONTENT_TYPE,
                 HeaderName::from_static(auth::API_KEY_HEADER),

@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::sync::Arc;
+use warmlane_infra::store::CancelOutcome;
 use warmlane_infra::InfraError;
 use warmlane_shared::{FallbackCause, Heartbeat, Settings};
 
@@ -23,6 +24,9 @@ pub struct Readiness {
     pub redis: bool,
 }
 
+/// Task ids with their hashes, newest first.
+pub type TaskHashes = Vec<(String, HashMap<String, String>)>;
+
 /// What the HTTP handlers need of the fleet.
 pub trait Backend: Send + Sync + 'static {
     /// The settings in force.
@@ -33,6 +37,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A task's hash (empty when unknown or expired).
     fn task<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<HashMap<String, String>, InfraError>>;
+
+    /// Up to `scan` of the most recent tasks with their hashes, newest first.
+    fn recent_tasks(&self, scan: usize) -> BoxFuture<'_, Result<TaskHashes, InfraError>>;
+
+    /// Cancels a task (see [`warmlane_infra::Store::cancel`]).
+    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelOutcome, InfraError>>;
 
     /// Whether the broker and Redis answer now.
     fn ready(&self) -> BoxFuture<'_, Readiness>;
@@ -66,6 +76,14 @@ impl Backend for Producer {
 
     fn task<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<HashMap<String, String>, InfraError>> {
         self.store().task(task_id).boxed()
+    }
+
+    fn recent_tasks(&self, scan: usize) -> BoxFuture<'_, Result<TaskHashes, InfraError>> {
+        self.store().recent_tasks(scan).boxed()
+    }
+
+    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelOutcome, InfraError>> {
+        self.store().cancel(task_id).boxed()
     }
 
     fn ready(&self) -> BoxFuture<'_, Readiness> {

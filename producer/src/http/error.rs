@@ -28,6 +28,8 @@ pub mod shim_code {
     pub const FORBIDDEN: &str = "forbidden";
     /// 405: the route exists, the method does not.
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// 409: the task already has its terminal reply (a cancel came too late).
+    pub const CONFLICT: &str = "conflict";
     /// 416: a `Range` header asks for bytes past the end of a result file.
     pub const RANGE_NOT_SATISFIABLE: &str = "range_not_satisfiable";
     /// 503: RabbitMQ or Redis is unreachable; retry later.
@@ -35,11 +37,12 @@ pub mod shim_code {
     /// 500: a bug or an unexpected failure inside the shim.
     pub const INTERNAL_ERROR: &str = "internal_error";
     /// Every shim-only code, for documentation and tests.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         NOT_FOUND,
         UNAUTHORIZED,
         FORBIDDEN,
         METHOD_NOT_ALLOWED,
+        CONFLICT,
         RANGE_NOT_SATISFIABLE,
         SERVICE_UNAVAILABLE,
         INTERNAL_ERROR,
@@ -77,6 +80,11 @@ pub enum ApiError {
     },
     /// The method is not served on this path (405).
     MethodNotAllowed,
+    /// A cancel of a task that already has its terminal reply (409 `conflict`, reason `finished`).
+    Finished {
+        /// `done` or `failed`.
+        status: String,
+    },
     /// A `Range` outside a result file (416, with `Content-Range: bytes */<size>`).
     RangeNotSatisfiable {
         /// The file's size in bytes.
@@ -97,7 +105,7 @@ pub enum ApiError {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A contract code (`invalid_parameter`, `unknown_model`, `malformed_message`, `queue_overloaded`, ...)
-    /// or a shim-only code (`not_found`, `unauthorized`, `forbidden`, `method_not_allowed`,
+    /// or a shim-only code (`not_found`, `unauthorized`, `forbidden`, `method_not_allowed`, `conflict`,
     /// `service_unavailable`, `internal_error`).
     pub code: String,
     /// Machine-readable detail: the field name, `queue_full`, `body_too_large`, ...
@@ -133,6 +141,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Finished { .. } => StatusCode::CONFLICT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -155,6 +164,7 @@ impl ApiError {
             ApiError::Unauthorized { header } => d(shim_code::UNAUTHORIZED, header, format!("the `{header}` header is required")),
             ApiError::Forbidden { header, message } => d(shim_code::FORBIDDEN, header, message.clone()),
             ApiError::MethodNotAllowed => d(shim_code::METHOD_NOT_ALLOWED, "method", "this method is not served on this path".into()),
+            ApiError::Finished { status } => d(shim_code::CONFLICT, "finished", format!("the task has finished (`{status}`); there is nothing to cancel")),
             ApiError::RangeNotSatisfiable { size } => {
                 d(shim_code::RANGE_NOT_SATISFIABLE, "range", format!("the range is outside the file of {size} bytes"))
             }

@@ -5,7 +5,7 @@
 //! cannot drift from the router.
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::routes::{admin, dashboard, docs, generate, result, system, tasks, vram};
+use super::routes::{admin, dashboard, docs, generate, history, result, system, tasks, vram};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
         document, docs::page, docs::bundle, docs::css,
         vram::status, vram::check,
         generate::generate,
-        tasks::task, tasks::events, result::result, result::preview,
+        history::list, tasks::task, history::cancel, tasks::events, result::result, result::preview,
         admin::disable, admin::enable,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

@@ -81,7 +81,8 @@ pub(crate) fn alternate(o: &Opts, settings: &Arc<Settings>, deadline: Instant) -
             Source::Nvml => swap.device_used_after_stop.map(|u| delta(floor, u)),
             Source::Rss => (swap.worker_rss_after_stop > 0).then(|| delta(floor, swap.worker_rss_after_stop)),
         };
-        let result = switch.and_then(|_| engine.generate(&req, "degraded", &out, &mut |_, _| {}));
+        let result = switch
+            .and_then(|_| engine.generate(&req, "degraded", &out, &mut |_, _| std::ops::ControlFlow::Continue(())));
         outcomes.push(Outcome {
             model,
             code: result.as_ref().map_or_else(|f| f.code.as_str().to_string(), |_| "ok".into()),

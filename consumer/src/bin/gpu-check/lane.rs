@@ -156,7 +156,7 @@ pub(crate) fn oom_check(o: &Opts, settings: &Arc<Settings>) -> Result<Check, Str
     let out = common::scratch("oom")?;
     let large_req = common::request(settings, model, "gpu-check-oom", max, 7)?;
     let large = engine
-        .generate(&large_req, model, &out, &mut |_, _| {})
+        .generate(&large_req, model, &out, &mut |_, _| std::ops::ControlFlow::Continue(()))
         .map(|_| ())
         .map_err(|f| (f.code.as_str().to_string(), f.message));
     let retries = engine.memory().map_or(0, |m| m.oom_retries);
@@ -164,7 +164,7 @@ pub(crate) fn oom_check(o: &Opts, settings: &Arc<Settings>) -> Result<Check, Str
         engine.inner_mut().set_faults(FaultPlan::default());
     }
     let small_req = common::request(settings, model, "gpu-check-after-oom", (64, 64, 8), 8)?;
-    let next = engine.generate(&small_req, model, &out, &mut |_, _| {});
+    let next = engine.generate(&small_req, model, &out, &mut |_, _| std::ops::ControlFlow::Continue(()));
     let _ = std::fs::remove_dir_all(&out);
     let met = oom_met(&large, retries, next.is_ok());
     let first = match &large {
@@ -240,7 +240,9 @@ pub(crate) fn arena_check(o: &Opts, settings: &Arc<Settings>, deadline: Instant)
             break;
         }
         let req = common::request(settings, model, &format!("gpu-check-arena-{i}"), size, i as u64)?;
-        engine.generate(&req, model, &out, &mut |_, _| {}).map_err(|f| format!("{size:?}: {}", f.message))?;
+        engine
+            .generate(&req, model, &out, &mut |_, _| std::ops::ControlFlow::Continue(()))
+            .map_err(|f| format!("{size:?}: {}", f.message))?;
         after.push(common::used_now(source, &none));
     }
     let _ = std::fs::remove_dir_all(&out);

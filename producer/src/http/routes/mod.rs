@@ -5,6 +5,7 @@ pub mod admin;
 pub mod dashboard;
 pub mod docs;
 pub mod generate;
+pub mod history;
 pub mod result;
 pub mod system;
 pub mod tasks;

@@ -79,6 +79,9 @@ pub struct TaskView {
     pub content_type: Option<String>,
     /// Where to download the animated GIF preview of a done task, when it has one.
     pub preview_url: Option<String>,
+    /// A cancel asked the worker running it to stop (`DELETE /tasks/{id}`); it ends
+    /// `failed` with code `cancelled` at its next denoising step.
+    pub cancel_requested: bool,
 }
 
 /// The error of a failed task (same fields as the error envelope).
@@ -130,6 +133,7 @@ pub fn task_view(task_id: &str, hash: &HashMap<String, String>) -> Option<TaskVi
         result_url: (done && hash.contains_key(field::RESULT)).then(|| format!("/tasks/{task_id}/result")),
         content_type: done.then(|| result_content_type(hash)).flatten().map(str::to_string),
         preview_url: (done && hash.contains_key(field::PREVIEW)).then(|| format!("/tasks/{task_id}/preview")),
+        cancel_requested: hash.get(field::CANCEL_REQUESTED).is_some_and(|v| v == "1") && !terminal,
         status,
     })
 }

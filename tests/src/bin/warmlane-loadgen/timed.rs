@@ -1,5 +1,6 @@
 //! The workers' engine wrapped to time each `generate` call to the microsecond.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warmlane_consumer::Engine;
@@ -24,7 +25,7 @@ impl Engine for Timed {
         req: &warmlane_shared::ValidRequest,
         lane: &str,
         out_dir: &std::path::Path,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
     ) -> Result<warmlane_consumer::Output, warmlane_consumer::EngineFailure> {
         let t = Instant::now();
         let out = self.inner.generate(req, lane, out_dir, progress);
