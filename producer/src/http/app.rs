@@ -65,6 +65,7 @@ pub fn routes() -> Vec<RouteSpec> {
     vec![
         spec("/", Method::GET, Public, get(routes::dashboard::index)),
         spec("/dashboard.js", Method::GET, Public, get(routes::dashboard::script)),
+        spec("/history.js", Method::GET, Public, get(routes::dashboard::history)),
         spec("/health", Method::GET, Public, get(routes::system::health)),
         spec("/ready", Method::GET, Public, get(routes::system::ready)),
         spec("/lanes", Method::GET, Public, get(routes::system::lanes)),

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "warmlane HTTP shim", description = "Submit video generation requests to the warmlane fleet and follow them. Errors use the envelope `{\"error\": {\"code\", \"reason\", \"message\"}}`; 503 answers carry `Retry-After`."),
     paths(
-        dashboard::index, dashboard::script,
+        dashboard::index, dashboard::script, dashboard::history,
         system::health, system::ready, system::lanes, system::models,
         document, docs::page, docs::bundle, docs::css,
         vram::status, vram::check,

@@ -231,25 +231,73 @@ async function refreshReady() {
   }
 }
 
+// Replaces `container`'s children with `nodes`, keeping an existing node (matched by
+// its `data-key`) where it renders the same: a button does not vanish under a click
+// because the 3 s refresh redrew its card.
+function reconcile(container, nodes) {
+  const old = new Map([...container.children].filter((n) => n.dataset.key).map((n) => [n.dataset.key, n]));
+  const keep = nodes.map((n) => {
+    const prev = old.get(n.dataset.key);
+    return prev && prev.outerHTML === n.outerHTML ? prev : n;
+  });
+  keep.forEach((n, i) => { if (container.children[i] !== n) container.insertBefore(n, container.children[i] || null); });
+  while (container.children.length > keep.length) container.lastElementChild.remove();
+}
+
+// ---- lanes: status, and enable/disable with the admin key ---------------------
+
+const ADMIN_STORE = "warmlane.adminKey";
+
+function adminKey() { return $("admin-key").value.trim(); }
+
+async function setLane(name, action) {
+  $("lanes-error").textContent = "";
+  const opts = { method: "POST", headers: { "x-admin-key": adminKey() } };
+  if (action === "disable") {
+    opts.headers["content-type"] = "application/json";
+    opts.body = JSON.stringify({ cause: "manual", note: "from the dashboard" });
+  }
+  try {
+    const { res, body } = await api(`/admin/lanes/${encodeURIComponent(name)}/${action}`, opts);
+    if (!res.ok) $("lanes-error").textContent = `${action} ${name}: ${errorText(body, res)}`;
+  } catch (e) {
+    $("lanes-error").textContent = `${action} ${name}: request failed: ${e}`;
+  }
+  await refreshLanes();
+}
+
+function laneButton(name, l) {
+  if (!adminKey() || !l.dedicated) return null;
+  const action = l.disabled ? "enable" : "disable";
+  return el("button", { type: "button", class: `lane-${action}${action === "disable" ? " danger" : ""}`, "data-lane": name },
+    action === "disable" ? "Disable lane" : "Enable lane");
+}
+
+function laneCard(name, l) {
+  const fb = l.disabled ? `disabled (${l.disabled.cause})` : l.fallback ? l.fallback.cause : "none";
+  const badge = l.disabled ? el("span", { class: "badge red lane-disabled" }, "disabled")
+    : el("span", { class: `badge ${l.ready ? "green" : "red"}` }, l.ready ? "ready" : "not ready");
+  return el("div", { class: "card lane", "data-lane": name, "data-key": name },
+    el("h3", {}, name, " ", badge),
+    el("div", {}, `warm workers: ${l.warm_workers}`),
+    el("div", {}, `queue depth: ${l.queue_depth ?? "–"}`),
+    el("div", {}, `fallback: ${fb}`),
+    el("div", { class: "muted" }, `cold starts: ${l.cold_starts}`),
+    l.disabled && l.disabled.note ? el("div", { class: "muted" }, `note: ${l.disabled.note}`) : null,
+    laneButton(name, l));
+}
+
 async function refreshLanes() {
   const { res, body } = await api("/lanes");
   if (!res.ok) { $("lanes").replaceChildren(el("p", { class: "error" }, errorText(body, res))); return; }
-  const cards = Object.entries(body.lanes).map(([name, l]) => {
-    const fb = l.disabled ? `disabled (${l.disabled.cause})` : l.fallback ? l.fallback.cause : "none";
-    return el("div", { class: "card lane", "data-lane": name },
-      el("h3", {}, name, " ", el("span", { class: `badge ${l.ready ? "green" : "red"}` }, l.ready ? "ready" : "not ready")),
-      el("div", {}, `warm workers: ${l.warm_workers}`),
-      el("div", {}, `queue depth: ${l.queue_depth ?? "–"}`),
-      el("div", {}, `fallback: ${fb}`),
-      el("div", { class: "muted" }, `cold starts: ${l.cold_starts}`));
-  });
+  const cards = Object.entries(body.lanes).map(([name, l]) => laneCard(name, l));
   const d = body.degraded || {};
-  cards.push(el("div", { class: "card lane", "data-lane": "degraded" },
+  cards.push(el("div", { class: "card lane", "data-lane": "degraded", "data-key": "degraded" },
     el("h3", {}, "degraded ", el("span", { class: `badge ${d.workers ? "green" : "red"}` }, `${d.workers || 0} worker(s)`)),
     el("div", {}, `queue depth: ${d.queue_depth ?? "–"} / ${d.max_depth}`),
     el("div", {}, `oldest wait: ${d.oldest_wait_ms === null || d.oldest_wait_ms === undefined ? "–" : `${d.oldest_wait_ms} ms`}`),
     el("div", { class: "muted" }, `cold starts: ${d.cold_starts}`)));
-  $("lanes").replaceChildren(...cards);
+  reconcile($("lanes"), cards);
   $("lanes-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
@@ -328,6 +376,19 @@ function start() {
   const key = $("api-key");
   key.value = localStorage.getItem(KEY_STORE) || "";
   key.addEventListener("change", () => localStorage.setItem(KEY_STORE, key.value.trim()));
+  // The admin key lives in this tab only: sessionStorage, never localStorage or a URL.
+  const admin = $("admin-key");
+  admin.value = sessionStorage.getItem(ADMIN_STORE) || "";
+  admin.addEventListener("input", () => {
+    if (adminKey()) sessionStorage.setItem(ADMIN_STORE, adminKey()); else sessionStorage.removeItem(ADMIN_STORE);
+    refreshLanes();
+  });
+  $("lanes").addEventListener("click", (event) => {
+    const b = event.target.closest("button[data-lane]");
+    if (!b || b.disabled) return;
+    b.disabled = true;
+    setLane(b.dataset.lane, b.classList.contains("lane-enable") ? "enable" : "disable");
+  });
   $("model").addEventListener("change", applyModelDefaults);
   $("generate-form").addEventListener("submit", submit);
   loadModels();
