@@ -38,13 +38,11 @@ pub async fn infer(ctx: &Ctx, req: &ValidRequest) -> Result<Output, EngineFailur
                 load_record = Some(ctx.background.spawn(record.write()));
             }
             // A cancel heard on the channel, or seen by a progress write, stops the run
-            // after this step. The last step is not written: the reply follows at once.
+            // after this step. The last step is written too: decoding and encoding the
+            // video follow it, which at real sizes takes seconds.
             let mut progress = |step: u32, steps: u32| {
                 if ctx.cancels.contains(&req.task_id) || stop.load(Ordering::Relaxed) {
                     return ControlFlow::Break(());
-                }
-                if step >= steps {
-                    return ControlFlow::Continue(());
                 }
                 match &progress_writer {
                     Some((tx, _)) => {

@@ -55,7 +55,10 @@ pub async fn wait_reply(
                 }
                 let status = hash.get(field::STATUS).map_or("pending", String::as_str);
                 let on = hash.get(field::LANE).map_or(lane, String::as_str);
-                bar.set_message(format!("{task_id} {status} on {on}"));
+                match hash.get(field::STAGE) {
+                    Some(stage) => bar.set_message(format!("{task_id} {status} ({stage}) on {on}")),
+                    None => bar.set_message(format!("{task_id} {status} on {on}")),
+                }
             }
         }
     }

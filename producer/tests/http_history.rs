@@ -90,6 +90,11 @@ async fn cancel_running_flags_it_and_its_late_done_becomes_cancelled() {
     let store = h.producer.store();
     store.start(&req, "anisora", "w1").await.expect("start");
     assert!(store.progress(&id, 2, 8).await.expect("progress"), "a running task goes on");
+    let view = get(&app, &format!("/tasks/{id}"), &[]).await.json();
+    assert_eq!((view["progress"]["step"].as_u64(), view["stage"].as_str()), (Some(2), Some("denoising")), "{view}");
+    assert!(store.progress(&id, 8, 8).await.expect("progress"));
+    let view = get(&app, &format!("/tasks/{id}"), &[]).await.json();
+    assert_eq!((view["progress"]["step"].as_u64(), view["stage"].as_str()), (Some(8), Some("decoding")), "{view}");
 
     let asked = delete(&app, &format!("/tasks/{id}")).await;
     assert_eq!(asked.status, 202, "{}", String::from_utf8_lossy(&asked.bytes));

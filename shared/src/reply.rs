@@ -57,6 +57,14 @@ impl TaskStatus {
     }
 }
 
+/// Values of the task hash's `stage` field while a worker runs the task.
+pub mod stage {
+    /// The denoising steps (`progress` counts them).
+    pub const DENOISING: &str = "denoising";
+    /// After the last step: the VAE decode, then the video encode and write.
+    pub const DECODING: &str = "decoding";
+}
+
 /// Content types of the files a result names, written once.
 pub mod media {
     /// The video: H.264 in MP4.
@@ -236,6 +244,8 @@ pub mod field {
     pub const INFERENCE_MS: &str = "inference_ms";
     /// Time in queue before processing, ms.
     pub const QUEUED_MS: &str = "queued_ms";
+    /// What a running task is doing (see [`super::stage`]); removed when it ends.
+    pub const STAGE: &str = "stage";
     /// `1` once a cancel asked the worker running the task to stop.
     pub const CANCEL_REQUESTED: &str = "cancel_requested";
 }

@@ -86,7 +86,7 @@ async fn on_a_terminal_submit_wait_shows_progress_then_the_reply() {
     let seen = tokio::task::spawn_blocking(move || {
         let mut seen = String::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !seen.contains("processing on anisora") {
+        while !seen.contains("processing (denoising) on anisora") {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(chunk) => seen.push_str(&chunk),

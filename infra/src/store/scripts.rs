@@ -86,6 +86,7 @@ if ARGV[7] == 'unstarted' and s and s ~= 'pending' then return 0 end
 -- A run that ended after its cancel was asked for is answered `cancelled`, not `done`.
 if ARGV[2] == 'done' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return -2 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 11))
+redis.call('HDEL', KEYS[1], 'stage')
 -- A task published straight to a queue (no admission) enters the history when it ends.
 if redis.call('ZADD', KEYS[4], 'NX', server_ms(), ARGV[1]) == 1 then
   redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1 - tonumber(ARGV[10]))
@@ -123,7 +124,7 @@ const PROGRESS: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'status')
 if s == 'done' or s == 'failed' or redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return -1 end
 if s ~= 'processing' and s ~= 'pending' then return 0 end
-redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'updated_at_ms', ARGV[2])
+redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'updated_at_ms', ARGV[2], 'stage', ARGV[3])
 return 1
 "#;
 

@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::time::Duration;
 use warmlane_shared::keys::RECENT_TASKS;
-use warmlane_shared::reply::field;
+use warmlane_shared::reply::{field, stage};
 use warmlane_shared::{now_ms, FallbackCause, LaneHealth, Reply, ValidRequest};
 
 /// `FINISH`'s answer to a `done` reply for a task whose cancel was asked for: the
@@ -175,14 +175,17 @@ impl Store {
         Ok(if n < 0 { Started::AlreadyFinished } else { Started::Attempt(n as u32) })
     }
 
-    /// Records `step/steps` while the task is processing. Returns false when the run
-    /// should stop: a cancel was asked for, or the task already has its reply.
+    /// Records `step/steps` while the task is processing, and its stage: `denoising`
+    /// until the last step, then `decoding` (the VAE decode and the video encode that
+    /// follow it). Returns false when the run should stop: a cancel was asked for, or
+    /// the task already has its reply.
     pub async fn progress(&self, task_id: &str, step: u32, steps: u32) -> Result<bool, InfraError> {
         let mut c = self.conn.clone();
         let wrote: i64 = PROGRESS_SCRIPT
             .key(self.keys.task(task_id))
             .arg(format!("{step}/{steps}"))
             .arg(now_ms())
+            .arg(if step < steps { stage::DENOISING } else { stage::DECODING })
             .invoke_async(&mut c)
             .await?;
         Ok(wrote >= 0)

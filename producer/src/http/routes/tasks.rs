@@ -66,6 +66,9 @@ pub struct TaskView {
     pub fallback_cause: Option<String>,
     /// Sampler progress.
     pub progress: Option<Progress>,
+    /// While it runs: `denoising` (the steps `progress` counts), then `decoding` (the
+    /// VAE decode and the video encode after the last step).
+    pub stage: Option<String>,
     /// Deliveries so far.
     pub attempts: Option<u32>,
     /// Timings.
@@ -120,6 +123,7 @@ pub fn task_view(task_id: &str, hash: &HashMap<String, String>) -> Option<TaskVi
         lane: text(field::LANE),
         fallback_cause: text(field::FALLBACK_CAUSE),
         progress,
+        stage: text(field::STAGE).filter(|_| !terminal),
         attempts: num(field::ATTEMPTS).map(|a| a as u32),
         timings: TaskTimings {
             submitted_at_ms: num(field::SUBMITTED_AT_MS),
@@ -301,10 +305,19 @@ mod tests {
     fn processing_task_shows_progress_without_result() {
         let v = task_view(
             "t",
-            &hash(&[("status", "processing"), ("progress", "3/8"), ("lane", "anisora"), ("started_at_ms", "5")]),
+            &hash(&[
+                ("status", "processing"),
+                ("progress", "3/8"),
+                ("stage", "denoising"),
+                ("lane", "anisora"),
+                ("started_at_ms", "5"),
+            ]),
         )
         .unwrap();
         assert_eq!(v.progress, Some(Progress { step: 3, steps: 8 }));
+        assert_eq!(v.stage.as_deref(), Some("denoising"));
+        let done = task_view("t", &hash(&[("status", "done"), ("stage", "decoding")])).unwrap();
+        assert_eq!(done.stage, None, "a finished task has no stage");
         assert!(!v.terminal && v.result_url.is_none() && v.error.is_none());
         assert_eq!(v.timings.started_at_ms, Some(5));
     }
