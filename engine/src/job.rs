@@ -183,3 +183,12 @@ pub struct Trace {
     /// Its shape.
     pub video_shape: Vec<usize>,
 }
+
+/// What a run calls after every denoising step with `(step, steps)`; a `Break` stops
+/// the run after that step with [`crate::EngineError::Cancelled`].
+pub type Progress<'a> = dyn FnMut(u32, u32) -> std::ops::ControlFlow<()> + 'a;
+
+/// A [`Progress`] that lets every run go to its end.
+pub fn go_on(_step: u32, _steps: u32) -> std::ops::ControlFlow<()> {
+    std::ops::ControlFlow::Continue(())
+}

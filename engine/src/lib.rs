@@ -44,7 +44,8 @@ mod trim;
 pub use error::{classify_ort_message, EngineError, LIBRARY_NOT_FOUND};
 pub use h264::FPS;
 pub use job::{
-    ComponentMemory, FaultPlan, Generation, Job, LoadOptions, MemoryFigures, PipelineMemory, StageTimings, Trace,
+    go_on, ComponentMemory, FaultPlan, Generation, Job, LoadOptions, MemoryFigures, PipelineMemory, Progress,
+    StageTimings, Trace,
 };
 pub use memory::MemorySample;
 pub use output::Video;

@@ -9,7 +9,7 @@
 use crate::cleanup::{self, Report};
 use crate::components::Component;
 use crate::error::EngineError;
-use crate::job::{ComponentMemory, FaultPlan, Generation, Job, LoadOptions, PipelineMemory, Trace};
+use crate::job::{go_on, ComponentMemory, FaultPlan, Generation, Job, LoadOptions, PipelineMemory, Progress, Trace};
 use crate::memory::{self, MemorySample};
 use crate::output::{self, Video};
 use crate::runtime::Runtime;
@@ -17,7 +17,6 @@ use crate::sampling::{self, Context, Request};
 use crate::tokenizer::Tokenizer;
 use crate::trim;
 use ort::session::RunOptions;
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -162,7 +161,7 @@ impl Pipeline {
             timeout: Duration::from_secs(600),
             out_dir: std::env::temp_dir(),
         };
-        self.run_with_cleanup(&job, &request_of(&job), &mut |_, _| ControlFlow::Continue(()), false).map(|_| ())
+        self.run_with_cleanup(&job, &request_of(&job), &mut go_on, false).map(|_| ())
     }
 
     /// Runs `job` from the initial latent `noise` (`[1, C, F, h, w]`, replacing the
@@ -172,7 +171,7 @@ impl Pipeline {
     pub fn trace(&mut self, job: &Job, noise: &[f32]) -> Result<Trace, EngineError> {
         let req = Request { noise: Some(noise), ..request_of(job) };
         self.tracing = Some(Trace::default());
-        let result = self.run_with_cleanup(job, &req, &mut |_, _| ControlFlow::Continue(()), false);
+        let result = self.run_with_cleanup(job, &req, &mut go_on, false);
         let trace = self.tracing.take().unwrap_or_default();
         result.map(|_| trace)
     }
@@ -187,11 +186,7 @@ impl Pipeline {
 
     /// Generates `job` and writes `<task_id>.mp4`, `<task_id>.gif` and `<task_id>.json`
     /// into its `out_dir`. `progress(step, steps)` is called after every denoising step.
-    pub fn generate(
-        &mut self,
-        job: &Job,
-        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
-    ) -> Result<Generation, EngineError> {
+    pub fn generate(&mut self, job: &Job, progress: &mut Progress<'_>) -> Result<Generation, EngineError> {
         let req = request_of(job);
         match self.run_with_cleanup(job, &req, progress, true)? {
             Some(generation) => Ok(generation),
@@ -257,7 +252,7 @@ impl Pipeline {
         &mut self,
         job: &Job,
         req: &Request<'_>,
-        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
+        progress: &mut Progress<'_>,
         write: bool,
     ) -> Result<Option<Generation>, EngineError> {
         let started = Instant::now();
@@ -300,7 +295,7 @@ impl Pipeline {
         &mut self,
         job: &Job,
         req: &Request<'_>,
-        progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
+        progress: &mut Progress<'_>,
         write: bool,
         started: Instant,
         calls: &mut u32,

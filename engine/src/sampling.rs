@@ -8,7 +8,7 @@
 
 use crate::components::Component;
 use crate::error::EngineError;
-use crate::job::{FaultPlan, StageTimings, Trace};
+use crate::job::{FaultPlan, Progress, StageTimings, Trace};
 use crate::output::Video;
 use crate::ports::Ports;
 use crate::rng::Pcg32;
@@ -16,7 +16,6 @@ use crate::schedule;
 use crate::tokenizer::Tokenizer;
 use feed::Tensor;
 use ort::session::{RunOptions, Session};
-use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 use warmlane_shared::settings::pipeline::{Guidance, Slot};
 use warmlane_shared::settings::PipelineSettings;
@@ -105,7 +104,7 @@ pub(crate) fn run(
     components: &mut [Component; 3],
     ctx: &mut Context<'_>,
     req: &Request<'_>,
-    progress: &mut dyn FnMut(u32, u32) -> ControlFlow<()>,
+    progress: &mut Progress<'_>,
 ) -> Result<Video, EngineError> {
     let [text_encoder, denoiser, vae_decoder] = components;
     let s = ctx.settings;
