@@ -114,7 +114,10 @@ impl Backend for InMemory {
         .boxed()
     }
 
-    fn recent_tasks(&self, scan: usize) -> BoxFuture<'_, Result<warmlane_producer::http::backend::TaskHashes, InfraError>> {
+    fn recent_tasks(
+        &self,
+        scan: usize,
+    ) -> BoxFuture<'_, Result<warmlane_producer::http::backend::TaskHashes, InfraError>> {
         async move {
             self.redis()?;
             let tasks = self.tasks.lock().unwrap();

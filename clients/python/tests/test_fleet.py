@@ -11,11 +11,14 @@ import pytest
 from warmlane_client import (
     AsyncClient,
     AsyncHttpClient,
+    Cancelled,
     Client,
+    Conflict,
     Forbidden,
     GenerationRequest,
     HttpClient,
     InvalidParameter,
+    NotFound,
     Progress,
     UnknownModel,
 )
@@ -155,5 +158,37 @@ def test_async_http_client_works_the_same(fleet: FleetEnv) -> None:
             assert caught.value.reason == "width"
             with pytest.raises(UnknownModel):
                 await client.submit(GenerationRequest(model="no-such-model", prompt="x"))
+
+    asyncio.run(main())
+
+
+def test_http_cancel_a_pending_task_and_list_it(fleet: FleetEnv) -> None:
+    # No wan-tiny worker runs here: its request waits in the degraded queue, pending.
+    with HttpClient(fleet.http_url, api_key=fleet.api_key) as client:
+        accepted = client.submit(GenerationRequest(model="wan-tiny", prompt="never runs"))
+        view = client.cancel(accepted.task_id)
+        assert (view.status, view.error_code, view.terminal) == ("failed", "cancelled", True)
+        with pytest.raises(Cancelled):
+            client.wait(accepted.task_id, timeout=TIMEOUT_S)
+        with pytest.raises(Conflict) as late:
+            client.cancel(accepted.task_id)
+        assert late.value.status == 409
+        with pytest.raises(NotFound):
+            client.cancel("no-such-task")
+        listed = client.tasks(status="cancelled", model="wan-tiny", limit=5)
+        assert [t.task_id for t in listed] == [accepted.task_id]
+        with pytest.raises(InvalidParameter) as bad:
+            client.tasks(limit=0)
+        assert bad.value.reason == "limit"
+
+
+def test_async_http_cancel_and_list(fleet: FleetEnv) -> None:
+    async def main() -> None:
+        async with AsyncHttpClient(fleet.http_url, api_key=fleet.api_key) as client:
+            accepted = await client.submit(GenerationRequest(model="wan-tiny", prompt="never runs either"))
+            view = await client.cancel(accepted.task_id)
+            assert view.error_code == "cancelled"
+            recent = await client.tasks(limit=200)
+            assert accepted.task_id in [t.task_id for t in recent]
 
     asyncio.run(main())

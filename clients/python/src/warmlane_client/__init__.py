@@ -7,6 +7,8 @@
 """
 
 from .errors import (
+    Cancelled,
+    Conflict,
     Forbidden,
     GpuOom,
     InferenceFailed,
@@ -42,7 +44,9 @@ __all__ = [
     "Accepted",
     "AsyncClient",
     "AsyncHttpClient",
+    "Cancelled",
     "Client",
+    "Conflict",
     "Forbidden",
     "GenerationRequest",
     "GpuOom",

@@ -89,6 +89,19 @@ class InferenceFailed(WarmlaneError):
     CODE = "inference_failed"
 
 
+class Cancelled(WarmlaneError):
+    """The caller cancelled the task (``DELETE /tasks/{id}``): a pending one never ran,
+    a running one stopped at a denoising step."""
+
+    CODE = "cancelled"
+
+
+class Conflict(WarmlaneError):
+    """The shim's 409: the task already had its terminal reply (a cancel came too late)."""
+
+    CODE = "conflict"
+
+
 class NotFound(WarmlaneError):
     """HTTP 404: no such task (unknown, or expired after 24 h) or result."""
 
@@ -133,6 +146,8 @@ _BY_CODE: Dict[str, Type[WarmlaneError]] = {
         GpuOom,
         InferenceTimeout,
         InferenceFailed,
+        Cancelled,
+        Conflict,
         NotFound,
         Unauthorized,
         Forbidden,

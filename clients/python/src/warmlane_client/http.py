@@ -1,5 +1,6 @@
 """The HTTP shim's client (README, "HTTP shim"): ``POST /generate``, ``GET /tasks/{id}``
-(long-poll with ``?wait=N``), ``GET /tasks/{id}/result``.
+(long-poll with ``?wait=N``), ``GET /tasks/{id}/result``, ``GET /tasks`` (recent tasks)
+and ``DELETE /tasks/{id}`` (cancel).
 
 :class:`HttpClient` blocks, :class:`AsyncHttpClient` is its asyncio twin; both on
 ``httpx``. Error envelopes ``{"error": {"code", "reason", "message"}}`` become the
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import httpx
 
@@ -46,6 +47,16 @@ def _finished(view: TaskView) -> TaskView:
     if error is not None:
         raise error
     return view
+
+
+def _list_params(status: Optional[str], model: Optional[str], limit: Optional[int]) -> Dict[str, Any]:
+    params = {"status": status, "model": model, "limit": limit}
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _task_list(response: httpx.Response) -> List[TaskView]:
+    raise_for_response(response)
+    return [TaskView.from_json(t) for t in response.json()["tasks"]]
 
 
 def _headers(api_key: Optional[str]) -> Dict[str, str]:
@@ -114,6 +125,18 @@ class HttpClient:
         raise_for_response(response)
         return response.content
 
+    def cancel(self, task_id: str) -> TaskView:
+        """Cancels a task: a pending one comes back ``failed``/``cancelled`` and never
+        runs; a running one comes back with ``cancel_requested`` and stops at its next
+        step. Raises :class:`Conflict` for a finished task, :class:`NotFound` for an unknown one."""
+        response = self._http.delete(f"/tasks/{task_id}")
+        raise_for_response(response)
+        return TaskView.from_json(response.json())
+
+    def tasks(self, status: Optional[str] = None, model: Optional[str] = None, limit: Optional[int] = None) -> List[TaskView]:
+        """Recent tasks, newest first (``status`` may be ``cancelled``; ``limit`` 1-200)."""
+        return _task_list(self._http.get("/tasks", params=_list_params(status, model, limit)))
+
 
 class AsyncHttpClient:
     """The asyncio twin of :class:`HttpClient`; the same calls, awaited."""
@@ -172,6 +195,16 @@ class AsyncHttpClient:
         response = await self._http.get(f"/tasks/{task_id}/result")
         raise_for_response(response)
         return response.content
+
+    async def cancel(self, task_id: str) -> TaskView:
+        response = await self._http.delete(f"/tasks/{task_id}")
+        raise_for_response(response)
+        return TaskView.from_json(response.json())
+
+    async def tasks(
+        self, status: Optional[str] = None, model: Optional[str] = None, limit: Optional[int] = None
+    ) -> List[TaskView]:
+        return _task_list(await self._http.get("/tasks", params=_list_params(status, model, limit)))
 
 
 __all__ = ["AsyncHttpClient", "HttpClient", "raise_for_response"]

@@ -210,7 +210,8 @@ class TaskView:
     """A task as ``GET /tasks/{id}`` shows it (built from the Redis task hash)."""
 
     task_id: str
-    #: ``pending``, ``processing``, ``done``, ``failed``.
+    #: ``pending``, ``processing``, ``done``, ``failed`` (a cancelled task is ``failed``
+    #: with ``error_code`` ``cancelled``).
     status: str
     terminal: bool
     model: Optional[str] = None
@@ -225,6 +226,10 @@ class TaskView:
     content_type: Optional[str] = None
     preview_url: Optional[str] = None
     timings: Mapping[str, Optional[int]] = field(default_factory=dict)
+    #: While it runs: ``denoising`` (the steps ``progress`` counts), then ``decoding``.
+    stage: Optional[str] = None
+    #: A cancel asked its worker to stop; it ends ``failed``/``cancelled``.
+    cancel_requested: bool = False
 
     @staticmethod
     def from_json(j: Mapping[str, Any]) -> "TaskView":
@@ -246,6 +251,8 @@ class TaskView:
             content_type=j.get("content_type"),
             preview_url=j.get("preview_url"),
             timings=dict(j.get("timings") or {}),
+            stage=j.get("stage"),
+            cancel_requested=bool(j.get("cancel_requested")),
         )
 
     def error(self) -> Optional[WarmlaneError]:
