@@ -10,7 +10,9 @@
 //! - [`store`]: the Redis side of the contract: task hashes and their Lua scripts,
 //!   exactly-once replies, heartbeats, lane flags.
 //! - [`dead_letter`]: moving a message to `<prefix>.dead`, with a reply where possible.
-//! - [`telemetry`]: tracing setup and the StatsD exporter.
+//! - [`telemetry`]: tracing setup and the metrics exporters (StatsD, Prometheus).
+//! - [`prometheus`]: Prometheus names (those of `ops/statsd/mapping.yml`), the
+//!   recorder, and the workers' `/metrics` listener.
 //! - [`shutdown`]: the SIGTERM/Ctrl-C future of every binary.
 
 pub mod amqp;
@@ -18,6 +20,7 @@ pub mod backoff;
 pub mod config;
 pub mod dead_letter;
 pub mod error;
+pub mod prometheus;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -1,17 +1,21 @@
 //! Tracing setup shared by the binaries (human format by default, JSON with a
-//! flag) and the StatsD metrics exporter.
+//! flag) and the metrics exporters: StatsD and Prometheus, alone or together.
 //!
 //! Metrics are emitted through the `metrics` crate macros with the names in
-//! [`warmlane_shared::metrics`]; [`init_metrics`] installs a StatsD recorder when
-//! `--statsd` is set. Without it the macros are no-ops. A malformed address never
-//! stops a service: it is logged and metrics stay off, because losing a dashboard
-//! is better than refusing requests. The StatsD host name is resolved again every
+//! [`warmlane_shared::metrics`]. [`init_exporters`] installs one global recorder:
+//! a StatsD exporter when `--statsd` is set, a Prometheus registry when the caller
+//! serves `/metrics` (the shim always, a worker with `--metrics-addr`), both
+//! through a fanout when both are on ([`crate::prometheus`] gives the Prometheus
+//! names). With neither, the macros are no-ops. A malformed address never stops a
+//! service: it is logged and that exporter stays off, because losing a dashboard is
+//! better than refusing requests. The StatsD host name is resolved again every
 //! [`RESOLVE_EVERY`] (every [`RETRY_RESOLVE`] while it does not resolve), so a
 //! StatsD that starts after the service, or comes back at a new address (a
 //! recreated container), receives metrics without a restart.
 
 use cadence::{MetricSink, QueuingMetricSink};
-use metrics_exporter_statsd::StatsdBuilder;
+use metrics_exporter_statsd::{StatsdBuilder, StatsdRecorder};
+use metrics_util::layers::FanoutBuilder;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Mutex;
@@ -47,7 +51,7 @@ pub fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Why the StatsD exporter could not be installed.
+/// Why a metrics exporter could not be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// `--statsd` is not `host:port` with a non-zero port.
@@ -64,6 +68,9 @@ pub enum MetricsError {
     /// Another recorder is installed already (the `metrics` recorder is per process).
     #[error("a metrics recorder is already installed in this process")]
     AlreadyInstalled,
+    /// The Prometheus recorder could not be built.
+    #[error("Prometheus recorder")]
+    Prometheus(#[source] metrics_exporter_prometheus::BuildError),
 }
 
 /// Splits `host:port` (`[v6]:port` too) into host and a non-zero port.
@@ -87,17 +94,21 @@ pub fn parse_statsd_addr(addr: &str) -> Result<(String, u16), MetricsError> {
 /// go through a bounded queue on a background thread, so a slow or absent StatsD
 /// never blocks a request.
 pub fn install_statsd(addr: &str, prefix: &str) -> Result<(), MetricsError> {
+    metrics::set_global_recorder(statsd_recorder(addr, prefix)?).map_err(|_| MetricsError::AlreadyInstalled)
+}
+
+/// The StatsD exporter of [`install_statsd`], not installed.
+pub fn statsd_recorder(addr: &str, prefix: &str) -> Result<StatsdRecorder, MetricsError> {
     let (host, port) = parse_statsd_addr(addr)?;
     let prefix = prefix.trim_end_matches('.');
     let sink = ResolvingUdpSink::new(host, port);
     if let Err(e) = sink.current_target() {
         tracing::warn!(statsd = addr, error = %e, "the StatsD host does not resolve yet; metrics are dropped until it does");
     }
-    let recorder = StatsdBuilder::from("", 0)
+    StatsdBuilder::from("", 0)
         .with_sink(QueuingMetricSink::with_capacity(sink, 10_000))
         .build((!prefix.is_empty()).then_some(prefix))
-        .map_err(|e| MetricsError::Build { addr: addr.to_string(), detail: crate::Report(&e).to_string() })?;
-    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)
+        .map_err(|e| MetricsError::Build { addr: addr.to_string(), detail: crate::Report(&e).to_string() })
 }
 
 /// Sends each metric in its own datagram to the StatsD host, looking the name up
@@ -169,22 +180,71 @@ impl MetricSink for ResolvingUdpSink {
 }
 
 /// Installs the StatsD exporter when `--statsd` is set (and not empty); returns
-/// whether metrics are on. Any failure is a warning, never an error.
+/// whether metrics are on. Any failure is a warning, never an error. Processes
+/// that serve `/metrics` call [`init_exporters`] instead.
 pub fn init_metrics(args: &crate::config::TelemetryArgs) -> bool {
-    let Some(addr) = args.statsd.as_deref().map(str::trim).filter(|a| !a.is_empty()) else {
-        tracing::info!("metrics off: --statsd / WARMLANE_STATSD is not set");
-        return false;
+    init_exporters(args, false).statsd
+}
+
+/// Which exporters [`init_exporters`] installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Exporters {
+    /// Metrics go to `--statsd`.
+    pub statsd: bool,
+    /// Metrics are recorded for `/metrics` ([`crate::prometheus::render`]).
+    pub prometheus: bool,
+}
+
+/// Installs the process's recorder: StatsD when `--statsd` is set (and not empty),
+/// Prometheus when `prometheus` is true, both through a fanout when both are on.
+/// Any failure is one warning and leaves that exporter off, never an error.
+pub fn init_exporters(args: &crate::config::TelemetryArgs, prometheus: bool) -> Exporters {
+    let prefix = args.metrics_prefix.as_str();
+    let statsd = match args.statsd.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+        None => {
+            tracing::info!("StatsD off: --statsd / WARMLANE_STATSD is not set");
+            None
+        }
+        Some(addr) => match statsd_recorder(addr, prefix) {
+            Ok(recorder) => Some((recorder, addr)),
+            Err(e) => {
+                tracing::warn!(error = %crate::Report(&e), "StatsD off: the exporter could not be built");
+                None
+            }
+        },
     };
-    match install_statsd(addr, &args.metrics_prefix) {
-        Ok(()) => {
-            tracing::info!(statsd = addr, prefix = %args.metrics_prefix, "metrics on: sending to StatsD");
-            true
-        }
+    let prom = match prometheus.then(|| crate::prometheus::recorder(prefix)).transpose() {
+        Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e, "metrics off: the StatsD exporter could not be installed");
-            false
+            let e = MetricsError::Prometheus(e);
+            tracing::warn!(error = %crate::Report(&e), "Prometheus off: the recorder could not be built");
+            None
         }
+    };
+    let on = Exporters { statsd: statsd.is_some(), prometheus: prom.is_some() };
+    let (installed, handle) = match (statsd, prom) {
+        (None, None) => return on,
+        (Some((s, _)), None) => (metrics::set_global_recorder(s).is_ok(), None),
+        (None, Some((p, handle))) => (metrics::set_global_recorder(p).is_ok(), Some(handle)),
+        (Some((s, _)), Some((p, handle))) => {
+            let both = FanoutBuilder::default().add_recorder(s).add_recorder(p).build();
+            (metrics::set_global_recorder(both).is_ok(), Some(handle))
+        }
+    };
+    if !installed {
+        tracing::warn!(error = %MetricsError::AlreadyInstalled, "metrics off: the exporters could not be installed");
+        return Exporters::default();
     }
+    if let Some(handle) = handle {
+        crate::prometheus::set_installed(handle);
+    }
+    tracing::info!(
+        statsd = args.statsd.as_deref().filter(|_| on.statsd).unwrap_or("off"),
+        prometheus = on.prometheus,
+        prefix,
+        "metrics on"
+    );
+    on
 }
 
 #[cfg(test)]
