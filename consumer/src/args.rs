@@ -25,6 +25,10 @@ pub struct Args {
     /// Logging and metrics.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Serve Prometheus metrics at `http://<addr>/metrics` (`host:port`, e.g.
+    /// `0.0.0.0:9100`), beside StatsD; off when unset. A bad address is a warning.
+    #[arg(long, env = "WARMLANE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Execution provider for every component, overriding the settings (`cpu` or `cuda`).
     #[arg(long, env = "WARMLANE_PROVIDER")]
     pub provider: Option<String>,

@@ -27,7 +27,11 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> ExitCode {
     warmlane_infra::telemetry::init(args.telemetry.json_logs);
-    warmlane_infra::telemetry::init_metrics(&args.telemetry);
+    let metrics_addr = args.metrics_addr.as_deref().map(str::trim).filter(|a| !a.is_empty());
+    let exporters = warmlane_infra::telemetry::init_exporters(&args.telemetry, metrics_addr.is_some());
+    if let (Some(addr), true) = (metrics_addr, exporters.prometheus) {
+        warmlane_infra::prometheus::spawn_listener(addr).await;
+    }
     let settings = match args.connect.load_settings() {
         Ok(s) => Arc::new(s),
         Err(e) => {

@@ -10,7 +10,9 @@ async fn main() -> ExitCode {
     // Completions and the man page print documentation only: no logs, no metrics.
     if !matches!(cli.command, Command::Completions { .. } | Command::Man) {
         warmlane_infra::telemetry::init(cli.telemetry.json_logs);
-        warmlane_infra::telemetry::init_metrics(&cli.telemetry);
+        // `serve` answers GET /metrics: it records for Prometheus beside StatsD.
+        let prometheus = matches!(cli.command, Command::Serve(_));
+        warmlane_infra::telemetry::init_exporters(&cli.telemetry, prometheus);
     }
     match warmlane_producer::commands::run(cli, warmlane_infra::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,

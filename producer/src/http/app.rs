@@ -35,7 +35,7 @@ impl AppState {
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone: probes, status, documentation, the dashboard.
+    /// Anyone: probes, status, metrics, documentation, the dashboard.
     Public,
     /// Callers with an API key in `x-api-key` (when keys are configured).
     ApiKey,
@@ -68,6 +68,7 @@ pub fn routes() -> Vec<RouteSpec> {
         spec("/history.js", Method::GET, Public, get(routes::dashboard::history)),
         spec("/health", Method::GET, Public, get(routes::system::health)),
         spec("/ready", Method::GET, Public, get(routes::system::ready)),
+        spec("/metrics", Method::GET, Public, get(routes::system::metrics)),
         spec("/lanes", Method::GET, Public, get(routes::system::lanes)),
         spec("/models", Method::GET, Public, get(routes::system::models)),
         spec("/openapi.json", Method::GET, Public, get(super::openapi::document)),

@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "warmlane HTTP shim", description = "Submit video generation requests to the warmlane fleet and follow them. Errors use the envelope `{\"error\": {\"code\", \"reason\", \"message\"}}`; 503 answers carry `Retry-After`."),
     paths(
         dashboard::index, dashboard::script, dashboard::history,
-        system::health, system::ready, system::lanes, system::models,
+        system::health, system::ready, system::metrics, system::lanes, system::models,
         document, docs::page, docs::bundle, docs::css,
         vram::status, vram::check,
         generate::generate,
@@ -27,7 +27,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "tasks", description = "Submit and follow generation tasks (API key)"),
-        (name = "system", description = "Probes, lanes and models"),
+        (name = "system", description = "Probes, metrics, lanes and models"),
         (name = "hardware", description = "Worker memory from heartbeats"),
         (name = "admin", description = "Lane operations (admin key)"),
         (name = "dashboard", description = "The operator dashboard"),

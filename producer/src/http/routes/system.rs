@@ -1,12 +1,14 @@
 //! Probes and status: `/health` (liveness), `/ready` (broker and Redis answer),
-//! `/lanes` ([`crate::lanes::status`], as `warmlane-producer lanes` prints it) and
-//! `/models` (what the dashboard offers).
+//! `/lanes` ([`crate::lanes::status`], as `warmlane-producer lanes` prints it),
+//! `/models` (what the dashboard offers) and `/metrics` (Prometheus).
 
 use crate::http::backend::Readiness;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
 use crate::lanes::LanesStatus;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -68,6 +70,25 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiErro
 )]
 pub async fn lanes(State(state): State<AppState>) -> Result<Json<LanesStatus>, ApiError> {
     Ok(Json(super::bounded("reading lane status", state.backend.lanes()).await?))
+}
+
+/// This shim's metrics in the Prometheus text format: the names, labels and buckets
+/// the statsd-exporter gives its StatsD lines (`ops/statsd/mapping.yml`), so the
+/// Grafana dashboard reads either. `warmlane-producer serve` always records them;
+/// lane readiness and queue depths are sampled every 5 s.
+#[utoipa::path(
+    get, path = "/metrics", tag = "system",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4 (`warmlane_lane_ready`, `warmlane_lane_depth`, `warmlane_degraded_depth`, `warmlane_requests_routed_total`, ...; label `prefix` is `--metrics-prefix`)", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 404, description = "`not_found`: this process records no Prometheus metrics (the router embedded without `serve`'s exporters)", body = ErrorBody),
+    )
+)]
+pub async fn metrics() -> Result<Response, ApiError> {
+    let text = warmlane_infra::prometheus::render().ok_or_else(|| ApiError::NotFound {
+        what: "metrics",
+        message: "this process records no Prometheus metrics".into(),
+    })?;
+    Ok(([(header::CONTENT_TYPE, warmlane_infra::prometheus::CONTENT_TYPE)], text).into_response())
 }
 
 /// A model as the dashboard shows it.
