@@ -6,7 +6,7 @@
 //! lane the count is known (1, as the broker says the message was never delivered
 //! before), and a task whose deadline is far off cannot be answered by the backstop
 //! meanwhile; so the worker starts at once and the reply records the attempt
-//! (`Store::finish_first_delivery`). If the run is still going after
+//! (`Store::finish_run`). If the run is still going after
 //! `lanes.late_claim_ms` (250 ms by default), the background runtime writes the
 //! `START` then: from there on the task reads `processing`, with its progress, as
 //! before. A crash before the reply means a redelivery, which counts that first

@@ -127,7 +127,7 @@ pub async fn run(
         engine: Arc::new(Mutex::new(engine)),
         status: Arc::new(Mutex::new(Status::starting(&cfg.lane, now_ms()))),
         claims: Arc::default(),
-        cancels: Arc::default(),
+        cancels: Arc::new(crate::cancel::Cancels::new(Duration::from_secs(cfg.settings.lanes.task_ttl_s))),
     });
     let heartbeat = tokio::spawn(upkeep::heartbeat_loop(ctx.clone()));
     let cancels = tokio::spawn(crate::cancel::listen(ctx.store.clone(), ctx.cancels.clone()));
@@ -153,6 +153,10 @@ pub async fn run(
             stop_background();
             return Err(e.into());
         }
+    }
+    // A lane worker starts first deliveries unclaimed only once it hears cancels.
+    if is_lane && !ctx.cancels.wait_heard(Duration::from_secs(10)).await {
+        tracing::warn!("not subscribed to cancels yet; claiming every delivery until then");
     }
     let result = run_lane_thread(&ctx, &cfg, shutdown).await;
     stop_background();

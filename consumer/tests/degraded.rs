@@ -256,21 +256,23 @@ fn same_model_reuses_the_runner_and_oom_is_retried() {
 }
 
 /// A cancel reaches the runner mid-generation: it stops after the step at which the
-/// cancel arrives (anisora has 8 guided steps, so it arrives well before the end),
-/// answers `cancelled`, writes nothing, and the same runner serves the next request.
+/// cancel arrives (the runner waits for the parent's frame at step 2, once, so the
+/// cancel cannot lose a race against the run's end), answers `cancelled`, writes
+/// nothing, and the same runner serves the next request.
 #[test]
 fn a_cancel_stops_the_runner_at_a_step_and_it_serves_on() {
     let _serial = serial();
     let settings = demo_settings();
     let out = scratch("cancel");
     let mut engine = degraded(&settings, 1 << 30);
+    engine.inner_mut().set_faults(RunnerFaults { wait_frame_at_step: Some(2), ..RunnerFaults::default() });
     engine.prepare("anisora").expect("load");
     let pid = engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst);
     let mut seen = Vec::new();
     let err = engine
         .generate(&request(&settings, "anisora", "cancel-1"), "degraded", &out, &mut |s, _| {
             seen.push(s);
-            if s >= 1 {
+            if s >= 2 {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
@@ -278,7 +280,7 @@ fn a_cancel_stops_the_runner_at_a_step_and_it_serves_on() {
         })
         .expect_err("cancelled");
     assert_eq!(err.code, ErrorCode::Cancelled, "{}", err.message);
-    assert!(!seen.is_empty() && seen.len() < 8, "stopped before the last step: {seen:?}");
+    assert_eq!(seen, vec![1, 2], "stopped after the step the cancel came at");
     assert!(!out.join("cancel-1.mp4").exists(), "nothing written for a cancelled run");
     assert_eq!(
         engine.inner().pid_handle().load(std::sync::atomic::Ordering::SeqCst),

@@ -25,10 +25,11 @@ use warmlane_infra::store::FinishWhen;
 use warmlane_infra::{InfraError, Report};
 use warmlane_shared::error::reason;
 use warmlane_shared::metrics as m;
+use warmlane_shared::reply::field;
 use warmlane_shared::routing::degraded_waited_ms;
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::topology::HEADER_FIRST_DEATH_QUEUE;
-use warmlane_shared::{now_ms, Rejection, Reply, ReplyStatus, Timings};
+use warmlane_shared::{now_ms, Rejection, Reply, ReplyStatus, TaskStatus, Timings};
 
 /// How often the backstop sweeps the deadline index.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -150,6 +151,12 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
     };
     match lane.as_deref() {
         Some(lane) if lane != DEGRADED_LANE => {
+            // A task answered while it waited (cancelled) takes no degraded slot.
+            let status = producer.store().task(&req.task_id).await?.remove(field::STATUS);
+            if status.as_deref().and_then(TaskStatus::parse).is_some_and(TaskStatus::is_terminal) {
+                tracing::info!(task_id = %req.task_id, "lane wait ran out on a task already answered; dropped");
+                return Ok(());
+            }
             tracing::info!(task_id = %req.task_id, model = %req.model, "lane wait ran out; moving to the degraded queue");
             match producer.move_to_degraded(&req).await {
                 Ok(_) | Err(ProducerError::Rejected(_)) => Ok(()),

@@ -116,12 +116,13 @@ impl Backend for InMemory {
 
     fn recent_tasks(
         &self,
-        scan: usize,
+        skip: usize,
+        count: usize,
     ) -> BoxFuture<'_, Result<warmlane_producer::http::backend::TaskHashes, InfraError>> {
         async move {
             self.redis()?;
             let tasks = self.tasks.lock().unwrap();
-            Ok(tasks.iter().take(scan).map(|(id, h)| (id.clone(), h.clone())).collect())
+            Ok(tasks.iter().skip(skip).take(count).map(|(id, h)| (id.clone(), h.clone())).collect())
         }
         .boxed()
     }

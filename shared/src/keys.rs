@@ -71,6 +71,12 @@ impl Keys {
         format!("{}:cancels", self.prefix)
     }
 
+    /// Sorted set of cancelled task ids by cancel time (unix ms), kept for the task
+    /// lifetime: a worker that (re)subscribes to [`Keys::cancels`] reads it to catch up.
+    pub fn cancelled(&self) -> String {
+        format!("{}:cancelled", self.prefix)
+    }
+
     /// Every key of this prefix, for cleanup in tests and tools.
     pub fn pattern(&self) -> String {
         format!("{}:*", self.prefix)
@@ -88,6 +94,7 @@ mod tests {
         assert_eq!(k.task("abc"), "warmlane:task:abc");
         assert_eq!(k.recent(), "warmlane:tasks:recent");
         assert_eq!(k.cancels(), "warmlane:cancels");
+        assert_eq!(k.cancelled(), "warmlane:cancelled");
         assert_eq!(k.lane_workers("anisora"), "warmlane:lane:anisora:workers");
     }
 }

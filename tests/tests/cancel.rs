@@ -80,3 +80,29 @@ async fn cancel_pending_and_running_tasks_from_the_cli() {
     refused(&cli(&p, &["cancel", "not a task id"]).await, "is not a task id");
     fleet.cleanup().await;
 }
+
+/// A worker that starts after a cancel was announced (it missed the announcement)
+/// catches up from the cancelled set before it starts first deliveries unclaimed, and
+/// skips the cancelled task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_after_the_cancel_still_skips_the_task() {
+    let p = prefix("cancel-late");
+    let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
+    // A warm heartbeat with no consumer: the request is routed to the lane and waits there.
+    fleet.fake_warm_heartbeat("anisora", 30_000).await;
+    let (d, e) = (format!("{p}-d"), format!("{p}-e"));
+    let admitted = fleet.producer.submit_json(&request(&d, "anisora")).await.expect("admit d");
+    assert_eq!(admitted.lane, "anisora", "queued on the lane");
+    let cancelled = document(&cli(&p, &["cancel", &d]).await);
+    assert_eq!(cancelled["error"]["code"], "cancelled");
+    assert_eq!(fleet.reply(&d, 5).await.code, Some(ErrorCode::Cancelled));
+
+    let gate = Gate::default();
+    gate.open();
+    fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
+    fleet.producer.submit_json(&request(&e, "anisora")).await.expect("admit e");
+    assert_eq!(fleet.reply(&e, 10).await.status, warmlane_shared::ReplyStatus::Done);
+    assert_eq!(gate.entered(), 1, "only `e` reached the engine; the cancelled `d` was skipped");
+    assert_eq!(fleet.replies_left(&d).await, 0, "exactly one terminal reply for d");
+    fleet.cleanup().await;
+}

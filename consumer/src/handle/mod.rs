@@ -15,16 +15,18 @@ use lapin::Channel;
 use plan::{Action, DeadWhy, Facts, Step};
 use warmlane_infra::amqp::message_properties;
 use warmlane_infra::dead_letter::{dead_letter, DeadLetter};
-use warmlane_infra::store::FinishWhen;
+use warmlane_infra::store::{FinishWhen, Finished};
 use warmlane_infra::{InfraError, Published, Report};
 use warmlane_shared::error::reason;
 use warmlane_shared::metrics as m;
+use warmlane_shared::reply::field;
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::{now_ms, ErrorCode, Rejection, Reply, ReplyStatus, Timings, ValidRequest, WorkerState};
 
 /// Handles one delivery and acks it.
 pub async fn handle(ctx: &Ctx, channel: &Channel, delivery: &Delivery) -> Result<(), InfraError> {
-    let facts = Facts::read(delivery, &ctx.settings);
+    let mut facts = Facts::read(delivery, &ctx.settings);
+    facts.cancels_heard = ctx.cancels.heard();
     let action = match plan::plan(&facts, &ctx.lane, &ctx.settings, now_ms()) {
         Step::Do(action) => action,
         Step::Claim { req, by } => {
@@ -96,39 +98,61 @@ async fn run(ctx: &Ctx, req: &ValidRequest, unclaimed: bool, started_at_ms: u64)
     }
     ctx.set_state(WorkerState::Warm);
     let reply = plan::run_reply(req, &ctx.lane, &result, queued);
-    let written = if unclaimed {
-        ctx.store.finish_first_delivery(&reply, &ctx.worker_id, started_at_ms).await?
-    } else {
-        ctx.store.finish(&reply, FinishWhen::NotTerminal).await?
-    };
-    if !written {
-        // Cancelled while it ran: nobody will fetch this video. (Not on other lost
-        // races: a second run of a redelivered task writes the same file the first
-        // run's reply names.)
-        if let (Ok(out), true) = (&result, ctx.cancels.contains(&req.task_id)) {
-            for path in std::iter::once(&out.path).chain(out.preview_path.as_ref()) {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        tracing::info!(task_id = %req.task_id, "the task was answered while it ran (cancelled?); its result is discarded");
+    let first = unclaimed.then_some((ctx.worker_id.as_str(), started_at_ms));
+    let written = ctx.store.finish_run(&reply, first).await?;
+    let (outcome, code) = settle(ctx, req, &result, written).await;
+    if let Ok(out) = &result {
+        metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone())
+            .record(out.inference_ms as f64);
     }
-    let (outcome, code) = match &result {
-        Ok(out) => {
-            metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone())
-                .record(out.inference_ms as f64);
-            ("done", "none")
-        }
-        Err(f) => {
-            if f.code == ErrorCode::Cancelled {
-                metrics::counter!(m::TASKS_CANCELLED, m::TAG_STAGE => "running").increment(1);
-            }
-            ("failed", f.code.as_str())
-        }
-    };
     metrics::counter!(m::TASKS_FINISHED, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone(), m::TAG_OUTCOME => outcome, m::TAG_CODE => code).increment(1);
     ctx.lock_status().tasks += 1;
     tracing::info!(task_id = %req.task_id, model = %req.model, lane = %ctx.lane, outcome, code, "task finished");
     Ok(())
+}
+
+/// What became of a run once its reply was written or refused: the outcome and code
+/// the task ended with, a running cancel counted, and the files of a video nobody
+/// will fetch (the task ended `cancelled`) removed.
+async fn settle(
+    ctx: &Ctx,
+    req: &ValidRequest,
+    result: &Result<crate::engine::Output, crate::engine::EngineFailure>,
+    written: Finished,
+) -> (&'static str, &'static str) {
+    let cancelled = match written {
+        Finished::Written => matches!(result, Err(f) if f.code == ErrorCode::Cancelled),
+        Finished::CancelWon => true,
+        // Someone else answered: a cancel of the task while it read `pending` (counted
+        // by the canceller), or the backstop. Only a cancelled task's files go.
+        Finished::NotWritten => {
+            let code = ctx.store.task(&req.task_id).await.ok().and_then(|mut h| h.remove(field::CODE));
+            if let (Ok(out), Some("cancelled")) = (result, code.as_deref()) {
+                remove_outputs(out);
+            }
+            tracing::info!(task_id = %req.task_id, code = code.as_deref().unwrap_or("-"), "the task was answered while it ran; its result is discarded");
+            false
+        }
+    };
+    if cancelled {
+        metrics::counter!(m::TASKS_CANCELLED, m::TAG_STAGE => "running").increment(1);
+        if let Ok(out) = result {
+            remove_outputs(out);
+        }
+        return ("failed", ErrorCode::Cancelled.as_str());
+    }
+    match result {
+        Ok(_) => ("done", "none"),
+        Err(f) => ("failed", f.code.as_str()),
+    }
+}
+
+/// Removes a run's video, its preview and its metadata file.
+fn remove_outputs(out: &crate::engine::Output) {
+    let json = out.path.with_extension("json");
+    for path in [Some(&out.path), out.preview_path.as_ref(), Some(&json)].into_iter().flatten() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 fn queued_ms(req: &ValidRequest) -> u64 {

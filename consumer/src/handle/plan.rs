@@ -40,6 +40,9 @@ pub struct Facts<'d> {
     pub redelivered: bool,
     /// When it entered the degraded queue (the producer's header), unix ms.
     pub enqueued_ms: Option<u64>,
+    /// The worker hears cancels (subscribed and caught up, see `crate::cancel`).
+    /// Without it a first delivery takes `START`, which refuses a cancelled task.
+    pub cancels_heard: bool,
 }
 
 impl<'d> Facts<'d> {
@@ -50,6 +53,7 @@ impl<'d> Facts<'d> {
             message_id: delivery.properties.message_id().as_ref().map(|id| id.as_str()),
             redelivered: delivery.redelivered,
             enqueued_ms: enqueued_ms(&delivery.properties),
+            cancels_heard: false,
         }
     }
 }
@@ -133,7 +137,7 @@ pub fn plan<'a>(facts: &'a Facts<'_>, lane: &str, settings: &Settings, now_ms: u
             return Step::Do(Action::WaitTimeout { req, waited_ms });
         }
     }
-    if !degraded && claim::may_start_unclaimed(settings, req, facts.redelivered, now_ms) {
+    if !degraded && facts.cancels_heard && claim::may_start_unclaimed(settings, req, facts.redelivered, now_ms) {
         return Step::Do(Action::Run { req, unclaimed: true, started_at_ms: now_ms });
     }
     // Only a lane worker runs first deliveries unclaimed, so only there does a

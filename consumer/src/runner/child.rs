@@ -183,6 +183,7 @@ fn generate(
         });
     }
     let faults = s.faults;
+    s.faults.wait_frame_at_step = None;
     let mut progress = |step: u32, steps: u32| {
         if faults.exit_at_step == Some(step) {
             tracing::error!(step, "injected crash (RunnerFaults.exit_at_step)");
@@ -195,7 +196,13 @@ fn generate(
             }
         }
         let _ = write_frame(out, &Response::Progress { step, steps });
-        match inbox.try_recv() {
+        let next = if faults.wait_frame_at_step == Some(step) {
+            let _ = out.flush();
+            inbox.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
+        } else {
+            inbox.try_recv()
+        };
+        match next {
             Ok(Ok(Some(Request::Cancel { task_id }))) if task_id == req.task_id => {
                 tracing::info!(task_id, step, "cancelled; stopping after this step");
                 ControlFlow::Break(())

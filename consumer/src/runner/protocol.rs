@@ -28,6 +28,11 @@ pub struct RunnerFaults {
     pub exit_at_step: Option<u32>,
     /// Stop answering (a hang) when this step is reported.
     pub hang_at_step: Option<u32>,
+    /// After reporting this step, in the next generation only, wait for the parent's
+    /// next frame before going on (a test sends its `Cancel` there, with no race
+    /// against the run's end).
+    #[serde(default)]
+    pub wait_frame_at_step: Option<u32>,
 }
 
 /// Parked bytes in a `Prepare` (see `warmlane_engine::park`).

@@ -50,7 +50,17 @@ impl Store {
         for _ in 0..3 {
             if self.finish(&cancelled_reply(task_id, None, false), FinishWhen::Pending).await? {
                 let mut c = self.conn.clone();
-                let _: i64 = c.publish(self.keys.cancels(), task_id).await?;
+                let now = now_ms();
+                let _: () = redis::pipe()
+                    .atomic()
+                    .zadd(self.keys.cancelled(), task_id, now)
+                    .ignore()
+                    .zrembyscore(self.keys.cancelled(), "-inf", self.cancelled_horizon(now))
+                    .ignore()
+                    .publish(self.keys.cancels(), task_id)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await?;
                 metrics::counter!(m::TASKS_CANCELLED, m::TAG_STAGE => "pending").increment(1);
                 return Ok(CancelOutcome::Cancelled);
             }
@@ -58,8 +68,10 @@ impl Store {
             let status: String = REQUEST_CANCEL_SCRIPT
                 .key(self.keys.task(task_id))
                 .key(self.keys.cancels())
+                .key(self.keys.cancelled())
                 .arg(task_id)
                 .arg(now_ms())
+                .arg(self.cancelled_horizon(now_ms()))
                 .invoke_async(&mut c)
                 .await?;
             match status.as_str() {
@@ -72,6 +84,19 @@ impl Store {
         Ok(CancelOutcome::Requested)
     }
 
+    /// Cancels older than this (unix ms) are forgotten: their tasks have expired.
+    fn cancelled_horizon(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.task_ttl_s * 1000)
+    }
+
+    /// Task ids cancelled within the task lifetime (a worker catching up after it
+    /// subscribed), with when each was cancelled (unix ms).
+    pub async fn recent_cancels(&self) -> Result<Vec<(String, u64)>, InfraError> {
+        let mut c = self.conn.clone();
+        let horizon = self.cancelled_horizon(now_ms());
+        Ok(c.zrangebyscore_withscores(self.keys.cancelled(), horizon, "+inf").await?)
+    }
+
     /// The task ids announced on the cancel channel from now on. The stream ends when
     /// the connection is lost; the caller subscribes again.
     pub async fn cancel_announcements(&self) -> Result<impl Stream<Item = String> + Send, InfraError> {
@@ -80,11 +105,16 @@ impl Store {
         Ok(pubsub.into_on_message().filter_map(|msg| async move { msg.get_payload::<String>().ok() }))
     }
 
-    /// Up to `scan` of the most recent tasks, newest first, each with its hash; ids
-    /// whose hash expired are dropped from the index.
-    pub async fn recent_tasks(&self, scan: usize) -> Result<Vec<(String, HashMap<String, String>)>, InfraError> {
+    /// Up to `count` recent task ids from the `skip`-th newest on, newest first, each
+    /// with its hash (empty once the task expired; the cap trims such ids in time).
+    pub async fn recent_tasks(
+        &self,
+        skip: usize,
+        count: usize,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, InfraError> {
         let mut c = self.conn.clone();
-        let ids: Vec<String> = c.zrevrange(self.keys.recent(), 0, scan.saturating_sub(1) as isize).await?;
+        let last = (skip + count).saturating_sub(1) as isize;
+        let ids: Vec<String> = c.zrevrange(self.keys.recent(), skip as isize, last).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -93,11 +123,6 @@ impl Store {
             pipe.hgetall(self.keys.task(id));
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
-        let (live, gone): (Vec<_>, Vec<_>) = ids.into_iter().zip(hashes).partition(|(_, h)| !h.is_empty());
-        if !gone.is_empty() {
-            let gone: Vec<String> = gone.into_iter().map(|(id, _)| id).collect();
-            let _: i64 = c.zrem(self.keys.recent(), gone).await?;
-        }
-        Ok(live)
+        Ok(ids.into_iter().zip(hashes).collect())
     }
 }

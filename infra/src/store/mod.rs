@@ -26,7 +26,7 @@ mod workers;
 
 pub use history::{cancelled_reply, CancelOutcome, CANCELLED_REASON};
 pub use lanes::{ActiveFallback, LaneDisabled};
-pub use tasks::{FinishWhen, Started, StartedBy};
+pub use tasks::{FinishWhen, Finished, Started, StartedBy};
 
 /// Redis access for producer, reaper and workers.
 #[derive(Clone)]

@@ -129,13 +129,16 @@ return 1
 "#;
 
 /// A cancel of a task a worker has started (a pending one is answered through
-/// `FINISH` with `pending`): flags it for the worker's next step and announces it on
-/// the cancel channel. Returns the status found (`''` for no such task).
+/// `FINISH` with `pending`): flags it for the worker's next step, records it in the
+/// cancelled set (dropping entries older than ARGV[3]) and announces it on the cancel
+/// channel. Returns the status found (`''` for no such task).
 const REQUEST_CANCEL: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return '' end
 if s == 'processing' then
   redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at_ms', ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
   redis.call('PUBLISH', KEYS[2], ARGV[1])
 end
 return s

@@ -44,6 +44,19 @@ impl FinishWhen {
     }
 }
 
+/// What a terminal write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// This reply is the task's terminal reply.
+    Written,
+    /// A cancel was asked for while the run went on: the task was answered
+    /// `cancelled` instead of this `done`.
+    CancelWon,
+    /// The task had its terminal reply already (a cancel of a pending task, the
+    /// backstop, a redelivery's earlier run); nothing was written.
+    NotWritten,
+}
+
 /// What a worker learns when it starts a delivered task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Started {
@@ -149,7 +162,7 @@ impl Store {
     /// [`Store::start`] with how the delivery came: a redelivery of a task with no
     /// attempt count yet counts its earlier delivery too (a lane worker runs a first
     /// delivery without this call and records the attempt with the reply, see
-    /// [`Store::finish_first_delivery`]); a late claim gives the time its run began.
+    /// [`Store::finish_run`]); a late claim gives the time its run began.
     pub async fn start_as(
         &self,
         req: &ValidRequest,
@@ -195,19 +208,14 @@ impl Store {
     /// `when` narrows it further: the backstop leaves started tasks alone, and a
     /// refusal of a new request never touches a task that already exists.
     pub async fn finish(&self, reply: &Reply, when: FinishWhen) -> Result<bool, InfraError> {
-        self.finish_with(reply, when, None).await
+        Ok(self.finish_with(reply, when, None).await? == Finished::Written)
     }
 
-    /// [`Store::finish`] for a first delivery a lane worker ran without
-    /// [`Store::start`]: the task also records attempt 1, `worker_id` and when the
-    /// run began, unless a late start already recorded them.
-    pub async fn finish_first_delivery(
-        &self,
-        reply: &Reply,
-        worker_id: &str,
-        started_at_ms: u64,
-    ) -> Result<bool, InfraError> {
-        self.finish_with(reply, FinishWhen::NotTerminal, Some((worker_id, started_at_ms))).await
+    /// A worker's reply to the run it made. `first`: a first delivery a lane worker ran
+    /// without [`Store::start`] (its worker id and when the run began); the task then
+    /// also records attempt 1, the worker and the start, unless a late start did.
+    pub async fn finish_run(&self, reply: &Reply, first: Option<(&str, u64)>) -> Result<Finished, InfraError> {
+        self.finish_with(reply, FinishWhen::NotTerminal, first).await
     }
 
     async fn finish_with(
@@ -215,14 +223,14 @@ impl Store {
         reply: &Reply,
         when: FinishWhen,
         first: Option<(&str, u64)>,
-    ) -> Result<bool, InfraError> {
+    ) -> Result<Finished, InfraError> {
         let wrote = self.invoke_finish(reply, when, first).await?;
         if wrote == CANCEL_WINS {
             let cancelled = super::cancelled_reply(&reply.task_id, reply.lane.as_deref(), true);
             self.invoke_finish(&cancelled, when, first).await?;
-            return Ok(false);
+            return Ok(Finished::CancelWon);
         }
-        Ok(wrote == 1)
+        Ok(if wrote == 1 { Finished::Written } else { Finished::NotWritten })
     }
 
     async fn invoke_finish(

@@ -38,8 +38,8 @@ pub trait Backend: Send + Sync + 'static {
     /// A task's hash (empty when unknown or expired).
     fn task<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<HashMap<String, String>, InfraError>>;
 
-    /// Up to `scan` of the most recent tasks with their hashes, newest first.
-    fn recent_tasks(&self, scan: usize) -> BoxFuture<'_, Result<TaskHashes, InfraError>>;
+    /// Up to `count` recent tasks from the `skip`-th newest on, with their hashes.
+    fn recent_tasks(&self, skip: usize, count: usize) -> BoxFuture<'_, Result<TaskHashes, InfraError>>;
 
     /// Cancels a task (see [`warmlane_infra::Store::cancel`]).
     fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelOutcome, InfraError>>;
@@ -78,8 +78,8 @@ impl Backend for Producer {
         self.store().task(task_id).boxed()
     }
 
-    fn recent_tasks(&self, scan: usize) -> BoxFuture<'_, Result<TaskHashes, InfraError>> {
-        self.store().recent_tasks(scan).boxed()
+    fn recent_tasks(&self, skip: usize, count: usize) -> BoxFuture<'_, Result<TaskHashes, InfraError>> {
+        self.store().recent_tasks(skip, count).boxed()
     }
 
     fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelOutcome, InfraError>> {

@@ -23,7 +23,13 @@ fn request(model: &str, submitted: Option<u64>) -> ValidRequest {
 }
 
 fn facts<'d>(body: &[u8], message_id: Option<&'d str>, redelivered: bool, enqueued_ms: Option<u64>) -> Facts<'d> {
-    Facts { request: warmlane_shared::decode_msgpack(body, &settings()), message_id, redelivered, enqueued_ms }
+    Facts {
+        request: warmlane_shared::decode_msgpack(body, &settings()),
+        message_id,
+        redelivered,
+        enqueued_ms,
+        cancels_heard: true,
+    }
 }
 
 fn valid(model: &str, submitted: Option<u64>) -> Vec<u8> {
@@ -200,6 +206,10 @@ fn valid_deliveries_follow_the_rules_in_order() {
         let f = facts(c.body, None, c.redelivered, c.enqueued);
         assert_eq!(want_of(plan(&f, c.lane, c.settings, NOW)), c.want, "{}", c.name);
     }
+    // A worker not (yet, or no longer) hearing cancels claims even a first delivery:
+    // `START` refuses one that was cancelled while it waited.
+    let deaf = Facts { cancels_heard: false, ..facts(&anisora, None, false, None) };
+    assert_eq!(want_of(plan(&deaf, "anisora", &s, NOW)), Want::Claim { redelivered: false });
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 200;
 /// Most recent ids read to fill a filtered page (filters look no further back).
 pub const SCAN: usize = 2_000;
+/// Ids read per round trip while a filtered page fills.
+pub const CHUNK: usize = 100;
 
 /// `?status=&model=&limit=`.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -122,14 +124,20 @@ pub async fn list(
 ) -> Result<Json<TaskList>, ApiError> {
     let Query(query) = query.map_err(|_| ApiError::invalid("query", "the query is not status=&model=&limit="))?;
     let filter = TaskFilter::parse(&query, state.backend.settings())?;
-    let scan = if filter.status.is_none() && filter.model.is_none() { filter.limit } else { SCAN };
-    let recent = super::bounded("listing tasks", state.backend.recent_tasks(scan)).await?;
-    let tasks = recent
-        .iter()
-        .filter_map(|(id, hash)| task_view(id, hash))
-        .filter(|v| filter.matches(v))
-        .take(filter.limit)
-        .collect();
+    let mut tasks = Vec::with_capacity(filter.limit);
+    let mut skip = 0;
+    // Unfiltered, one read of `limit`; filtered, chunks until the page is full.
+    let chunk = if filter.status.is_none() && filter.model.is_none() { filter.limit } else { CHUNK };
+    while tasks.len() < filter.limit && skip < SCAN {
+        let recent = super::bounded("listing tasks", state.backend.recent_tasks(skip, chunk)).await?;
+        let read = recent.len();
+        tasks.extend(recent.iter().filter_map(|(id, hash)| task_view(id, hash)).filter(|v| filter.matches(v)));
+        if read < chunk || chunk == filter.limit {
+            break;
+        }
+        skip += chunk;
+    }
+    tasks.truncate(filter.limit);
     Ok(Json(TaskList { tasks }))
 }
 
