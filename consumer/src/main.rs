@@ -9,6 +9,7 @@ use warmlane_consumer::runner;
 use warmlane_consumer::setup;
 use warmlane_consumer::{run, WorkerConfig};
 use warmlane_infra::Report;
+use warmlane_shared::settings::DEGRADED_LANE;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -47,6 +48,11 @@ async fn serve(args: Args) -> ExitCode {
         tracing::error!("--lane is required: a model name or `degraded`");
         return ExitCode::from(2);
     };
+    // An unknown lane is refused before anything loads or connects.
+    if lane != DEGRADED_LANE && !settings.model(&lane).is_some_and(|m| m.dedicated_lane) {
+        tracing::error!("{}", warmlane_consumer::worker::WorkerError::UnknownLane(lane));
+        return ExitCode::from(2);
+    }
     // The degraded worker loads ONNX Runtime only in its runners: check here too.
     if let Err(e) = warmlane_engine::runtime::spin_setting().and(warmlane_engine::runtime::cpu_arena_setting()) {
         tracing::error!("{e}");

@@ -76,3 +76,25 @@ fn serve_waits_for_redis_then_serves() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `warmlane-consumer --lane` naming no lane is refused at once, in one line, before
+/// ONNX Runtime loads or anything connects (the servers given here do not exist).
+#[test]
+fn a_worker_for_an_unknown_lane_is_refused_before_anything_loads() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(warmlane_tests::servers::consumer_binary())
+        .current_dir(repo_root())
+        .args(["--lane", "no-such-model"])
+        .env("AMQP_URL", format!("amqp://guest:guest@{dead}/%2f"))
+        .env("REDIS_URL", format!("redis://{dead}/"))
+        .env("NO_COLOR", "1")
+        .env_remove("WARMLANE_JSON_LOGS")
+        .output()
+        .expect("warmlane-consumer runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("lane `no-such-model` is not `degraded` nor a model"), "{stderr}");
+    assert!(!stderr.contains("ONNX Runtime") && !stderr.contains("memory budget"), "nothing loaded first: {stderr}");
+}
