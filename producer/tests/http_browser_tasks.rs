@@ -20,8 +20,7 @@ use http_support::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 use warmlane_infra::store::FinishWhen;
-use warmlane_shared::reply::media;
-use warmlane_shared::{Reply, ResultInfo, Timings};
+use warmlane_shared::{Reply, Timings};
 
 const KEY: &str = "browser-key";
 
@@ -51,18 +50,7 @@ async fn finish_without_preview(h: &Harness, body: &Value) {
     let req = request(body, h);
     let store = h.producer.store();
     store.start(&req, "degraded", "test-worker").await.expect("start");
-    let path = h.results_dir.join(format!("{}.mp4", req.task_id));
-    let mp4 = small_mp4(32, 24, VIDEO_FRAMES);
-    tokio::fs::write(&path, &mp4).await.expect("writing the MP4");
-    let result = ResultInfo {
-        uri: format!("file://{}", path.display()),
-        frames: VIDEO_FRAMES as u32,
-        width: 32,
-        height: 24,
-        bytes: mp4.len() as u64,
-        content_type: media::MP4.into(),
-        preview_uri: None,
-    };
+    let result = write_result(&h.results_dir, &req.task_id, false).await;
     let reply = Reply::done(&req.task_id, "degraded", result, Timings { queued_ms: Some(1), inference_ms: Some(5) });
     assert!(store.finish(&reply, FinishWhen::NotTerminal).await.expect("finish"));
 }

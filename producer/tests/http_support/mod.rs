@@ -327,20 +327,7 @@ pub async fn finish_as_worker(
         store.progress(&req.task_id, step, req.steps).await.expect("progress");
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    let (path, preview) =
-        (results_dir.join(format!("{}.mp4", req.task_id)), results_dir.join(format!("{}.gif", req.task_id)));
-    let mp4 = small_mp4(32, 24, VIDEO_FRAMES);
-    tokio::fs::write(&path, &mp4).await.expect("writing the MP4");
-    tokio::fs::write(&preview, small_gif(32, 24)).await.expect("writing the GIF");
-    let result = ResultInfo {
-        uri: format!("file://{}", path.display()),
-        frames: VIDEO_FRAMES as u32,
-        width: 32,
-        height: 24,
-        bytes: mp4.len() as u64,
-        content_type: media::MP4.into(),
-        preview_uri: Some(format!("file://{}", preview.display())),
-    };
+    let result = write_result(results_dir, &req.task_id, true).await;
     let reply = Reply::done(
         &req.task_id,
         lane,
@@ -348,6 +335,30 @@ pub async fn finish_as_worker(
         Timings { queued_ms: Some(1), inference_ms: Some(u64::from(req.steps) * 60) },
     );
     store.finish(&reply, FinishWhen::NotTerminal).await.expect("finish");
+}
+
+/// Writes a small MP4 (and, with `preview`, a GIF beside it) as a worker would, and
+/// returns the reply's result naming them.
+pub async fn write_result(results_dir: &Path, task_id: &str, preview: bool) -> ResultInfo {
+    let path = results_dir.join(format!("{task_id}.mp4"));
+    let mp4 = small_mp4(32, 24, VIDEO_FRAMES);
+    tokio::fs::write(&path, &mp4).await.expect("writing the MP4");
+    let preview_uri = if preview {
+        let gif = results_dir.join(format!("{task_id}.gif"));
+        tokio::fs::write(&gif, small_gif(32, 24)).await.expect("writing the GIF");
+        Some(format!("file://{}", gif.display()))
+    } else {
+        None
+    };
+    ResultInfo {
+        uri: format!("file://{}", path.display()),
+        frames: VIDEO_FRAMES as u32,
+        width: 32,
+        height: 24,
+        bytes: mp4.len() as u64,
+        content_type: media::MP4.into(),
+        preview_uri,
+    }
 }
 
 /// A worker's memory snapshot holding `model`: its text encoder offloaded, the
