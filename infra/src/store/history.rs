@@ -48,19 +48,8 @@ impl Store {
     pub async fn cancel(&self, task_id: &str) -> Result<CancelOutcome, InfraError> {
         // A pending task can start between the two scripts; the second try sees it running.
         for _ in 0..3 {
+            // FINISH records and announces the cancel with the reply, in one script.
             if self.finish(&cancelled_reply(task_id, None, false), FinishWhen::Pending).await? {
-                let mut c = self.conn.clone();
-                let now = now_ms();
-                let _: () = redis::pipe()
-                    .atomic()
-                    .zadd(self.keys.cancelled(), task_id, now)
-                    .ignore()
-                    .zrembyscore(self.keys.cancelled(), "-inf", self.cancelled_horizon(now))
-                    .ignore()
-                    .publish(self.keys.cancels(), task_id)
-                    .ignore()
-                    .query_async(&mut c)
-                    .await?;
                 metrics::counter!(m::TASKS_CANCELLED, m::TAG_STAGE => "pending").increment(1);
                 return Ok(CancelOutcome::Cancelled);
             }
@@ -85,7 +74,7 @@ impl Store {
     }
 
     /// Cancels older than this (unix ms) are forgotten: their tasks have expired.
-    fn cancelled_horizon(&self, now_ms: u64) -> u64 {
+    pub(super) fn cancelled_horizon(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.task_ttl_s * 1000)
     }
 

@@ -75,7 +75,9 @@ return attempts
 
 /// ARGV[8], when not empty: the worker that ran a first delivery without `START`;
 /// the task then records attempt 1, that worker and ARGV[9] as its start, unless a
-/// late `START` already did.
+/// late `START` already did. ARGV[10]: the history's cap. ARGV[11] `1`: a cancel of a
+/// pending task, recorded in the cancelled set KEYS[5] (entries before ARGV[12]
+/// dropped) and announced on KEYS[6]. The hash's field/value pairs follow from ARGV[13].
 const FINISH: &str = with_server_ms!(
     r#"
 local s = redis.call('HGET', KEYS[1], 'status')
@@ -85,7 +87,7 @@ if ARGV[7] == 'absent' and s then return 0 end
 if ARGV[7] == 'unstarted' and s and s ~= 'pending' then return 0 end
 -- A run that ended after its cancel was asked for is answered `cancelled`, not `done`.
 if ARGV[2] == 'done' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return -2 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 11))
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4], unpack(ARGV, 13))
 redis.call('HDEL', KEYS[1], 'stage')
 -- A task published straight to a queue (no admission) enters the history when it ends.
 if redis.call('ZADD', KEYS[4], 'NX', server_ms(), ARGV[1]) == 1 then
@@ -104,6 +106,12 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
+-- A cancel of a pending task: recorded (older cancels dropped) and announced with its reply.
+if ARGV[11] == '1' then
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[12])
+  redis.call('PUBLISH', KEYS[6], ARGV[1])
+end
 return 1
 "#
 );

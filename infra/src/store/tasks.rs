@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use warmlane_shared::keys::RECENT_TASKS;
 use warmlane_shared::reply::{field, stage};
-use warmlane_shared::{now_ms, FallbackCause, LaneHealth, Reply, ValidRequest};
+use warmlane_shared::{now_ms, ErrorCode, FallbackCause, LaneHealth, Reply, ValidRequest};
 
 /// `FINISH`'s answer to a `done` reply for a task whose cancel was asked for: the
 /// `cancelled` reply is written instead, and the caller hears that its reply was not.
@@ -246,6 +246,8 @@ impl Store {
             .key(self.keys.reply(&reply.task_id))
             .key(self.keys.deadlines())
             .key(self.keys.recent())
+            .key(self.keys.cancelled())
+            .key(self.keys.cancels())
             .arg(&reply.task_id)
             .arg(reply.task_status().as_str())
             .arg(reply.to_msgpack())
@@ -255,7 +257,10 @@ impl Store {
             .arg(when.as_arg())
             .arg(first.map(|(worker, _)| worker).unwrap_or(""))
             .arg(first.map(|(_, at)| at).unwrap_or(0))
-            .arg(RECENT_TASKS);
+            .arg(RECENT_TASKS)
+            // Only a cancel answers a pending task `cancelled`: it is announced in the same script.
+            .arg(if when == FinishWhen::Pending && reply.code == Some(ErrorCode::Cancelled) { "1" } else { "" })
+            .arg(self.cancelled_horizon(now_ms()));
         let mut pairs: Vec<(&str, String)> = vec![(field::MESSAGE, reply.message.clone())];
         if let Some(code) = reply.code {
             pairs.push((field::CODE, code.as_str().to_string()));
