@@ -340,25 +340,16 @@ pub async fn finish_as_worker(
 /// Writes a small MP4 (and, with `preview`, a GIF beside it) as a worker would, and
 /// returns the reply's result naming them.
 pub async fn write_result(results_dir: &Path, task_id: &str, preview: bool) -> ResultInfo {
-    let path = results_dir.join(format!("{task_id}.mp4"));
+    let (path, gif) = (results_dir.join(format!("{task_id}.mp4")), results_dir.join(format!("{task_id}.gif")));
     let mp4 = small_mp4(32, 24, VIDEO_FRAMES);
     tokio::fs::write(&path, &mp4).await.expect("writing the MP4");
-    let preview_uri = if preview {
-        let gif = results_dir.join(format!("{task_id}.gif"));
+    if preview {
         tokio::fs::write(&gif, small_gif(32, 24)).await.expect("writing the GIF");
-        Some(format!("file://{}", gif.display()))
-    } else {
-        None
-    };
-    ResultInfo {
-        uri: format!("file://{}", path.display()),
-        frames: VIDEO_FRAMES as u32,
-        width: 32,
-        height: 24,
-        bytes: mp4.len() as u64,
-        content_type: media::MP4.into(),
-        preview_uri,
     }
+    let (uri, preview_uri) =
+        (format!("file://{}", path.display()), preview.then(|| format!("file://{}", gif.display())));
+    let (frames, bytes, content_type) = (VIDEO_FRAMES as u32, mp4.len() as u64, media::MP4.into());
+    ResultInfo { uri, frames, width: 32, height: 24, bytes, content_type, preview_uri }
 }
 
 /// A worker's memory snapshot holding `model`: its text encoder offloaded, the
