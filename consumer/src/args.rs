@@ -26,7 +26,8 @@ pub struct Args {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
     /// Serve Prometheus metrics at `http://<addr>/metrics` (`host:port`, e.g.
-    /// `0.0.0.0:9100`), beside StatsD; off when unset. A bad address is a warning.
+    /// `0.0.0.0:9100`), beside StatsD, and `/health` for container healthchecks (200
+    /// while the heartbeat reaches Redis); off when unset. A bad address is a warning.
     #[arg(long, env = "WARMLANE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
     /// Execution provider for every component, overriding the settings (`cpu` or `cuda`).

@@ -116,8 +116,10 @@ pub async fn write_heartbeat(ctx: &Ctx) {
         tasks: status.tasks,
         memory: status.memory,
     };
-    if let Err(e) = ctx.store.heartbeat(&hb, ctx.settings.lanes.heartbeat_ttl_ms).await {
-        tracing::warn!(error = %Report(&e), "heartbeat failed");
+    match ctx.store.heartbeat(&hb, ctx.settings.lanes.heartbeat_ttl_ms).await {
+        // `/health` stays green for as long as routing counts this heartbeat.
+        Ok(()) => warmlane_infra::liveness::beat(Duration::from_millis(ctx.settings.lanes.heartbeat_ttl_ms)),
+        Err(e) => tracing::warn!(error = %Report(&e), "heartbeat failed"),
     }
 }
 

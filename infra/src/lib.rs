@@ -13,6 +13,7 @@
 //! - [`telemetry`]: tracing setup and the metrics exporters (StatsD, Prometheus).
 //! - [`prometheus`]: Prometheus names (those of `ops/statsd/mapping.yml`), the
 //!   recorder, and the workers' `/metrics` listener.
+//! - [`liveness`]: whether the worker's heartbeat is fresh, for `/health`.
 //! - [`shutdown`]: the SIGTERM/Ctrl-C future of every binary.
 
 pub mod amqp;
@@ -20,6 +21,7 @@ pub mod backoff;
 pub mod config;
 pub mod dead_letter;
 pub mod error;
+pub mod liveness;
 pub mod prometheus;
 pub mod shutdown;
 pub mod store;

@@ -11,8 +11,10 @@
 //! [`Renamed`]; [`crate::telemetry::init_exporters`] installs it.
 //!
 //! [`serve`] is the workers' listener: a few lines of HTTP/1.1 over a
-//! `TcpListener` answering `GET /metrics`, so a worker needs no web framework.
+//! `TcpListener` answering `GET /metrics`, and `GET /health` from
+//! [`crate::liveness`] for container healthchecks, so a worker needs no web framework.
 
+use crate::liveness::Liveness;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ pub const BUCKETS_MS: [f64; 17] = [
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The path served.
 pub const PATH: &str = "/metrics";
+/// The liveness path served beside it ([`crate::liveness`]).
+pub const HEALTH_PATH: &str = "/health";
 /// How often the registry is trimmed when nobody scrapes (histogram samples are
 /// otherwise kept until the next render).
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -169,19 +173,20 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ListenError> {
     TcpListener::bind(trimmed).await.map_err(|source| ListenError::Bind { addr: addr.to_string(), source })
 }
 
-/// Serves `GET /metrics` (the rendered registry; 404 for other paths, 405 for other
-/// methods) on `listener` until the task is dropped. Each connection is answered
-/// once and closed; a slow or broken client only costs its own task.
+/// Serves `GET /metrics` (the rendered registry) and `GET /health` (200 while the
+/// heartbeat is fresh, else 503; see [`crate::liveness`]) on `listener` until the
+/// task is dropped; 404 for other paths, 405 for other methods. Each connection is
+/// answered once and closed; a slow or broken client only costs its own task.
 pub async fn serve(listener: TcpListener) {
-    serve_with(listener, render).await;
+    serve_with(listener, render, crate::liveness::current).await;
 }
 
-/// [`serve`] with another source of the exposition text (tests).
-pub async fn serve_with(listener: TcpListener, metrics: fn() -> Option<String>) {
+/// [`serve`] with other sources of the exposition text and the liveness (tests).
+pub async fn serve_with(listener: TcpListener, metrics: fn() -> Option<String>, health: fn() -> Liveness) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(answer(stream, metrics));
+                tokio::spawn(answer(stream, metrics, health));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "metrics listener: accept failed");
@@ -217,12 +222,12 @@ const READ_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
 
-async fn answer(mut stream: TcpStream, metrics: fn() -> Option<String>) {
+async fn answer(mut stream: TcpStream, metrics: fn() -> Option<String>, health: fn() -> Liveness) {
     let head = match tokio::time::timeout(READ_HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(head)) => head,
         Ok(Err(_)) | Err(_) => return,
     };
-    let (status, extra, body) = respond(&head, metrics);
+    let (status, extra, body) = respond(&head, metrics, health);
     let response = format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     let head_only = head.starts_with("HEAD ");
     let _ = stream.write_all(response.as_bytes()).await;
@@ -246,8 +251,12 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
 }
 
 /// Status line, extra header lines and body for a request head. Pure; `metrics`
-/// renders the registry.
-pub fn respond(head: &str, metrics: impl FnOnce() -> Option<String>) -> (&'static str, String, String) {
+/// renders the registry and `health` tells the liveness.
+pub fn respond(
+    head: &str,
+    metrics: impl FnOnce() -> Option<String>,
+    health: impl FnOnce() -> Liveness,
+) -> (&'static str, String, String) {
     let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
     let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     let path = target.split('?').next().unwrap_or_default();
@@ -261,15 +270,25 @@ pub fn respond(head: &str, metrics: impl FnOnce() -> Option<String>) -> (&'stati
                 text("no Prometheus recorder in this process"),
             ),
         },
-        (_, PATH) => (
+        ("GET" | "HEAD", HEALTH_PATH) => {
+            let plain = "Content-Type: text/plain; charset=utf-8\r\n".to_string();
+            match health() {
+                Liveness::Alive { age_ms } => ("200 OK", plain, text(&format!("ok: heartbeat stored {age_ms} ms ago"))),
+                Liveness::Starting => ("503 Service Unavailable", plain, text("starting: no heartbeat stored yet")),
+                Liveness::Stale { age_ms } => {
+                    ("503 Service Unavailable", plain, text(&format!("stale: last heartbeat stored {age_ms} ms ago")))
+                }
+            }
+        }
+        (_, PATH | HEALTH_PATH) => (
             "405 Method Not Allowed",
             "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n".into(),
-            text("only GET /metrics"),
+            text("only GET"),
         ),
         _ => (
             "404 Not Found",
             "Content-Type: text/plain; charset=utf-8\r\n".into(),
-            text("only /metrics is served here"),
+            text("only /metrics and /health are served here"),
         ),
     }
 }

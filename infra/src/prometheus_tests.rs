@@ -138,23 +138,27 @@ fn the_recorder_renders_mapped_names_with_the_prefix_label() {
 
 #[test]
 fn responses_by_method_and_path() {
+    let alive = || Liveness::Alive { age_ms: 7 };
     let body = || Some("m 1\n".to_string());
     let cases = [
         ("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK", "m 1\n"),
         ("GET /metrics?x=1 HTTP/1.0\r\n\r\n", "200 OK", "m 1\n"),
         ("HEAD /metrics HTTP/1.1\r\n\r\n", "200 OK", "m 1\n"),
-        ("POST /metrics HTTP/1.1\r\n\r\n", "405 Method Not Allowed", "only GET /metrics\n"),
-        ("GET / HTTP/1.1\r\n\r\n", "404 Not Found", "only /metrics is served here\n"),
-        ("", "404 Not Found", "only /metrics is served here\n"),
+        ("POST /metrics HTTP/1.1\r\n\r\n", "405 Method Not Allowed", "only GET\n"),
+        ("GET /health HTTP/1.1\r\n\r\n", "200 OK", "ok: heartbeat stored 7 ms ago\n"),
+        ("HEAD /health HTTP/1.1\r\n\r\n", "200 OK", "ok: heartbeat stored 7 ms ago\n"),
+        ("DELETE /health HTTP/1.1\r\n\r\n", "405 Method Not Allowed", "only GET\n"),
+        ("GET / HTTP/1.1\r\n\r\n", "404 Not Found", "only /metrics and /health are served here\n"),
+        ("", "404 Not Found", "only /metrics and /health are served here\n"),
     ];
     for (head, status, want) in cases {
-        let (got, extra, text) = respond(head, body);
+        let (got, extra, text) = respond(head, body, alive);
         assert_eq!((got, text.as_str()), (status, want), "{head:?}");
-        if status == "200 OK" {
+        if status == "200 OK" && head.contains("/metrics") {
             assert!(extra.contains("text/plain; version=0.0.4"), "{extra}");
         }
     }
-    let (status, _, text) = respond("GET /metrics HTTP/1.1\r\n\r\n", || None);
+    let (status, _, text) = respond("GET /metrics HTTP/1.1\r\n\r\n", || None, alive);
     assert_eq!((status, text.as_str()), ("404 Not Found", "no Prometheus recorder in this process\n"));
 }
 
@@ -174,7 +178,7 @@ async fn bad_addresses_are_refused_with_the_address() {
 async fn the_listener_answers_over_tcp() {
     let listener = bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(serve_with(listener, || Some("warmlane_lane_ready 1\n".into())));
+    let server = tokio::spawn(serve_with(listener, || Some("warmlane_lane_ready 1\n".into()), || Liveness::Starting));
     let get = |request: &'static str| async move {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         stream.write_all(request.as_bytes()).await.expect("write");
@@ -186,7 +190,23 @@ async fn the_listener_answers_over_tcp() {
     assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
     assert!(ok.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"), "{ok}");
     assert!(ok.ends_with("\r\n\r\nwarmlane_lane_ready 1\n"), "{ok}");
+    let starting = get("GET /health HTTP/1.1\r\n\r\n").await;
+    assert!(starting.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{starting}");
     let missing = get("GET /other HTTP/1.1\r\n\r\n").await;
     assert!(missing.starts_with("HTTP/1.1 404 Not Found\r\n"), "{missing}");
     server.abort();
+}
+
+#[test]
+fn health_fails_before_the_first_heartbeat_and_when_stale() {
+    let get = "GET /health HTTP/1.1\r\n\r\n";
+    let cases = [
+        (Liveness::Starting, "503 Service Unavailable", "starting: no heartbeat stored yet\n"),
+        (Liveness::Stale { age_ms: 12_000 }, "503 Service Unavailable", "stale: last heartbeat stored 12000 ms ago\n"),
+        (Liveness::Alive { age_ms: 0 }, "200 OK", "ok: heartbeat stored 0 ms ago\n"),
+    ];
+    for (liveness, status, want) in cases {
+        let (got, _, text) = respond(get, || None, || liveness);
+        assert_eq!((got, text.as_str()), (status, want), "{liveness:?}");
+    }
 }

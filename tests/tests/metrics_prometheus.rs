@@ -84,15 +84,19 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
         .map(|s| s.value)
 }
 
-/// `GET /metrics` over HTTP/1.1: the `Content-Type` and the body.
-async fn scrape(addr: SocketAddr) -> (String, String) {
+/// `GET <path>` over HTTP/1.1: the whole response.
+async fn get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send the request");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send the request");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read the response");
+    response
+}
+
+/// `GET /metrics` over HTTP/1.1: the `Content-Type` and the body.
+async fn scrape(addr: SocketAddr) -> (String, String) {
+    let response = get(addr, "/metrics").await;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head in {response:?}"));
     assert!(head.starts_with("HTTP/1.1 200"), "GET http://{addr}/metrics: {head}");
     let content_type = head
@@ -193,6 +197,20 @@ async fn shim_and_worker_metrics_are_scraped_with_the_statsd_exporters_names() {
             .expect("start warmlane-consumer"),
     );
     fleet.wait_ready("anisora", 1).await;
+
+    // Its healthcheck: green once a heartbeat is stored (the one that made the lane
+    // ready; `/health` learns of it just after Redis does, hence the short poll).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let health = get(worker_metrics, "/health").await;
+        if health.starts_with("HTTP/1.1 200 OK\r\n") {
+            assert!(health.ends_with(" ms ago\n") && health.contains("ok: heartbeat stored"), "{health}");
+            break;
+        }
+        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+        assert!(Instant::now() < deadline, "the worker's /health stayed red after its lane was ready:\n{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // One request through the lane, answered by the worker process.
     let admitted = fleet.producer.submit_json(&request(&format!("{p}-lane"), "anisora")).await.expect("lane admission");
