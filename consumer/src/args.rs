@@ -36,10 +36,11 @@ pub struct Args {
     /// Unload the lane's model after this many seconds without a request (FR-019 idle eviction); 0 keeps it.
     #[arg(long, env = "WARMLANE_IDLE_EVICT_S", default_value_t = 0)]
     pub idle_evict_s: u64,
-    /// Memory budget of this worker in bytes; by default the GPU's total (NVML), or the
-    /// host's MemTotal without a GPU, minus `--memory-margin-bytes`.
-    #[arg(long, env = "WARMLANE_MEMORY_BUDGET_BYTES")]
-    pub memory_budget_bytes: Option<u64>,
+    /// Memory budget of this worker in bytes, or `auto` (also an empty value): the
+    /// GPU's total (NVML), or the host's MemTotal without a GPU, minus
+    /// `--memory-margin-bytes`. Workers sharing a GPU each need their share here.
+    #[arg(long, env = "WARMLANE_MEMORY_BUDGET_BYTES", default_value = "auto")]
+    pub memory_budget_bytes: BudgetArg,
     /// Safety margin kept out of a budget derived from the device or host total.
     #[arg(long, env = "WARMLANE_MEMORY_MARGIN_BYTES", default_value_t = crate::memory::budget::DEFAULT_MARGIN_BYTES)]
     pub memory_margin_bytes: u64,
@@ -79,6 +80,25 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+}
+
+/// `--memory-budget-bytes`: a number of bytes, or `auto` (empty too, so that a
+/// compose file can pass `${VAR:-}` through) for the device or host total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetArg(pub Option<u64>);
+
+impl std::str::FromStr for BudgetArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<BudgetArg, String> {
+        match s.trim() {
+            "" | "auto" => Ok(BudgetArg(None)),
+            n => n
+                .parse::<u64>()
+                .map(|b| BudgetArg(Some(b)))
+                .map_err(|_| format!("`{n}` is not a number of bytes or `auto` (e.g. 40000000000 for 40 GB)")),
+        }
+    }
 }
 
 /// `--text-encoder-release` values.
@@ -124,7 +144,7 @@ mod tests {
             "0",
         ])
         .expect("parses");
-        assert_eq!(a.memory_budget_bytes, Some(1000));
+        assert_eq!(a.memory_budget_bytes, BudgetArg(Some(1000)));
         assert_eq!(a.host_park_bytes, None);
         assert_eq!(a.memory_margin_bytes, 1_500_000_000);
         let p = a.memory_policy();
@@ -133,5 +153,17 @@ mod tests {
         assert_eq!(p.max_oom_retries, 3);
         let r = Args::try_parse_from(["warmlane-consumer", "runner", "--model", "anisora"]).expect("runner parses");
         assert!(matches!(r.command, Some(Command::Runner { model: Some(model) }) if model == "anisora"));
+    }
+
+    #[test]
+    fn budget_values() {
+        let cases = [("auto", Some(None)), ("", Some(None)), (" 42 ", Some(Some(42))), ("40GB", None), ("-1", None)];
+        for (text, want) in cases {
+            assert_eq!(text.parse::<BudgetArg>().ok().map(|b| b.0), want, "{text:?}");
+        }
+        let a = Args::try_parse_from(["warmlane-consumer", "--lane", "anisora"]).expect("parses");
+        assert_eq!(a.memory_budget_bytes, BudgetArg(None), "auto by default");
+        let bad = Args::try_parse_from(["warmlane-consumer", "--memory-budget-bytes", "lots"]).expect_err("refused");
+        assert!(bad.to_string().contains("`lots` is not a number of bytes or `auto`"), "{bad}");
     }
 }

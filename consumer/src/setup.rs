@@ -38,7 +38,7 @@ pub fn provider(flag: Option<&str>) -> Result<Option<Provider>, SetupError> {
 /// The engine of a worker serving `lane`.
 pub fn engine(args: &Args, settings: &Arc<Settings>, lane: &str) -> Result<Box<dyn Engine>, SetupError> {
     let provider = provider(args.provider.as_deref())?;
-    let manager = MemoryManager::from_host(args.memory_budget_bytes, args.memory_margin_bytes, args.memory_policy())?;
+    let manager = MemoryManager::from_host(args.memory_budget_bytes.0, args.memory_margin_bytes, args.memory_policy())?;
     let budget = manager.budget();
     tracing::info!(lane, budget_bytes = budget.bytes, source = ?budget.source, "memory budget");
     let manager = Arc::new(manager);

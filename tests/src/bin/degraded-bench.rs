@@ -78,7 +78,7 @@ fn settings(dirs: &[PathBuf], size_mb: u32, window: u32) -> Arc<Settings> {
 fn degraded_engine(settings: &Arc<Settings>, runner_exe: &Path, park: bool) -> Result<Box<dyn Engine>, String> {
     let args = warmlane_consumer::args::Args::try_parse_from(["warmlane-consumer", "--lane", "degraded"])
         .map_err(|e| e.to_string())?;
-    let manager = MemoryManager::from_host(args.memory_budget_bytes, args.memory_margin_bytes, args.memory_policy())
+    let manager = MemoryManager::from_host(args.memory_budget_bytes.0, args.memory_margin_bytes, args.memory_policy())
         .map_err(|e| format!("memory budget: {e}"))?;
     let mut cfg = RunnerConfig::new(runner_exe.to_path_buf());
     cfg.deadline_margin = Duration::from_millis(args.runner_deadline_margin_ms);

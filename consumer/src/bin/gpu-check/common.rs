@@ -222,7 +222,7 @@ fn worker_args(o: &Opts, lane: &str, budget: u64, park: u64) -> Result<Args, Str
 }
 
 fn manager(args: &Args) -> Result<Arc<MemoryManager>, String> {
-    MemoryManager::from_host(args.memory_budget_bytes, args.memory_margin_bytes, args.memory_policy())
+    MemoryManager::from_host(args.memory_budget_bytes.0, args.memory_margin_bytes, args.memory_policy())
         .map(Arc::new)
         .map_err(|e| format!("memory budget: {e}"))
 }
