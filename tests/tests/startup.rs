@@ -98,3 +98,49 @@ fn a_worker_for_an_unknown_lane_is_refused_before_anything_loads() {
     assert!(errors[0].contains("lane `no-such-model` is not `degraded` nor a model"), "{stderr}");
     assert!(!stderr.contains("ONNX Runtime") && !stderr.contains("memory budget"), "nothing loaded first: {stderr}");
 }
+
+/// `serve` without API keys on an address other hosts can reach is refused with one
+/// line; `--allow-anonymous` is the explicit way out, and loopback is always allowed
+/// (the test above).
+#[test]
+fn serve_refuses_to_be_open_to_the_network_without_keys() {
+    let dir = repo_root().join("target/test-output").join(prefix("startup-open"));
+    let run = |extra: &[&str], port: u16| {
+        let mut cmd = Command::new(producer_binary());
+        cmd.current_dir(repo_root())
+            .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--prefix", &prefix("startup-open")])
+            .args(extra)
+            .env("AMQP_URL", amqp_url())
+            .env("REDIS_URL", warmlane_tests::redis_url())
+            .env("WARMLANE_RESULTS_DIR", &dir)
+            .env_remove("WARMLANE_API_KEYS")
+            .env_remove("WARMLANE_ALLOW_ANONYMOUS")
+            .env_remove("WARMLANE_JSON_LOGS")
+            .env("NO_COLOR", "1");
+        cmd
+    };
+    let port = free_port();
+    let out = run(&[], port).stdout(Stdio::null()).output().expect("warmlane-producer runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it must not serve: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:") || l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(&format!("refusing to serve without API keys on 0.0.0.0:{port}")), "{stderr}");
+    assert!(errors[0].contains("--allow-anonymous"), "the line says the way out: {stderr}");
+
+    let port = free_port();
+    let child = run(&["--allow-anonymous"], port).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starts");
+    let mut child = Killed(child);
+    let stderr = child.0.stderr.take().expect("stderr piped");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_line(&lines, "HTTP shim listening", Duration::from_secs(60));
+    assert!(get(port, "/health").starts_with("HTTP/1.1 200"), "served with --allow-anonymous");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,7 @@
 //! - [`backend`]: [`Backend`], what the handlers ask of the fleet ([`Producer`] ships).
 //! - [`error`]: the error envelope and the one mapping to HTTP status.
 //! - [`auth`]: API and admin keys (compared in constant time, never logged).
+//! - [`exposure`]: no shim without keys on an address other hosts reach.
 //! - [`routes`]: the handlers; pure decisions (task views, memory fit) live beside them.
 //! - [`openapi`]: the OpenAPI 3 document served at `/openapi.json`.
 
@@ -18,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod error;
+pub mod exposure;
 pub mod openapi;
 pub mod routes;
 
@@ -69,6 +71,9 @@ pub enum ServeError {
     /// The reaper beside the shim failed.
     #[error("the reaper beside the HTTP shim failed")]
     Reaper(#[source] InfraError),
+    /// No API keys on an address other hosts can reach, and no `--allow-anonymous`.
+    #[error(transparent)]
+    OpenToNetwork(#[from] exposure::OpenToNetwork),
 }
 
 /// Flags of `warmlane-producer serve`; every flag also reads from the environment.
@@ -80,6 +85,11 @@ pub struct ServeArgs {
     /// API keys accepted in `x-api-key` on generation routes, comma-separated; auth is off when empty.
     #[arg(long = "api-keys", env = "WARMLANE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
+    /// Without API keys, serve anyone even on an address other hosts can reach (the
+    /// shim refuses that by default; loopback addresses are always allowed).
+    #[arg(long, env = "WARMLANE_ALLOW_ANONYMOUS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_anonymous: bool,
     /// Key for `x-admin-key` on admin routes; admin routes answer 403 when unset.
     #[arg(long, env = "WARMLANE_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -106,6 +116,7 @@ impl fmt::Debug for ServeArgs {
         f.debug_struct("ServeArgs")
             .field("listen", &self.listen)
             .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
+            .field("allow_anonymous", &self.allow_anonymous)
             .field("admin_key", &format_args!("{}", if self.admin_key.is_some() { "<redacted>" } else { "<unset>" }))
             .field("cors_origins", &self.cors_origins)
             .field("results_dir", &self.results_dir)
@@ -122,6 +133,7 @@ impl ServeArgs {
         ServeArgs {
             listen: "127.0.0.1:0".into(),
             api_keys: vec![],
+            allow_anonymous: false,
             admin_key: None,
             cors_origins: vec![],
             results_dir,
@@ -199,6 +211,8 @@ pub async fn serve(
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|source| ServeError::Bind { addr: args.listen.clone(), source })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr: args.listen.clone(), source })?;
+    exposure::check(bound, !config.api_keys.is_empty(), args.allow_anonymous)?;
     run(listener, producer, config, amqp_url, shutdown).await
 }
 

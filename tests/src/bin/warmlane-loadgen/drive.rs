@@ -36,18 +36,13 @@ pub(crate) async fn start_http(fleet: &Fleet) -> String {
     let port = warmlane_tests::servers::free_port();
     let args = warmlane_producer::http::ServeArgs {
         listen: format!("127.0.0.1:{port}"),
-        api_keys: vec![],
-        admin_key: None,
-        cors_origins: vec![],
-        results_dir: fleet.results_dir.clone(),
-        body_limit: warmlane_shared::request::MAX_BODY_BYTES,
-        long_poll_max_s: 60,
         sse_max_s: 60,
+        ..warmlane_producer::http::ServeArgs::for_tests(fleet.results_dir.clone())
     };
     let producer = fleet.producer.clone();
     let amqp = fleet.amqp_url.clone();
     tokio::spawn(async move {
-        if let Err(e) = warmlane_producer::http::serve(producer, args, amqp, std::future::pending()).await {
+        if let Err(e) = warmlane_producer::http::serve(producer, args, amqp.into(), std::future::pending()).await {
             panic!("HTTP shim: {e}");
         }
     });
