@@ -19,6 +19,16 @@ pub struct Args {
     /// Directory the videos are written to (shared with the HTTP shim).
     #[arg(long, env = "WARMLANE_RESULTS_DIR", default_value = "results")]
     pub results_dir: PathBuf,
+    /// Where results are kept: `file:///abs/dir` or `s3://bucket/prefix` (S3 settings
+    /// from the AWS_* environment; the results directory is then scratch). Default
+    /// (also empty): the file store at `--results-dir`.
+    #[arg(long, env = "WARMLANE_RESULTS_URL")]
+    pub results_url: Option<String>,
+    /// Delete results older than this many seconds; 0 keeps them forever. Default:
+    /// the task hash's lifetime (`lanes.task_ttl_s`, 24 h), after which a task's
+    /// status, and so its result link, is gone anyway. Swept every minute.
+    #[arg(long, env = "WARMLANE_RESULTS_TTL_S")]
+    pub results_ttl_s: Option<u64>,
     /// Worker id in heartbeats; a random one by default.
     #[arg(long, env = "WARMLANE_WORKER_ID")]
     pub worker_id: Option<String>,

@@ -76,8 +76,10 @@ pub struct Ctx {
     pub lane: String,
     /// This worker.
     pub worker_id: String,
-    /// Where videos go.
+    /// Where the engine writes videos (with a remote store: scratch).
     pub results_dir: PathBuf,
+    /// Where results are kept (`crate::results`).
+    pub results: warmlane_infra::ResultStore,
     /// The engine, called inline on the lane thread (warm-up and maintenance use the
     /// blocking pool).
     pub engine: Arc<Mutex<Box<dyn Engine>>>,

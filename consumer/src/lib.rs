@@ -13,6 +13,7 @@
 //! - [`handle`]: one delivery, from bytes to exactly one terminal reply and an ack.
 //! - [`claim`]: late claims of a lane's first deliveries.
 //! - [`infer`]: the engine's run inline, with load records and progress on the side.
+//! - [`results`]: a run's files into the results store, and the retention sweeper.
 //! - [`upkeep`]: warm-up, heartbeats, idle eviction and re-warming (pure rules inside).
 //! - [`engine`]: the narrow [`engine::Engine`] trait the worker drives, and its output.
 //! - [`ort_engine`]: the in-process engine, ONNX Runtime pipelines through `warmlane-engine`
@@ -35,6 +36,7 @@ pub mod infer;
 pub mod managed;
 pub mod memory;
 pub mod ort_engine;
+pub mod results;
 pub mod runner;
 pub mod schedule;
 pub mod session;

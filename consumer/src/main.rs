@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use warmlane_consumer::args::{Args, Command};
+use warmlane_consumer::results::ResultsConfig;
 use warmlane_consumer::runner;
 use warmlane_consumer::setup;
 use warmlane_consumer::{run, WorkerConfig};
@@ -53,11 +54,30 @@ async fn serve(args: Args) -> ExitCode {
         tracing::error!("{}", warmlane_consumer::worker::WorkerError::UnknownLane(lane));
         return ExitCode::from(2);
     }
+    // A CA file that cannot be used is refused before anything loads.
+    let endpoints = match warmlane_infra::Endpoints::from_args(&args.connect) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("{}", Report(&e));
+            return ExitCode::from(2);
+        }
+    };
     // The degraded worker loads ONNX Runtime only in its runners: check here too.
     if let Err(e) = warmlane_engine::runtime::spin_setting().and(warmlane_engine::runtime::cpu_arena_setting()) {
         tracing::error!("{e}");
         return ExitCode::from(2);
     }
+    // A results URL that does not parse, or S3 settings that do not build, stop here.
+    let results = match ResultsConfig::from_flags(
+        args.results_url.as_deref(),
+        args.results_ttl_s.unwrap_or(settings.lanes.task_ttl_s),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{}", Report(&e));
+            return ExitCode::from(2);
+        }
+    };
     let engine = match setup::engine(&args, &settings, &lane) {
         Ok(e) => e,
         Err(e) => {
@@ -67,12 +87,13 @@ async fn serve(args: Args) -> ExitCode {
     };
     let cfg = WorkerConfig {
         settings,
-        amqp_url: args.connect.amqp_url.clone(),
-        redis_url: args.connect.redis_url.clone(),
+        amqp: endpoints.amqp,
+        redis: endpoints.redis,
         prefix: args.connect.prefix.clone(),
         worker_id: args.worker_id.clone().unwrap_or_else(|| setup::default_worker_id(&lane)),
         lane,
         results_dir: args.results_dir.clone(),
+        results,
         idle_evict: (args.idle_evict_s > 0).then(|| Duration::from_secs(args.idle_evict_s)),
     };
     let shutdown = async {

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warmlane_infra::amqp::{self, Publisher};
 use warmlane_infra::backoff::Backoff;
-use warmlane_infra::{InfraError, Report, Service, Store};
+use warmlane_infra::{Endpoint, InfraError, Report, Service, Store};
 use warmlane_shared::settings::DEGRADED_LANE;
 use warmlane_shared::{now_ms, Settings, Topology, WorkerState};
 
@@ -38,16 +38,19 @@ use warmlane_shared::{now_ms, Settings, Topology, WorkerState};
 pub struct WorkerConfig {
     /// Settings in force.
     pub settings: Arc<Settings>,
-    /// RabbitMQ URL.
-    pub amqp_url: String,
-    /// Redis URL.
-    pub redis_url: String,
+    /// RabbitMQ.
+    pub amqp: Endpoint,
+    /// Redis.
+    pub redis: Endpoint,
     /// Name prefix.
     pub prefix: String,
     /// `degraded` or a model with a dedicated lane.
     pub lane: String,
-    /// Where videos go.
+    /// Where the engine writes videos: the file store, or scratch for a remote store.
     pub results_dir: PathBuf,
+    /// Where results are kept and for how long (default: the file store at
+    /// `results_dir`, kept forever).
+    pub results: crate::results::ResultsConfig,
     /// Worker id in heartbeats.
     pub worker_id: String,
     /// Unload the lane model after this long idle (FR-019); `None` keeps it.
@@ -56,13 +59,13 @@ pub struct WorkerConfig {
 
 impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use warmlane_infra::config::redact_url;
         f.debug_struct("WorkerConfig")
-            .field("amqp_url", &redact_url(&self.amqp_url))
-            .field("redis_url", &redact_url(&self.redis_url))
+            .field("amqp", &self.amqp)
+            .field("redis", &self.redis)
             .field("prefix", &self.prefix)
             .field("lane", &self.lane)
             .field("results_dir", &self.results_dir)
+            .field("results", &self.results)
             .field("worker_id", &self.worker_id)
             .field("idle_evict", &self.idle_evict)
             .finish_non_exhaustive()
@@ -111,19 +114,22 @@ pub async fn run(
     if is_lane && !cfg.settings.model(&cfg.lane).is_some_and(|m| m.dedicated_lane) {
         return Err(WorkerError::UnknownLane(cfg.lane.clone()));
     }
-    std::fs::create_dir_all(&cfg.results_dir)
-        .map_err(|source| WorkerError::Results { path: cfg.results_dir.clone(), source })?;
+    let results_dir = cfg.results.work_dir(&cfg.results_dir);
+    std::fs::create_dir_all(&results_dir)
+        .map_err(|source| WorkerError::Results { path: results_dir.clone(), source })?;
     let store = connect_store(&cfg).await?;
+    check_broker(&cfg.amqp).await?;
     let ctx = Arc::new(Ctx {
         settings: cfg.settings.clone(),
         store: store.clone(),
         background: tokio::runtime::Handle::current(),
         background_store: store,
-        publisher: Arc::new(Publisher::new(&cfg.amqp_url)?),
+        publisher: Arc::new(Publisher::new(&cfg.amqp)?),
         topology: Topology::new(&cfg.prefix),
         lane: cfg.lane.clone(),
         worker_id: cfg.worker_id.clone(),
-        results_dir: cfg.results_dir.clone(),
+        results: cfg.results.store_or_files(&results_dir),
+        results_dir,
         engine: Arc::new(Mutex::new(engine)),
         status: Arc::new(Mutex::new(Status::starting(&cfg.lane, now_ms()))),
         claims: Arc::default(),
@@ -131,6 +137,7 @@ pub async fn run(
     });
     let heartbeat = tokio::spawn(upkeep::heartbeat_loop(ctx.clone()));
     let cancels = tokio::spawn(crate::cancel::listen(ctx.store.clone(), ctx.cancels.clone()));
+    let sweeper = cfg.results.ttl.map(|ttl| tokio::spawn(crate::results::sweep_loop(ctx.results.clone(), ttl)));
     // Only a lane worker starts first deliveries unclaimed (crate::claim).
     let claimer = claim::claim_after(&cfg.settings).filter(|_| is_lane).map(|after| {
         tokio::spawn(claim::claim_late_runs(
@@ -144,6 +151,9 @@ pub async fn run(
     let stop_background = || {
         heartbeat.abort();
         cancels.abort();
+        if let Some(sweeper) = &sweeper {
+            sweeper.abort();
+        }
         if let Some(claimer) = &claimer {
             claimer.abort();
         }
@@ -169,9 +179,23 @@ pub async fn run(
     result
 }
 
+/// Fails when the broker cannot be used with these settings (a certificate not
+/// trusted, a host name the certificate does not name), before the model loads. A
+/// broker that is down or slow is no error here: the consume loop waits for it.
+async fn check_broker(endpoint: &Endpoint) -> Result<(), InfraError> {
+    match tokio::time::timeout(Duration::from_secs(5), amqp::open(endpoint)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close(200, "checked".into()).await;
+            Ok(())
+        }
+        Ok(Err(e)) if e.is_misconfigured() => Err(e),
+        Ok(Err(_)) | Err(_) => Ok(()),
+    }
+}
+
 async fn connect_store(cfg: &WorkerConfig) -> Result<Store, InfraError> {
-    let connect = || Store::connect(&cfg.redis_url, &cfg.prefix, &cfg.settings);
-    warmlane_infra::backoff::retry("Redis", Duration::from_secs(60), connect).await
+    let connect = || Store::connect(&cfg.redis, &cfg.prefix, &cfg.settings);
+    warmlane_infra::backoff::retry_while("Redis", Duration::from_secs(60), connect, InfraError::is_retryable).await
 }
 
 /// Runs the consume loop on a thread of its own with a one-thread runtime, which
@@ -231,10 +255,12 @@ async fn consume_loop(
     loop {
         let session = tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            s = open_consumer(ctx, &cfg.amqp_url, &queue) => s,
+            s = open_consumer(ctx, &cfg.amqp, &queue) => s,
         };
         let session = match session {
             Ok(s) => s,
+            // A certificate not trusted, a URL that does not parse: stop, as at start.
+            Err(e) if e.is_misconfigured() => return Err(e.into()),
             Err(e) => {
                 let delay = backoff.next_delay();
                 let retry_in_ms = delay.as_millis() as u64;
@@ -302,15 +328,14 @@ async fn serve(
     }
 }
 
-async fn open_consumer(ctx: &Ctx, url: &str, queue: &str) -> Result<Session, InfraError> {
+async fn open_consumer(ctx: &Ctx, endpoint: &Endpoint, queue: &str) -> Result<Session, InfraError> {
     // Opened on the background runtime, which then runs the connection's heartbeats.
-    let url = url.to_string();
-    let redacted = warmlane_infra::config::redact_url(&url);
+    let (endpoint, redacted) = (endpoint.clone(), endpoint.redacted());
     let conn = ctx
         .background
-        .spawn(async move { amqp::connect(&url, Duration::from_secs(5)).await })
+        .spawn(async move { amqp::connect(&endpoint, Duration::from_secs(5)).await })
         .await
-        .map_err(|e| InfraError::Connect { service: Service::Broker, url: redacted, source: Box::new(e) })??;
+        .map_err(|e| InfraError::connect(Service::Broker, redacted, e))??;
     let channel = conn.create_channel().await.map_err(InfraError::broker("opening a channel"))?;
     amqp::declare(&channel, &ctx.topology.declarations(&ctx.settings)).await?;
     // Lane workers take one delivery at a time; the degraded worker holds its window.

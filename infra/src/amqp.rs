@@ -5,14 +5,21 @@
 //! comes back as [`Published::Returned`], a queue at its length limit as
 //! [`Published::Nacked`], and a confirm lost with the connection as an error,
 //! never as accepted.
+//!
+//! An `amqps://` URL connects over TLS with the endpoint's CA ([`crate::tls`]); the
+//! TCP connection is lapin's, the handshake ours, so the publisher's pool, the
+//! workers and the reaper all trust the same roots.
 
 use crate::config::redact_url;
-use crate::error::{InfraError, Service};
-use deadpool_lapin::{Config, Pool, Runtime};
+use crate::endpoint::Endpoint;
+use crate::error::{BadSetting, InfraError, Service};
+use deadpool::managed::{Metrics, Pool, PoolError, RecycleError, RecycleResult};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -33,24 +40,69 @@ pub enum Published {
 /// Checks that `url` is an AMQP URL before a client sees it: the client's own parse
 /// error repeats the whole URL, password included, and would reach the logs.
 pub fn check_url(url: &str) -> Result<(), InfraError> {
-    url.parse::<lapin::uri::AMQPUri>().map(drop).map_err(|_| InfraError::Connect {
+    parse_url(url).map(drop)
+}
+
+fn parse_url(url: &str) -> Result<AMQPUri, InfraError> {
+    url.parse::<AMQPUri>().map_err(|_| InfraError::Connect {
         service: Service::Broker,
         url: redact_url(url),
-        source: "not an AMQP URL; expected amqp://user:password@host:port/vhost".into(),
+        source: Box::new(BadSetting(
+            "not an AMQP URL; expected amqp://user:password@host:port/vhost or amqps://...".into(),
+        )),
     })
 }
 
-/// Opens one connection, retrying with backoff until `give_up_after` has passed.
-pub async fn connect(url: &str, give_up_after: Duration) -> Result<Connection, InfraError> {
-    check_url(url)?;
-    crate::backoff::retry("RabbitMQ", give_up_after, || async {
-        Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| InfraError::Connect {
-            service: Service::Broker,
-            url: redact_url(url),
-            source: Box::new(e),
+/// Opens one connection, retrying with backoff until `give_up_after` has passed; a
+/// wrong setting (a certificate not trusted, a URL that does not parse) fails at once.
+pub async fn connect(endpoint: &Endpoint, give_up_after: Duration) -> Result<Connection, InfraError> {
+    let attempt = || open(endpoint);
+    crate::backoff::retry_while("RabbitMQ", give_up_after, attempt, InfraError::is_retryable).await
+}
+
+/// Opens one connection, once: over TLS for an `amqps://` URL.
+pub async fn open(endpoint: &Endpoint) -> Result<Connection, InfraError> {
+    let uri = parse_url(endpoint.url())?;
+    let failed = |e: lapin::Error| InfraError::connect(Service::Broker, endpoint.redacted(), e);
+    let tls = match uri.scheme {
+        AMQPScheme::AMQPS => Some(RustlsConnector::from(
+            crate::tls::client_config(endpoint.ca())
+                .map_err(|e| InfraError::connect(Service::Broker, endpoint.redacted(), e))?,
+        )),
+        AMQPScheme::AMQP => None,
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(failed)?;
+    // lapin opens the TCP connection (its timeout, its resolver); the handshake is ours.
+    let connect = async move |uri: AMQPUri, runtime| {
+        let host = uri.authority.host.clone();
+        let plain = AMQPUri { scheme: AMQPScheme::AMQP, ..uri };
+        let stream = plain.connect_with_config_async(TLSConfig::default(), &runtime).await?;
+        Ok(match &tls {
+            Some(connector) => stream.into_rustls(connector, &host).await?,
+            None => stream,
         })
-    })
-    .await
+    };
+    Connection::connector(uri, runtime, connect, ConnectionProperties::default()).await.map_err(failed)
+}
+
+/// The publisher's pool opens its connections with [`open`].
+struct Broker(Endpoint);
+
+impl deadpool::managed::Manager for Broker {
+    type Type = Connection;
+    type Error = InfraError;
+
+    async fn create(&self) -> Result<Connection, InfraError> {
+        open(&self.0).await
+    }
+
+    async fn recycle(&self, conn: &mut Connection, _: &Metrics) -> RecycleResult<InfraError> {
+        if conn.status().connected() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("the connection is closed"))
+        }
+    }
 }
 
 /// Converts plain queue arguments to an AMQP table.
@@ -185,6 +237,8 @@ pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
     }
 }
 
+type Pooled = deadpool::managed::Object<Broker>;
+
 /// A pooled connection with one cached confirm channel, rebuilt after a failure.
 ///
 /// lapin channels multiplex concurrent publishes, each with its own confirm, so one
@@ -197,22 +251,25 @@ pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
 /// opened it, and a worker publishes from a lane thread that is busy while its
 /// engine runs.
 pub struct Publisher {
-    pool: Pool,
+    pool: Pool<Broker>,
     home: Option<tokio::runtime::Handle>,
-    cached: Mutex<Option<(deadpool_lapin::Object, Channel)>>,
+    cached: Mutex<Option<(Pooled, Channel)>>,
     order: Mutex<()>,
     url: String,
 }
 
 impl Publisher {
-    /// A publisher for `url`; connects lazily.
-    pub fn new(url: &str) -> Result<Publisher, InfraError> {
-        check_url(url)?;
-        let pool = Config { url: Some(url.to_string()), pool: None }
-            .create_pool(ConnectionProperties::default, Runtime::Tokio1)
-            .map_err(|e| InfraError::Connect { service: Service::Broker, url: redact_url(url), source: Box::new(e) })?;
+    /// A publisher for `endpoint`; connects lazily.
+    pub fn new(endpoint: &Endpoint) -> Result<Publisher, InfraError> {
+        check_url(endpoint.url())?;
+        let url = endpoint.redacted();
+        let pool = Pool::builder(Broker(endpoint.clone())).build().map_err(|e| InfraError::Connect {
+            service: Service::Broker,
+            url: url.clone(),
+            source: Box::new(e),
+        })?;
         let home = tokio::runtime::Handle::try_current().ok();
-        Ok(Publisher { pool, home, cached: Mutex::new(None), order: Mutex::new(()), url: redact_url(url) })
+        Ok(Publisher { pool, home, cached: Mutex::new(None), order: Mutex::new(()), url })
     }
 
     /// The confirm channel, opening one when there is none or it closed.
@@ -260,18 +317,19 @@ impl Publisher {
         result
     }
 
-    async fn pooled(&self) -> Result<deadpool_lapin::Object, InfraError> {
+    async fn pooled(&self) -> Result<Pooled, InfraError> {
         let pool = self.pool.clone();
-        let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| InfraError::Connect {
-            service: Service::Broker,
-            url: self.url.clone(),
-            source,
-        };
         let got = match &self.home {
-            Some(home) => home.spawn(async move { pool.get().await }).await.map_err(|e| connect_err(Box::new(e)))?,
+            Some(home) => home
+                .spawn(async move { pool.get().await })
+                .await
+                .map_err(|e| InfraError::connect(Service::Broker, self.url.clone(), e))?,
             None => pool.get().await,
         };
-        got.map_err(|e| connect_err(Box::new(e)))
+        got.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            other => InfraError::connect(Service::Broker, self.url.clone(), other),
+        })
     }
 
     /// A fresh channel without confirms on the pooled connection, for passive checks.

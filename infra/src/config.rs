@@ -13,6 +13,14 @@ pub struct ConnectArgs {
     /// Redis URL.
     #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: String,
+    /// CA certificates (PEM) trusted for an `amqps://` URL instead of the bundled
+    /// webpki roots.
+    #[arg(long, global = true, env = "AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for a `rediss://` URL instead of the bundled
+    /// webpki roots.
+    #[arg(long, global = true, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Name prefix of exchanges, queues and Redis keys.
     #[arg(long, global = true, env = "WARMLANE_PREFIX", default_value = "warmlane")]
     pub prefix: String,
@@ -26,6 +34,8 @@ impl std::fmt::Debug for ConnectArgs {
         f.debug_struct("ConnectArgs")
             .field("amqp_url", &redact_url(&self.amqp_url))
             .field("redis_url", &redact_url(&self.redis_url))
+            .field("amqp_ca_file", &self.amqp_ca_file)
+            .field("redis_ca_file", &self.redis_ca_file)
             .field("prefix", &self.prefix)
             .field("settings", &self.settings)
             .finish()
@@ -82,6 +92,8 @@ mod tests {
         let args = ConnectArgs {
             amqp_url: "amqp://guest:secret@host/".into(),
             redis_url: "redis://:secret@host/".into(),
+            amqp_ca_file: None,
+            redis_ca_file: None,
             prefix: "p".into(),
             settings: "s.json".into(),
         };

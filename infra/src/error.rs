@@ -108,10 +108,32 @@ impl InfraError {
     pub fn is_retryable(&self) -> bool {
         match self {
             InfraError::Broker { source, .. } => source.can_be_recovered() && !source.is_amqp_soft_error(),
-            InfraError::Unconfirmed(_) | InfraError::Connect { .. } => true,
+            InfraError::Unconfirmed(_) => true,
+            InfraError::Connect { .. } => !self.is_misconfigured(),
             InfraError::Redis(e) => !matches!(e.retry_method(), redis::RetryMethod::NoRetry),
             InfraError::Refused(_) | InfraError::Unconfirmable(_) | InfraError::Corrupt { .. } => false,
         }
+    }
+
+    /// Whether a connection failed because a setting is wrong, so that waiting will
+    /// not help and a service should stop at start with this error: a TLS certificate
+    /// the client does not trust or that does not name the host
+    /// ([`TlsFailure`](crate::tls::TlsFailure)), a CA file that cannot be used, a URL
+    /// that does not parse ([`BadSetting`]).
+    pub fn is_misconfigured(&self) -> bool {
+        let InfraError::Connect { source, .. } = self else { return false };
+        source.is::<crate::tls::TlsFailure>() || source.is::<crate::tls::CaFileError>() || source.is::<BadSetting>()
+    }
+
+    /// A failure to connect to `service` at `url` (redacted): a TLS handshake failure
+    /// anywhere in `source`'s chain becomes the source itself, named, so that
+    /// [`InfraError::is_misconfigured`] sees it.
+    pub fn connect(service: Service, url: String, source: impl Error + Send + Sync + 'static) -> InfraError {
+        let source: Box<dyn Error + Send + Sync> = match crate::tls::TlsFailure::find(&source) {
+            Some(failure) => Box::new(failure),
+            None => Box::new(source),
+        };
+        InfraError::Connect { service, url, source }
     }
 
     /// Whether a publish that failed this way certainly left nothing queued, so its
@@ -120,6 +142,13 @@ impl InfraError {
         matches!(self, InfraError::Broker { .. } | InfraError::Refused(_) | InfraError::Connect { .. })
     }
 }
+
+/// A connection setting that cannot work however long one waits (a URL that does
+/// not parse, a CA file given for a URL without TLS): the source of an
+/// [`InfraError::Connect`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadSetting(pub String);
 
 pub use warmlane_shared::error::Report;
 
@@ -149,6 +178,23 @@ mod tests {
             "cannot connect to RabbitMQ at amqp://guest:***@h/: connection refused"
         );
         assert!(connect.is_retryable() && connect.is_unpublished());
+        assert!(!connect.is_misconfigured());
+        let untrusted = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let tls = InfraError::connect(Service::Broker, "amqps://guest:***@h/".into(), lapin::Error::from(untrusted));
+        assert_eq!(
+            Report(&tls).to_string(),
+            "cannot connect to RabbitMQ at amqps://guest:***@h/: certificate not trusted: invalid peer certificate: UnknownIssuer"
+        );
+        assert!(tls.is_misconfigured() && !tls.is_retryable(), "a certificate failure is not retried");
+        let bad_url = InfraError::Connect {
+            service: Service::Redis,
+            url: "h".into(),
+            source: Box::new(BadSetting("not a Redis URL".into())),
+        };
+        assert!(bad_url.is_misconfigured() && !bad_url.is_retryable());
 
         let refused = InfraError::Refused("the dead queue refused a message".into());
         assert!(!refused.is_retryable() && refused.is_unpublished());

@@ -32,6 +32,9 @@ pub enum CommandError {
     /// Bad input on the command line or in a file.
     #[error("{0}")]
     Input(String),
+    /// The results store (`s3://`) could not be opened or read.
+    #[error(transparent)]
+    Results(#[from] warmlane_infra::results::ResultsError),
 }
 
 /// Runs a subcommand until it ends or `shutdown` resolves.
@@ -61,8 +64,12 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
         known_lane(&settings, model)?;
     }
     check_task_id(&cli.command)?;
+    if let Command::Serve(args) = &cli.command {
+        crate::http::check_args(args)?;
+    }
     let c = &cli.connect;
-    let connect = || Producer::connect(settings.clone(), &c.amqp_url, &c.redis_url, &c.prefix);
+    let endpoints = warmlane_infra::Endpoints::from_args(c)?;
+    let connect = || Producer::connect(settings.clone(), &endpoints.amqp, &endpoints.redis, &c.prefix);
     // Long-running services wait for the broker and Redis as the workers do (they may
     // start first under compose); one-shot commands fail at once.
     let producer = if matches!(cli.command, Command::Serve(_) | Command::Reaper) {
@@ -75,9 +82,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
     match cli.command {
         Command::CheckSettings | Command::Completions { .. } | Command::Man => Ok(()),
         Command::Submit { file, wait } => submit(&producer, &file, wait).await,
-        Command::Serve(args) => Ok(crate::http::serve(producer, args, c.amqp_url.clone(), shutdown).await?),
+        Command::Serve(args) => Ok(crate::http::serve(producer, args, endpoints.amqp, shutdown).await?),
         Command::Dead(cmd) => Ok(crate::dead_queue::run(&producer, cmd).await?),
-        Command::Reaper => Ok(crate::reaper::run(producer, c.amqp_url.clone(), shutdown).await?),
+        Command::Reaper => Ok(crate::reaper::run(producer, endpoints.amqp, shutdown).await?),
         Command::Lanes { json } => {
             let status = crate::lanes::status(&producer).await?;
             if json {
@@ -91,7 +98,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) 
         Command::Cancel { task_id } => print_view(cancel(&producer, &task_id).await?),
         Command::Result { task_id, output } => {
             let hash = producer.store().task(&task_id).await?;
-            let (bytes, content_type) = save_result(&task_id, &hash, &output)?;
+            let (bytes, content_type) = save_result(&task_id, &hash, &output).await?;
             if output.as_os_str() != "-" {
                 println!("{} ({bytes} B, {content_type})", output.display());
             }
@@ -197,11 +204,31 @@ async fn cancel(producer: &Producer, task_id: &str) -> Result<crate::http::route
 }
 
 /// Copies a done task's video to `output` (`-`: stdout); returns its size and type.
-fn save_result(
+async fn save_result(
     task_id: &str,
     hash: &std::collections::HashMap<String, String>,
     output: &std::path::Path,
 ) -> Result<(u64, String), CommandError> {
+    let (bytes, content_type) = read_result(task_id, hash, std::env::vars()).await?;
+    let written = if output.as_os_str() == "-" {
+        use std::io::Write;
+        std::io::stdout().lock().write_all(&bytes)
+    } else {
+        std::fs::write(output, &bytes)
+    };
+    written.map_err(|e| CommandError::Input(format!("writing {}: {e}", output.display())))?;
+    Ok((bytes.len() as u64, content_type))
+}
+
+/// A done task's video and its content type, from its task hash: a `file://` path
+/// read from this host's disk, or an `s3://bucket/prefix/<task_id>.<ext>` object
+/// read with the S3 settings in `env` (the `AWS_*` variables, as the workers').
+pub async fn read_result(
+    task_id: &str,
+    hash: &std::collections::HashMap<String, String>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Vec<u8>, String), CommandError> {
+    use warmlane_infra::ResultStore;
     use warmlane_shared::reply::field;
     let input = |message: String| CommandError::Input(message);
     let status = hash.get(field::STATUS).ok_or_else(|| input(format!("no task `{task_id}`")))?;
@@ -209,17 +236,24 @@ fn save_result(
         return Err(input(format!("task `{task_id}` is {status}; it has no result")));
     }
     let uri = hash.get(field::RESULT).map(String::as_str).unwrap_or_default();
-    let path = uri.strip_prefix("file://").ok_or_else(|| input(format!("the result `{uri}` is not a local file")))?;
-    let bytes = std::fs::read(path).map_err(|e| input(format!("reading {path}: {e}")))?;
-    let written = if output.as_os_str() == "-" {
-        use std::io::Write;
-        std::io::stdout().lock().write_all(&bytes)
-    } else {
-        std::fs::write(output, &bytes)
-    };
-    written.map_err(|e| input(format!("writing {}: {e}", output.display())))?;
     let content_type = hash.get(field::CONTENT_TYPE).cloned().unwrap_or_else(|| "video/mp4".into());
-    Ok((bytes.len() as u64, content_type))
+    if let Some(path) = uri.strip_prefix("file://") {
+        let bytes = std::fs::read(path).map_err(|e| input(format!("reading {path}: {e}")))?;
+        return Ok((bytes, content_type));
+    }
+    // Only the task's own object, `<task_id>.mp4` (or a pre-MP4 `.gif`), is read.
+    let stored = uri.strip_prefix("s3://").and_then(|_| uri.rsplit_once('/'));
+    let Some((store, name)) =
+        stored.filter(|(_, name)| [format!("{task_id}.mp4"), format!("{task_id}.gif")].contains(&name.to_string()))
+    else {
+        return Err(input(format!(
+            "the result `{uri}` is neither a local file nor the task's object in an s3:// store"
+        )));
+    };
+    let store = ResultStore::open_with_env(store, env)?;
+    let fetched = store.get(name, None).await?;
+    let chunks: Vec<_> = futures_util::TryStreamExt::try_collect(fetched.body).await?;
+    Ok((chunks.concat(), content_type))
 }
 
 #[cfg(test)]
@@ -227,8 +261,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    #[test]
-    fn only_a_done_task_with_a_local_file_is_saved() {
+    #[tokio::test]
+    async fn only_a_done_task_with_a_local_file_is_saved() {
         let dir = std::env::temp_dir().join(format!("warmlane-result-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let video = dir.join("t.mp4");
@@ -238,19 +272,21 @@ mod tests {
         };
         let out = dir.join("copy.mp4");
         let uri = format!("file://{}", video.display());
-        let (bytes, kind) = save_result("t", &hash("done", &uri), &out).expect("saved");
+        let (bytes, kind) = save_result("t", &hash("done", &uri), &out).await.expect("saved");
         assert_eq!(
             (bytes, kind.as_str(), std::fs::read(&out).unwrap()),
             (12, "video/mp4", b"\0\0\0\x18ftypisom".to_vec())
         );
         let cases = [
             (hash("processing", &uri), "is processing"),
-            (hash("done", "s3://bucket/t.mp4"), "not a local file"),
+            (hash("done", "http://host/t.mp4"), "neither a local file nor the task's object"),
+            (hash("done", "s3://bucket/prefix/other.mp4"), "neither a local file nor the task's object"),
+            (hash("done", "s3://bucket/prefix/t.json"), "neither a local file nor the task's object"),
             (hash("done", "file:///nonexistent/t.mp4"), "reading /nonexistent/t.mp4"),
             (HashMap::new(), "no task `t`"),
         ];
         for (hash, want) in cases {
-            let err = save_result("t", &hash, &dir.join("x.mp4")).expect_err(want).to_string();
+            let err = save_result("t", &hash, &dir.join("x.mp4")).await.expect_err(want).to_string();
             assert!(err.contains(want), "{want}: {err}");
         }
         let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::sync::Arc;
 use warmlane_infra::amqp::{message_properties, Published, Publisher};
 use warmlane_infra::store::{FinishWhen, Store};
-use warmlane_infra::Report;
+use warmlane_infra::{Endpoint, Report};
 use warmlane_shared::metrics as m;
 use warmlane_shared::request::DecodeFailure;
 use warmlane_shared::settings::DEGRADED_LANE;
@@ -50,12 +50,12 @@ impl Producer {
     /// Connects to Redis and declares the topology on RabbitMQ.
     pub async fn connect(
         settings: Arc<Settings>,
-        amqp_url: &str,
-        redis_url: &str,
+        amqp: &Endpoint,
+        redis: &Endpoint,
         prefix: &str,
     ) -> Result<Producer, ProducerError> {
-        let store = Store::connect(redis_url, prefix, &settings).await?;
-        let publisher = Publisher::new(amqp_url)?;
+        let store = Store::connect(redis, prefix, &settings).await?;
+        let publisher = Publisher::new(amqp)?;
         let topology = Topology::new(prefix);
         publisher.declare(&topology.declarations(&settings)).await?;
         Ok(Producer { settings, topology, publisher, store })

@@ -22,7 +22,7 @@ use warmlane_infra::amqp::{self, header_str};
 use warmlane_infra::backoff::Backoff;
 use warmlane_infra::dead_letter::{dead_letter, DeadLetter};
 use warmlane_infra::store::FinishWhen;
-use warmlane_infra::{InfraError, Report};
+use warmlane_infra::{Endpoint, InfraError, Report};
 use warmlane_shared::error::reason;
 use warmlane_shared::metrics as m;
 use warmlane_shared::reply::field;
@@ -37,12 +37,12 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Runs both jobs until `shutdown` resolves; broker outages are retried with backoff.
 pub async fn run(
     producer: Arc<Producer>,
-    amqp_url: String,
+    amqp: Endpoint,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), InfraError> {
     let sweeper = sweep_forever(producer.clone());
     let sampler = crate::metrics_sampler::run(producer.clone(), crate::metrics_sampler::DEFAULT_EVERY);
-    let consumer = consume_forever(producer, amqp_url);
+    let consumer = consume_forever(producer, amqp);
     tokio::select! {
         _ = shutdown => Ok(()),
         r = sweeper => r,
@@ -95,10 +95,10 @@ fn count_wait_timeout() {
     metrics::counter!(m::QUEUE_OVERLOADED, m::TAG_REASON => reason::WAIT_TIMEOUT).increment(1);
 }
 
-async fn consume_forever(producer: Arc<Producer>, amqp_url: String) -> Result<(), InfraError> {
+async fn consume_forever(producer: Arc<Producer>, amqp: Endpoint) -> Result<(), InfraError> {
     let mut backoff = Backoff::reconnect();
     loop {
-        match consume_expired(&producer, &amqp_url, &mut backoff).await {
+        match consume_expired(&producer, &amqp, &mut backoff).await {
             Ok(()) => tracing::warn!("expired-queue consumer stopped; reconnecting"),
             Err(e) => tracing::warn!(error = %Report(&e), "expired-queue consumer failed; reconnecting"),
         }
@@ -106,8 +106,8 @@ async fn consume_forever(producer: Arc<Producer>, amqp_url: String) -> Result<()
     }
 }
 
-async fn consume_expired(producer: &Producer, amqp_url: &str, backoff: &mut Backoff) -> Result<(), InfraError> {
-    let conn = amqp::connect(amqp_url, Duration::from_secs(5)).await?;
+async fn consume_expired(producer: &Producer, endpoint: &Endpoint, backoff: &mut Backoff) -> Result<(), InfraError> {
+    let conn = amqp::connect(endpoint, Duration::from_secs(5)).await?;
     let channel = conn.create_channel().await.map_err(InfraError::broker("opening a channel"))?;
     amqp::declare(&channel, &producer.topology().declarations(producer.settings())).await?;
     channel.basic_qos(32, BasicQosOptions::default()).await.map_err(InfraError::broker("setting the prefetch"))?;

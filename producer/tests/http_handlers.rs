@@ -263,9 +263,14 @@ async fn redis_down_is_503_service_unavailable() {
     let h = Harness::new().await;
     let relay = Relay::start("127.0.0.1:6379").await;
     let redis = format!("redis://{}/", relay.addr);
-    let producer = warmlane_producer::Producer::connect(h.producer.settings().clone(), &amqp_url(), &redis, &h.prefix)
-        .await
-        .expect("connect through the relay");
+    let producer = warmlane_producer::Producer::connect(
+        h.producer.settings().clone(),
+        &amqp_url().into(),
+        &redis.into(),
+        &h.prefix,
+    )
+    .await
+    .expect("connect through the relay");
     let config = warmlane_producer::http::HttpConfig::from_args(&h.args()).unwrap();
     let app = warmlane_producer::http::app(warmlane_producer::http::AppState::new(Arc::new(producer), config));
     assert_eq!(get(&app, "/ready", &[]).await.status, 200);
@@ -301,9 +306,14 @@ async fn broker_down_is_503_service_unavailable() {
     let h = Harness::new().await;
     let relay = Relay::start("127.0.0.1:5672").await;
     let amqp = format!("amqp://guest:guest@{}/%2f", relay.addr);
-    let producer = warmlane_producer::Producer::connect(h.producer.settings().clone(), &amqp, &redis_url(), &h.prefix)
-        .await
-        .expect("connect through the relay");
+    let producer = warmlane_producer::Producer::connect(
+        h.producer.settings().clone(),
+        &amqp.into(),
+        &redis_url().into(),
+        &h.prefix,
+    )
+    .await
+    .expect("connect through the relay");
     let config = warmlane_producer::http::HttpConfig::from_args(&h.args()).unwrap();
     let app = warmlane_producer::http::app(warmlane_producer::http::AppState::new(Arc::new(producer), config));
     assert_eq!(get(&app, "/ready", &[]).await.status, 200);

@@ -89,6 +89,9 @@ pub mod reason {
     pub const WAIT_TIMEOUT: &str = "wait_timeout";
     /// A message was redelivered past the attempt limit.
     pub const POISON: &str = "poison";
+    /// With `inference_failed`: the video was made but the results store (S3, or
+    /// the results directory) did not take it.
+    pub const STORAGE: &str = "storage";
 }
 
 /// A coded refusal: what a caller gets back instead of a result.

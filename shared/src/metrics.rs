@@ -57,6 +57,13 @@ pub const DEVICE_MEMORY_BYTES: &str = "memory.device_bytes";
 pub const PROCESS_MEMORY_BYTES: &str = "memory.process_bytes";
 /// Counter: OOM retries.
 pub const OOM_RETRIES: &str = "oom.retries";
+/// Counter: results store operations that failed, by `op` (`put`: a task failed
+/// `inference_failed`/`storage`; `delete`, `list`: the retention sweep).
+pub const RESULTS_STORE_FAILURES: &str = "results.store_failures";
+/// Counter: results deleted by retention (`results_ttl_s`).
+pub const RESULTS_EXPIRED: &str = "results.expired";
+/// Tag: a results store operation (`put`, `get`, `delete`, `list`).
+pub const TAG_OP: &str = "op";
 /// Counter: validation rejections by code and reason.
 pub const VALIDATION_REJECTIONS: &str = "validation.rejections";
 /// Counter: messages moved to the dead queue.

@@ -23,6 +23,9 @@ pub struct Fleet {
     pub producer: Arc<Producer>,
     /// Results directory of the workers.
     pub results_dir: PathBuf,
+    /// The results store and TTL of workers spawned from now on (default: the file
+    /// store at `results_dir`, kept forever).
+    pub results: warmlane_consumer::results::ResultsConfig,
     /// RabbitMQ URL of this fleet.
     pub amqp_url: String,
     /// Redis URL of this fleet.
@@ -41,7 +44,7 @@ impl Fleet {
     /// Like [`Fleet::start`], against the given servers.
     pub async fn start_on(prefix: &str, settings: Arc<Settings>, amqp: &str, redis: &str) -> Fleet {
         crate::init_logs();
-        let producer = match Producer::connect(settings.clone(), amqp, redis, prefix).await {
+        let producer = match Producer::connect(settings.clone(), &amqp.into(), &redis.into(), prefix).await {
             Ok(p) => Arc::new(p),
             Err(e) => panic!(
                 "integration tests need RabbitMQ at {} and Redis at {} ({e}); start them with `rabbitmq-server -detached` and `redis-server --daemonize yes`, or run .ci/run",
@@ -56,6 +59,7 @@ impl Fleet {
             settings,
             producer,
             results_dir,
+            results: Default::default(),
             amqp_url: amqp.to_string(),
             redis_url: redis.to_string(),
             stop,
@@ -78,7 +82,7 @@ impl Fleet {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = warmlane_producer::reaper::run(producer, amqp, shutdown).await {
+            if let Err(e) = warmlane_producer::reaper::run(producer, amqp.into(), shutdown).await {
                 panic!("reaper failed: {e}");
             }
         }));
@@ -102,11 +106,12 @@ impl Fleet {
         let (stop, mut rx) = watch::channel(false);
         let cfg = WorkerConfig {
             settings: self.settings.clone(),
-            amqp_url: self.amqp_url.clone(),
-            redis_url: self.redis_url.clone(),
+            amqp: self.amqp_url.as_str().into(),
+            redis: self.redis_url.as_str().into(),
             prefix: self.prefix.clone(),
             lane: lane.to_string(),
             results_dir: self.results_dir.clone(),
+            results: self.results.clone(),
             worker_id: format!("{}-{lane}-{}", self.prefix, self.workers.len()),
             idle_evict,
         };
@@ -273,9 +278,14 @@ impl Shim {
 impl Fleet {
     /// Serves the HTTP shim over this fleet's producer with `args`.
     pub async fn serve_http(&self, args: &warmlane_producer::http::ServeArgs) -> Shim {
+        let config = warmlane_producer::http::HttpConfig::from_args(args).expect("config");
+        self.serve_http_config(config).await
+    }
+
+    /// Serves the HTTP shim with checked settings (a test's own results store).
+    pub async fn serve_http_config(&self, config: warmlane_producer::http::HttpConfig) -> Shim {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = warmlane_producer::http::HttpConfig::from_args(args).expect("config");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
@@ -284,7 +294,7 @@ impl Fleet {
             listener,
             self.producer.clone(),
             config,
-            self.amqp_url.clone(),
+            self.amqp_url.as_str().into(),
             shutdown,
         ));
         Shim { addr, stop, server }

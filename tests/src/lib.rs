@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: server URLs, isolated prefixes,
-//! edited settings, an in-process fleet, test-double engines, and the core of
-//! `degraded-bench` (shared with its test).
+//! edited settings, an in-process fleet, test-double engines, servers a test owns
+//! (plain, or TLS with its own certificates), binaries run as watched processes,
+//! and the core of `degraded-bench` (shared with its test).
 //!
 //! Every test runs under its own name prefix, so tests run in parallel and again
 //! on the same servers. A missing server fails the test with a message that says
@@ -10,7 +11,11 @@
 pub mod degraded_bench;
 pub mod engines;
 pub mod fleet;
+pub mod http;
+pub mod moto;
 pub mod servers;
+pub mod tls_servers;
+pub mod watched;
 
 use std::path::PathBuf;
 use std::sync::Arc;

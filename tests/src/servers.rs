@@ -32,7 +32,9 @@ fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
-fn wait_port(port: u16, what: &str, secs: u64) {
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`; panics naming
+/// `what` after `secs`.
+pub fn wait_port(port: u16, what: &str, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !port_open(port) {
         assert!(Instant::now() < deadline, "{what} did not open port {port} within {secs} s");
@@ -49,11 +51,34 @@ pub struct RabbitNode {
     dir: PathBuf,
     /// The node's OS process, from its pid file once it has started.
     pid: Option<u32>,
+    /// Whether `port` is a TLS listener (and the node has no plain one).
+    tls: bool,
 }
 
 impl RabbitNode {
     /// Starts a node; fails loudly when RabbitMQ is not installed.
     pub fn start(dir: &Path) -> RabbitNode {
+        let mut n = RabbitNode::launch(dir, false, "listeners.tcp.local = 127.0.0.1:{port}\n");
+        n.await_startup();
+        n.read_pid();
+        n
+    }
+
+    /// Starts a node whose only listener is AMQP over TLS (`amqps://`) on [`RabbitNode::port`];
+    /// `config` adds to its `rabbitmq.conf` (the `ssl_options`, a default user). Ready
+    /// as soon as the TLS port accepts connections: the listeners open last in a
+    /// node's boot, so no `rabbitmqctl await_startup` (a second Erlang VM) is needed.
+    pub fn start_tls(dir: &Path, config: &str) -> RabbitNode {
+        let conf = format!("listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:{{port}}\n{config}");
+        let mut n = RabbitNode::launch(dir, true, &conf);
+        wait_port(n.port, "RabbitMQ's TLS listener", 90);
+        n.read_pid();
+        n
+    }
+
+    /// Writes the node's files and runs `rabbitmq-server -detached`; `{port}` in
+    /// `conf` is the node's port.
+    fn launch(dir: &Path, tls: bool, conf: &str) -> RabbitNode {
         assert!(
             Path::new(RABBIT_BIN).join("rabbitmq-server").exists(),
             "this test starts its own RabbitMQ node and needs rabbitmq-server installed (apt-get install rabbitmq-server)"
@@ -63,21 +88,32 @@ impl RabbitNode {
         std::fs::create_dir_all(dir.join("mnesia")).unwrap();
         std::fs::create_dir_all(dir.join("log")).unwrap();
         std::fs::write(dir.join("enabled_plugins"), "[].").unwrap();
-        std::fs::write(dir.join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n")).unwrap();
-        let mut n = RabbitNode { port, dist_port: free_port(), node, dir: dir.to_path_buf(), pid: None };
+        std::fs::write(dir.join("rabbitmq.conf"), conf.replace("{port}", &port.to_string())).unwrap();
+        let n = RabbitNode { port, dist_port: free_port(), node, dir: dir.to_path_buf(), pid: None, tls };
         let status = n.command("rabbitmq-server").arg("-detached").status().expect("rabbitmq-server");
         assert!(status.success(), "rabbitmq-server -detached failed");
-        n.await_startup();
-        n.pid = std::fs::read_to_string(dir.join("pid")).ok().and_then(|s| s.trim().parse().ok());
-        assert!(n.pid.is_some(), "RabbitMQ node {} wrote no pid file in {}", n.node, dir.display());
         n
+    }
+
+    fn read_pid(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.pid.is_none() && Instant::now() < deadline {
+            self.pid = std::fs::read_to_string(self.dir.join("pid")).ok().and_then(|s| s.trim().parse().ok());
+            if self.pid.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        assert!(self.pid.is_some(), "RabbitMQ node {} wrote no pid file in {}", self.node, self.dir.display());
     }
 
     fn command(&self, bin: &str) -> Command {
         let mut c = Command::new(Path::new(RABBIT_BIN).join(bin));
         let d = &self.dir;
+        // A TLS node has no plain listener: RABBITMQ_NODE_PORT would add one.
+        if !self.tls {
+            c.env("RABBITMQ_NODE_PORT", self.port.to_string());
+        }
         c.env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
             .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", d.join("log"))

@@ -15,7 +15,7 @@ use warmlane_tests::{amqp_url, prefix};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_concurrent_publish_gets_its_own_confirm() {
     let queue = format!("{}.confirms", prefix("confirms"));
-    let publisher = Arc::new(Publisher::new(&amqp_url()).expect("publisher"));
+    let publisher = Arc::new(Publisher::new(&amqp_url().into()).expect("publisher"));
     let channel = publisher.channel_plain().await.expect("channel");
     let args =
         field_table(&[("x-max-length", ArgValue::Int(20)), ("x-overflow", ArgValue::Str("reject-publish".into()))]);

@@ -31,6 +31,20 @@ fn wait_line(lines: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> S
     }
 }
 
+/// The child's stderr, line by line, read on a thread of its own.
+fn stderr_lines(child: &mut Killed) -> mpsc::Receiver<String> {
+    let stderr = child.0.stderr.take().expect("stderr piped");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 fn get(port: u16, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the shim listens");
     write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
@@ -57,15 +71,7 @@ fn serve_waits_for_redis_then_serves() {
         .spawn()
         .expect("warmlane-producer starts");
     let mut child = Killed(child);
-    let stderr = child.0.stderr.take().expect("stderr piped");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = stderr_lines(&mut child);
 
     let retrying = wait_line(&lines, "not reachable; retrying", Duration::from_secs(30));
     assert!(retrying.contains("Redis"), "the line names what it waits for: {retrying}");
@@ -131,15 +137,7 @@ fn serve_refuses_to_be_open_to_the_network_without_keys() {
     let port = free_port();
     let child = run(&["--allow-anonymous"], port).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starts");
     let mut child = Killed(child);
-    let stderr = child.0.stderr.take().expect("stderr piped");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = stderr_lines(&mut child);
     wait_line(&lines, "HTTP shim listening", Duration::from_secs(60));
     assert!(get(port, "/health").starts_with("HTTP/1.1 200"), "served with --allow-anonymous");
     let _ = std::fs::remove_dir_all(&dir);

@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warmlane_producer::http::ServeArgs;
 use warmlane_tests::fleet::Fleet;
+use warmlane_tests::http::http;
 use warmlane_tests::{prefix, settings_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,13 +56,13 @@ async fn check_mp4_through_http(model: &str, request: Value) {
     let shim = fleet.serve_http(&ServeArgs::for_tests(fleet.results_dir.clone())).await;
     let addr = shim.addr;
 
-    let (status, _, body) = http(addr, "POST", "/generate", Some(&request)).await;
+    let (status, _, body) = http(addr, "POST", "/generate", &[], Some(&request)).await;
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
     let accepted: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(accepted["lane"], model, "the warm lane takes it");
     let task = wait_done(addr, accepted["task_id"].as_str().expect("task_id")).await;
     assert_eq!(task["content_type"], "video/mp4");
-    let (status, headers, mp4) = http(addr, "GET", task["result_url"].as_str().expect("result_url"), None).await;
+    let (status, headers, mp4) = http(addr, "GET", task["result_url"].as_str().expect("result_url"), &[], None).await;
     assert_eq!(status, 200);
     assert!(headers.contains("content-type: video/mp4"), "{headers}");
 
@@ -112,7 +112,7 @@ fn probe(ffprobe: &Path, file: &Path) -> Probe {
 async fn wait_done(addr: SocketAddr, task_id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let (status, _, body) = http(addr, "GET", &format!("/tasks/{task_id}?wait=20"), None).await;
+        let (status, _, body) = http(addr, "GET", &format!("/tasks/{task_id}?wait=20"), &[], None).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let task: Value = serde_json::from_slice(&body).expect("JSON");
         if task["terminal"] == true {
@@ -121,23 +121,4 @@ async fn wait_done(addr: SocketAddr, task_id: &str) -> Value {
         }
         assert!(Instant::now() < deadline, "task {task_id} not done after 3 minutes: {task}");
     }
-}
-
-/// One HTTP/1.0 request (the server then ends the body by closing the connection):
-/// status, the header block in lower case, and the body.
-async fn http(addr: SocketAddr, method: &str, path: &str, json: Option<&Value>) -> (u16, String, Vec<u8>) {
-    let body = json.map(Value::to_string).unwrap_or_default();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the shim");
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.expect("send");
-    stream.write_all(body.as_bytes()).await.expect("send");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.expect("read the answer");
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
-    let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    (status, head, answer[split + 4..].to_vec())
 }

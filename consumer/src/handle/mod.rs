@@ -12,7 +12,7 @@ use crate::ctx::Ctx;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
-use plan::{Action, DeadWhy, Facts, Step};
+use plan::{Action, DeadWhy, Facts, RunEnd, Step};
 use warmlane_infra::amqp::message_properties;
 use warmlane_infra::dead_letter::{dead_letter, DeadLetter};
 use warmlane_infra::store::{FinishWhen, Finished};
@@ -96,11 +96,20 @@ async fn run(ctx: &Ctx, req: &ValidRequest, unclaimed: bool, started_at_ms: u64)
     if unclaimed {
         ctx.claims.disarm();
     }
+    let stored = match &result {
+        Ok(out) => Some(crate::results::keep(ctx, &req.task_id, out).await),
+        Err(_) => None,
+    };
     ctx.set_state(WorkerState::Warm);
-    let reply = plan::run_reply(req, &ctx.lane, &result, queued);
+    let end = match (&result, &stored) {
+        (Err(f), _) => RunEnd::Failed(f),
+        (Ok(out), Some(Ok(stored))) => RunEnd::Stored(out, stored),
+        (Ok(out), _) => RunEnd::NotStored(out),
+    };
+    let reply = plan::run_reply(req, &ctx.lane, end, queued);
     let first = unclaimed.then_some((ctx.worker_id.as_str(), started_at_ms));
     let written = ctx.store.finish_run(&reply, first).await?;
-    let (outcome, code) = settle(ctx, req, &result, written).await;
+    let (outcome, code) = settle(ctx, req, end, written).await;
     if let Ok(out) = &result {
         metrics::histogram!(m::INFERENCE_MS, m::TAG_MODEL => req.model.clone(), m::TAG_LANE => ctx.lane.clone())
             .record(out.inference_ms as f64);
@@ -113,22 +122,17 @@ async fn run(ctx: &Ctx, req: &ValidRequest, unclaimed: bool, started_at_ms: u64)
 
 /// What became of a run once its reply was written or refused: the outcome and code
 /// the task ended with, a running cancel counted, and the files of a video nobody
-/// will fetch (the task ended `cancelled`) removed.
-async fn settle(
-    ctx: &Ctx,
-    req: &ValidRequest,
-    result: &Result<crate::engine::Output, crate::engine::EngineFailure>,
-    written: Finished,
-) -> (&'static str, &'static str) {
+/// will fetch (the task ended `cancelled`) removed from the store.
+async fn settle(ctx: &Ctx, req: &ValidRequest, end: RunEnd<'_>, written: Finished) -> (&'static str, &'static str) {
     let cancelled = match written {
-        Finished::Written => matches!(result, Err(f) if f.code == ErrorCode::Cancelled),
+        Finished::Written => matches!(end, RunEnd::Failed(f) if f.code == ErrorCode::Cancelled),
         Finished::CancelWon => true,
         // Someone else answered: a cancel of the task while it read `pending` (counted
         // by the canceller), or the backstop. Only a cancelled task's files go.
         Finished::NotWritten => {
             let code = ctx.store.task(&req.task_id).await.ok().and_then(|mut h| h.remove(field::CODE));
-            if let (Ok(out), Some("cancelled")) = (result, code.as_deref()) {
-                remove_outputs(out);
+            if let (RunEnd::Stored(out, _), Some("cancelled")) = (end, code.as_deref()) {
+                crate::results::discard(ctx, out).await;
             }
             tracing::info!(task_id = %req.task_id, code = code.as_deref().unwrap_or("-"), "the task was answered while it ran; its result is discarded");
             false
@@ -136,22 +140,15 @@ async fn settle(
     };
     if cancelled {
         metrics::counter!(m::TASKS_CANCELLED, m::TAG_STAGE => "running").increment(1);
-        if let Ok(out) = result {
-            remove_outputs(out);
+        if let RunEnd::Stored(out, _) = end {
+            crate::results::discard(ctx, out).await;
         }
         return ("failed", ErrorCode::Cancelled.as_str());
     }
-    match result {
-        Ok(_) => ("done", "none"),
-        Err(f) => ("failed", f.code.as_str()),
-    }
-}
-
-/// Removes a run's video, its preview and its metadata file.
-fn remove_outputs(out: &crate::engine::Output) {
-    let json = out.path.with_extension("json");
-    for path in [Some(&out.path), out.preview_path.as_ref(), Some(&json)].into_iter().flatten() {
-        let _ = std::fs::remove_file(path);
+    match end {
+        RunEnd::Stored(..) => ("done", "none"),
+        RunEnd::Failed(f) => ("failed", f.code.as_str()),
+        RunEnd::NotStored(_) => ("failed", ErrorCode::InferenceFailed.as_str()),
     }
 }
 

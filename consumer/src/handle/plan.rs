@@ -18,6 +18,7 @@
 
 use crate::claim;
 use crate::engine::{EngineFailure, Output};
+pub use crate::results::Stored;
 use lapin::message::Delivery;
 use warmlane_infra::amqp::enqueued_ms;
 use warmlane_infra::store::{Started, StartedBy};
@@ -166,36 +167,46 @@ pub fn after_claim<'a>(req: &'a ValidRequest, started: Started, settings: &Setti
     }
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RunEnd<'a> {
+    /// A video, kept in the results store.
+    Stored(&'a Output, &'a Stored),
+    /// The engine failed (or the run was cancelled).
+    Failed(&'a EngineFailure),
+    /// A video the results store did not take (it is down or refused): the run is
+    /// lost, and the task fails `inference_failed`/`storage`.
+    NotStored(&'a Output),
+}
+
 /// The terminal reply of a run.
-pub fn run_reply(req: &ValidRequest, lane: &str, result: &Result<Output, EngineFailure>, queued_ms: u64) -> Reply {
-    match result {
-        Ok(out) => Reply::done(
+pub fn run_reply(req: &ValidRequest, lane: &str, end: RunEnd<'_>, queued_ms: u64) -> Reply {
+    let failed = |rejection: &Rejection| {
+        let timings = Timings { queued_ms: Some(queued_ms), inference_ms: None };
+        Reply::coded(&req.task_id, ReplyStatus::Failed, Some(lane), rejection, timings)
+    };
+    match end {
+        RunEnd::Stored(out, stored) => Reply::done(
             &req.task_id,
             lane,
             ResultInfo {
-                uri: file_uri(&out.path),
+                uri: stored.uri.clone(),
                 frames: out.frames,
                 width: out.width,
                 height: out.height,
                 bytes: out.bytes,
                 content_type: media::of(&out.path.to_string_lossy()).unwrap_or(media::MP4).to_string(),
-                preview_uri: out.preview_path.as_deref().map(file_uri),
+                preview_uri: stored.preview_uri.clone(),
             },
             Timings { queued_ms: Some(queued_ms), inference_ms: Some(out.inference_ms) },
         ),
-        Err(f) => Reply::coded(
-            &req.task_id,
-            ReplyStatus::Failed,
-            Some(lane),
-            &Rejection::new(f.code, f.code.as_str(), f.message.clone()),
-            Timings { queued_ms: Some(queued_ms), inference_ms: None },
-        ),
+        RunEnd::Failed(f) => failed(&Rejection::new(f.code, f.code.as_str(), f.message.clone())),
+        RunEnd::NotStored(_) => failed(&Rejection::new(
+            ErrorCode::InferenceFailed,
+            reason::STORAGE,
+            "the video was generated but the results store did not take it; retry later",
+        )),
     }
-}
-
-fn file_uri(path: &std::path::Path) -> String {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    format!("file://{}", abs.display())
 }
 
 #[cfg(test)]

@@ -11,9 +11,10 @@
 //! - `workers`: heartbeats.
 //! - `history`: cancels, the cancel channel, and the recent tasks `GET /tasks` lists.
 
+use crate::endpoint::Endpoint;
 use crate::error::{InfraError, Service};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Client;
+use redis::{Client, TlsCertificates};
 use std::time::Duration;
 use warmlane_shared::keys::Keys;
 use warmlane_shared::Settings;
@@ -38,6 +39,33 @@ pub struct Store {
     task_ttl_s: u64,
 }
 
+/// The client of `endpoint`. A `rediss://` URL gets the endpoint's CA, or redis-rs's
+/// webpki roots without one; redis-rs builds its rustls configuration from the
+/// process's provider, which [`crate::tls::install_provider`] makes ring.
+pub fn client(endpoint: &Endpoint) -> Result<Client, InfraError> {
+    let bad_url = |e: redis::RedisError| InfraError::Connect {
+        service: Service::Redis,
+        url: endpoint.redacted(),
+        source: Box::new(crate::error::BadSetting(format!("not a usable Redis URL ({e})"))),
+    };
+    if !endpoint.is_tls() {
+        return Client::open(endpoint.url()).map_err(bad_url);
+    }
+    if endpoint.url().ends_with("#insecure") {
+        return Err(InfraError::Connect {
+            service: Service::Redis,
+            url: endpoint.redacted(),
+            source: Box::new(crate::error::BadSetting(
+                "#insecure turns certificate checks off; warmlane always checks (give the CA with --redis-ca-file)"
+                    .into(),
+            )),
+        });
+    }
+    crate::tls::install_provider();
+    let certificates = TlsCertificates { client_tls: None, root_cert: endpoint.ca().map(|ca| ca.pem().to_vec()) };
+    Client::build_with_tls(endpoint.url(), certificates).map_err(bad_url)
+}
+
 /// How the shared connection reconnects after Redis went away: 3 tries, 100 ms apart
 /// doubling, 1 s connect timeout each. Commands issued meanwhile wait for these tries
 /// and then fail, so a caller hears `service_unavailable` within about 1-4 s instead of
@@ -52,21 +80,18 @@ pub fn store_reconnect() -> ConnectionManagerConfig {
 }
 
 impl Store {
-    /// Connects (the connection manager reconnects by itself afterwards).
-    pub async fn connect(url: &str, prefix: &str, settings: &Settings) -> Result<Store, InfraError> {
-        let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| InfraError::Connect {
-            service: Service::Redis,
-            url: crate::config::redact_url(url),
-            source,
-        };
-        let client = Client::open(url).map_err(|e| connect_err(Box::new(e)))?;
+    /// Connects (the connection manager reconnects by itself afterwards); over TLS
+    /// for a `rediss://` URL, trusting the endpoint's CA.
+    pub async fn connect(endpoint: &Endpoint, prefix: &str, settings: &Settings) -> Result<Store, InfraError> {
+        let client = client(endpoint)?;
+        let connect_err = |e| InfraError::connect(Service::Redis, endpoint.redacted(), e);
         let conn = tokio::time::timeout(
             Duration::from_secs(10),
             ConnectionManager::new_with_config(client.clone(), store_reconnect()),
         )
         .await
-        .map_err(|e| connect_err(Box::new(e)))?
-        .map_err(|e| connect_err(Box::new(e)))?;
+        .map_err(|e| InfraError::connect(Service::Redis, endpoint.redacted(), e))?
+        .map_err(connect_err)?;
         Ok(Store {
             client,
             conn,
@@ -90,5 +115,22 @@ impl Store {
     pub async fn ping(&self) -> bool {
         let mut c = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_url_is_checked_before_it_connects() {
+        for url in ["redis://127.0.0.1/", "rediss://:pw@localhost:6380/", "rediss://localhost/2"] {
+            client(&Endpoint::new(url)).unwrap_or_else(|e| panic!("{url}: {}", crate::Report(&e)));
+        }
+        for url in ["redis://:hunter2@127.0.0.1:port/", "rediss://:hunter2@localhost/#insecure", "http://:hunter2@h/"] {
+            let e = client(&Endpoint::new(url)).expect_err(url);
+            let text = crate::Report(&e).to_string();
+            assert!(e.is_misconfigured() && !text.contains("hunter2"), "{url}: {text}");
+        }
     }
 }

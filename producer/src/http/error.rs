@@ -173,6 +173,11 @@ impl ApiError {
                 reason,
                 "the broker did not confirm the request, so it may or may not run: follow GET /tasks/{task_id}, which ends with a terminal reply either way; the task_id stays taken".into(),
             ),
+            ApiError::Unavailable { reason, .. } if reason == warmlane_shared::error::reason::STORAGE => d(
+                shim_code::SERVICE_UNAVAILABLE,
+                reason,
+                "the results store is unavailable; retry later".into(),
+            ),
             ApiError::Unavailable { reason, .. } => {
                 d(shim_code::SERVICE_UNAVAILABLE, reason, "a backing service (broker or Redis) is unavailable; retry later".into())
             }

@@ -32,11 +32,11 @@ use clap::Args;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use warmlane_infra::InfraError;
+use warmlane_infra::{Endpoint, InfraError};
 
 /// Why the shim could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,9 @@ pub enum ServeError {
     /// The reaper beside the shim failed.
     #[error("the reaper beside the HTTP shim failed")]
     Reaper(#[source] InfraError),
+    /// `--results-url` does not parse, or its S3 settings do not build a client.
+    #[error(transparent)]
+    Results(#[from] warmlane_infra::results::ResultsError),
     /// No API keys on an address other hosts can reach, and no `--allow-anonymous`.
     #[error(transparent)]
     OpenToNetwork(#[from] exposure::OpenToNetwork),
@@ -99,6 +102,12 @@ pub struct ServeArgs {
     /// Directory the workers write results to (`<task_id>.gif`); only files in it are served.
     #[arg(long, env = "WARMLANE_RESULTS_DIR", default_value = "results")]
     pub results_dir: PathBuf,
+    /// Where the workers keep results: `file:///abs/dir` or `s3://bucket/prefix` (S3
+    /// settings from the AWS_* environment), the same as the workers'. Default (also
+    /// empty): the file store at `--results-dir`. Only `<task_id>.<ext>` directly
+    /// under it is ever served.
+    #[arg(long, env = "WARMLANE_RESULTS_URL")]
+    pub results_url: Option<String>,
     /// Largest request body in bytes; larger bodies get 413.
     #[arg(long, env = "WARMLANE_HTTP_BODY_LIMIT", default_value_t = warmlane_shared::request::MAX_BODY_BYTES)]
     pub body_limit: usize,
@@ -120,6 +129,7 @@ impl fmt::Debug for ServeArgs {
             .field("admin_key", &format_args!("{}", if self.admin_key.is_some() { "<redacted>" } else { "<unset>" }))
             .field("cors_origins", &self.cors_origins)
             .field("results_dir", &self.results_dir)
+            .field("results_url", &self.results_url.as_deref().map(warmlane_infra::config::redact_url))
             .field("body_limit", &self.body_limit)
             .field("long_poll_max_s", &self.long_poll_max_s)
             .field("sse_max_s", &self.sse_max_s)
@@ -137,6 +147,7 @@ impl ServeArgs {
             admin_key: None,
             cors_origins: vec![],
             results_dir,
+            results_url: None,
             body_limit: warmlane_shared::request::MAX_BODY_BYTES,
             long_poll_max_s: 60,
             sse_max_s: 900,
@@ -155,6 +166,8 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Results directory, absolute.
     pub results_dir: PathBuf,
+    /// Where results are read from: the file store at `results_dir` by default.
+    pub results: warmlane_infra::ResultStore,
     /// Body limit in bytes.
     pub body_limit: usize,
     /// Longest long-poll.
@@ -176,11 +189,18 @@ impl HttpConfig {
                 .map_err(|source| ServeError::ResultsDir { path: args.results_dir.clone(), source })?;
             cwd.join(&args.results_dir)
         };
+        let results = match args.results_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) => warmlane_infra::ResultStore::open(url)?,
+            None => warmlane_infra::ResultStore::files(&results_dir),
+        };
+        // A `file://` store is the directory files are served from.
+        let results_dir = results.url().dir().map_or(results_dir, Path::to_path_buf);
         Ok(HttpConfig {
             api_keys: clean(&args.api_keys),
             admin_key: args.admin_key.as_deref().map(str::trim).filter(|k| !k.is_empty()).map(str::to_string),
             cors_origins: clean(&args.cors_origins),
             results_dir,
+            results,
             body_limit: args.body_limit,
             long_poll_max: Duration::from_secs(args.long_poll_max_s),
             sse_max: Duration::from_secs(args.sse_max_s),
@@ -196,15 +216,28 @@ impl fmt::Debug for HttpConfig {
             .field("admin_key", &format_args!("{}", if self.admin_key.is_some() { "<redacted>" } else { "<unset>" }))
             .field("cors_origins", &self.cors_origins)
             .field("results_dir", &self.results_dir)
+            .field("results", &self.results)
             .finish_non_exhaustive()
     }
+}
+
+/// Checks the flags before anything connects, so that a bad results URL or keys
+/// missing on an address other hosts reach are one line at once, not after the wait
+/// for the broker. (`serve` checks the bound address again: a host name resolves
+/// only when it binds.)
+pub fn check_args(args: &ServeArgs) -> Result<(), ServeError> {
+    let config = HttpConfig::from_args(args)?;
+    if let Ok(addr) = args.listen.trim().parse::<std::net::SocketAddr>() {
+        exposure::check(addr, !config.api_keys.is_empty(), args.allow_anonymous)?;
+    }
+    Ok(())
 }
 
 /// Serves the HTTP shim (and runs the reaper beside it) until `shutdown`.
 pub async fn serve(
     producer: Arc<Producer>,
     args: ServeArgs,
-    amqp_url: String,
+    amqp: Endpoint,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let config = HttpConfig::from_args(&args)?;
@@ -213,7 +246,7 @@ pub async fn serve(
         .map_err(|source| ServeError::Bind { addr: args.listen.clone(), source })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr: args.listen.clone(), source })?;
     exposure::check(bound, !config.api_keys.is_empty(), args.allow_anonymous)?;
-    run(listener, producer, config, amqp_url, shutdown).await
+    run(listener, producer, config, amqp, shutdown).await
 }
 
 /// Serves on a bound listener (tests bind port 0) with the reaper beside it; both stop on `shutdown`.
@@ -221,7 +254,7 @@ pub async fn run(
     listener: TcpListener,
     producer: Arc<Producer>,
     config: HttpConfig,
-    amqp_url: String,
+    amqp: Endpoint,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -254,7 +287,7 @@ pub async fn run(
         }
     };
     let reaper = async move {
-        let r = crate::reaper::run(producer, amqp_url, stopped(stop_rx)).await;
+        let r = crate::reaper::run(producer, amqp, stopped(stop_rx)).await;
         if r.is_err() {
             let _ = stop_tx.send(true);
         }
@@ -300,6 +333,18 @@ mod tests {
         for shown in [format!("{cli:?}"), format!("{config:?}")] {
             assert!(!shown.contains("k-one") && !shown.contains("adm-9"), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_file_results_url_is_the_directory_served() {
+        let cli = Cli::try_parse_from(["x", "--results-url", "file:///srv/warmlane/results/"]).unwrap();
+        let config = HttpConfig::from_args(&cli.serve).unwrap();
+        assert_eq!(config.results_dir, Path::new("/srv/warmlane/results"));
+        let cli = Cli::try_parse_from(["x", "--results-url", "s3://AKIA:sekrit@bucket/p"]).unwrap();
+        assert!(!format!("{cli:?}").contains("sekrit"), "{cli:?}");
+        let e = HttpConfig::from_args(&cli.serve).expect_err("keys in the URL are refused");
+        let shown = warmlane_infra::Report(&e).to_string();
+        assert!(shown.contains("keys do not belong in the URL") && !shown.contains("sekrit"), "{shown}");
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Harness {
     /// With these settings; panics with instructions when the broker or Redis is down.
     pub async fn with_settings(settings: Settings) -> Harness {
         let prefix = format!("t-http-{}", uuid::Uuid::new_v4().simple());
-        let (amqp, redis) = (amqp_url(), redis_url());
+        let (amqp, redis) = (amqp_url().into(), redis_url().into());
         let connect = Producer::connect(Arc::new(settings), &amqp, &redis, &prefix);
         let producer = match tokio::time::timeout(Duration::from_secs(30), connect).await {
             Ok(Ok(p)) => Arc::new(p),
@@ -449,8 +449,8 @@ impl Server {
         let shutdown = async move {
             let _ = rx.await;
         };
-        let handle =
-            tokio::spawn(warmlane_producer::http::run(listener, h.producer.clone(), config, amqp_url(), shutdown));
+        let (producer, amqp) = (h.producer.clone(), amqp_url().into());
+        let handle = tokio::spawn(warmlane_producer::http::run(listener, producer, config, amqp, shutdown));
         Server { addr, stop: Some(tx), handle }
     }
 

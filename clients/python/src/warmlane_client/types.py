@@ -93,7 +93,9 @@ class Progress:
 
 @dataclass(frozen=True)
 class VideoResult:
-    """The video of a done task: ``uri`` is ``file://<results dir>/<task_id>.mp4`` on the workers' disk."""
+    """The video of a done task: ``uri`` is ``file://<results dir>/<task_id>.mp4`` on the workers' disk,
+    or ``s3://<bucket>/<prefix>/<task_id>.mp4`` with an S3 results store; any host fetches it through
+    the shim's ``GET /tasks/{id}/result``."""
 
     uri: str
     frames: int

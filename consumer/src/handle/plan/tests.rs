@@ -246,12 +246,14 @@ fn a_run_is_answered_done_or_with_its_code() {
         height: 32,
         inference_ms: 7,
     };
-    let done = run_reply(&req, "anisora", &Ok(out), 3);
+    let stored =
+        Stored { uri: "s3://videos/wl/task-1.mp4".into(), preview_uri: Some("s3://videos/wl/task-1.gif".into()) };
+    let done = run_reply(&req, "anisora", RunEnd::Stored(&out, &stored), 3);
     assert_eq!((done.status, done.code), (ReplyStatus::Done, None));
     let result = done.result.clone().expect("a result");
-    assert_eq!(result.uri, "file:///r/task-1.mp4");
+    assert_eq!(result.uri, "s3://videos/wl/task-1.mp4", "the store's URI, not the scratch path");
     assert_eq!(result.content_type, "video/mp4");
-    assert_eq!(result.preview_uri.as_deref(), Some("file:///r/task-1.gif"));
+    assert_eq!(result.preview_uri.as_deref(), Some("s3://videos/wl/task-1.gif"));
     assert_eq!((done.timings.queued_ms, done.timings.inference_ms), (Some(3), Some(7)));
     // An engine that writes only a GIF (test doubles) is answered as one, without preview.
     let gif = Output {
@@ -263,10 +265,18 @@ fn a_run_is_answered_done_or_with_its_code() {
         height: 32,
         inference_ms: 7,
     };
-    let result = run_reply(&req, "anisora", &Ok(gif), 3).result.expect("a result");
+    let stored_gif = Stored { uri: "file:///r/task-1.gif".into(), preview_uri: None };
+    let result = run_reply(&req, "anisora", RunEnd::Stored(&gif, &stored_gif), 3).result.expect("a result");
     assert_eq!((result.content_type.as_str(), result.preview_uri), ("image/gif", None));
+    // A video the store did not take is a failed run, coded for the operator.
+    let lost = run_reply(&req, "anisora", RunEnd::NotStored(&out), 3);
+    assert_eq!(
+        (lost.status, lost.code, lost.reason.as_deref()),
+        (ReplyStatus::Failed, Some(ErrorCode::InferenceFailed), Some("storage"))
+    );
+    assert!(lost.result.is_none() && lost.timings.inference_ms.is_none());
     let oom = EngineFailure { code: ErrorCode::GpuOom, message: "out of memory".into() };
-    let failed = run_reply(&req, DEGRADED_LANE, &Err(oom), 3);
+    let failed = run_reply(&req, DEGRADED_LANE, RunEnd::Failed(&oom), 3);
     assert_eq!(
         (failed.status, failed.code, failed.lane.as_deref()),
         (ReplyStatus::Failed, Some(ErrorCode::GpuOom), Some(DEGRADED_LANE))

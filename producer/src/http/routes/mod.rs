@@ -7,6 +7,7 @@ pub mod docs;
 pub mod generate;
 pub mod history;
 pub mod result;
+pub mod stored;
 pub mod system;
 pub mod tasks;
 pub mod vram;

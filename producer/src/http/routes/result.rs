@@ -1,11 +1,13 @@
 //! The files of a done task: `GET /tasks/{id}/result`, the video (`video/mp4`), and
 //! `GET /tasks/{id}/preview`, its animated GIF (`image/gif`).
 //!
-//! Both answer HTTP range requests (`206 Partial Content`, `Accept-Ranges: bytes`)
-//! through tower-http's `ServeFile`: a browser's media stack fetches video in ranges
-//! and seeks with them. Both are path-checked the same way: the task hash names the
+//! Both answer HTTP range requests (`206 Partial Content`, `Accept-Ranges: bytes`):
+//! a browser's media stack fetches video in ranges and seeks with them. From the
+//! file store, through tower-http's `ServeFile`, path-checked: the task hash names the
 //! file by a `file://` URI, and only `<results_dir>/<task_id>.mp4` (or `.gif`) is
 //! ever served, after both paths are canonicalized (no links out of the directory).
+//! From a remote store (`s3://`, [`super::stored`]): only when the URI names
+//! `<task_id>.<ext>` directly under the configured store ([`expected_result_name`]).
 
 use super::tasks::{checked_id, task_view, unknown};
 use crate::http::error::{ApiError, ErrorBody};
@@ -16,6 +18,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use std::path::{Path as FsPath, PathBuf};
 use tower_http::services::ServeFile;
+use warmlane_infra::ResultsUrl;
 use warmlane_shared::reply::{field, media};
 use warmlane_shared::request::task_id_ok;
 use warmlane_shared::TaskStatus;
@@ -78,6 +81,25 @@ pub fn expected_result_path(
     })
 }
 
+/// The name a done task's file must have in a remote store, `<task_id>.<ext>`
+/// directly under it, and its content type, when the reply's URI names that
+/// object. Pure; `None` when the URI names anything else.
+pub fn expected_result_name(
+    store: &ResultsUrl,
+    task_id: &str,
+    uri: &str,
+    which: ResultFile,
+) -> Option<(String, &'static str)> {
+    if !task_id_ok(task_id) {
+        return None;
+    }
+    let name = store.name_of(uri)?;
+    which.accepted().iter().find_map(|&(ext, content_type)| {
+        let expected = format!("{task_id}.{ext}");
+        (name == expected).then_some((expected, content_type))
+    })
+}
+
 /// The finished video (`video/mp4`), with range requests.
 #[utoipa::path(
     get, path = "/tasks/{id}/result", tag = "tasks",
@@ -137,6 +159,15 @@ async fn serve(state: &AppState, id: &str, which: ResultFile, request: Request) 
         return Err(missing(format!("task `{id}` is {}; it has no {what}", view.status)));
     }
     let uri = hash.get(which.field()).cloned().ok_or_else(|| missing(format!("task `{id}` has no {what}")))?;
+    let store = &state.config.results;
+    if store.url().dir().is_none() {
+        let outside = || missing(format!("the {what} of `{id}` is not a result of the results store"));
+        let (name, content_type) = expected_result_name(store.url(), id, &uri, which).ok_or_else(|| {
+            tracing::warn!(task_id = %id, "a {what} is outside the results store; check WARMLANE_RESULTS_URL of the shim and the workers");
+            outside()
+        })?;
+        return super::stored::serve(store, &name, content_type, request.headers()).await;
+    }
     let dir = &state.config.results_dir;
     let outside = || missing(format!("the {what} of `{id}` is not a file of the results directory"));
     let (path, content_type) = expected_result_path(dir, id, &uri, which).ok_or_else(outside)?;
@@ -198,5 +229,23 @@ mod tests {
         let preview = |uri: &str| expected_result_path(dir, "abc", uri, ResultFile::Preview);
         assert_eq!(preview("file:///srv/results/abc.gif"), Some((dir.join("abc.gif"), "image/gif")));
         assert_eq!(preview("file:///srv/results/abc.mp4"), None);
+    }
+
+    #[test]
+    fn store_names_are_the_task_s_own_directly_under_the_store() {
+        let store = ResultsUrl::parse("s3://videos/wl").expect("url");
+        let video = |id: &str, uri: &str| expected_result_name(&store, id, uri, ResultFile::Video);
+        assert_eq!(video("abc", "s3://videos/wl/abc.mp4"), Some(("abc.mp4".into(), "video/mp4")));
+        assert_eq!(video("abc", "s3://videos/wl/abc.gif"), Some(("abc.gif".into(), "image/gif")), "pre-MP4");
+        assert_eq!(video("abc", "s3://videos/wl/other.mp4"), None, "another task's video");
+        assert_eq!(video("abc", "s3://videos/wl/abc.json"), None, "not a video");
+        assert_eq!(video("abc", "s3://videos/other/abc.mp4"), None, "another prefix");
+        assert_eq!(video("abc", "s3://videos/wl/x/abc.mp4"), None, "a deeper key");
+        assert_eq!(video("abc", "s3://other/wl/abc.mp4"), None, "another bucket");
+        assert_eq!(video("abc", "file:///srv/results/abc.mp4"), None, "a file of another store");
+        assert_eq!(video("../x", "s3://videos/wl/../x.mp4"), None);
+        let preview = expected_result_name(&store, "abc", "s3://videos/wl/abc.gif", ResultFile::Preview);
+        assert_eq!(preview, Some(("abc.gif".into(), "image/gif")));
+        assert_eq!(expected_result_name(&store, "abc", "s3://videos/wl/abc.mp4", ResultFile::Preview), None);
     }
 }
