@@ -78,8 +78,27 @@ fn files_of(out: &Output) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-/// Puts a run's files in the store and returns the URIs its reply carries.
+/// Whether the engine wrote `out` into the file store's own directory (the usual
+/// case): then it is stored already.
+fn in_place(store: &ResultStore, out: &Output) -> bool {
+    store.url().dir().is_some_and(|dir| {
+        out.path.parent().and_then(|written| std::path::absolute(written).ok()).is_some_and(|w| w.as_path() == dir)
+    })
+}
+
+/// The URIs a reply carries for `out` in `store`.
+fn uris(store: &ResultStore, out: &Output) -> Stored {
+    let uri_of = |path: &PathBuf| Some(store.uri_of(path.file_name()?.to_str()?));
+    Stored { uri: uri_of(&out.path).unwrap_or_default(), preview_uri: out.preview_path.as_ref().and_then(uri_of) }
+}
+
+/// Puts a run's files in the store and returns the URIs its reply carries. Files
+/// the engine wrote into a file store need nothing (and no hop to the background
+/// runtime, which would lengthen every task's path).
 pub async fn keep(ctx: &Ctx, task_id: &str, out: &Output) -> Result<Stored, ResultsError> {
+    if in_place(&ctx.results, out) {
+        return Ok(uris(&ctx.results, out));
+    }
     let (store, out_bg) = (ctx.results.clone(), out.clone());
     let stored = ctx.background.spawn(async move { put_all(&store, &out_bg).await }).await;
     let stored = stored.unwrap_or_else(|e| {
@@ -96,11 +115,7 @@ pub async fn keep(ctx: &Ctx, task_id: &str, out: &Output) -> Result<Stored, Resu
 async fn put_all(store: &ResultStore, out: &Output) -> Result<Stored, ResultsError> {
     let files = files_of(out);
     let mut put = Ok(());
-    // The engine wrote into a file store's own directory (the usual case): stored.
-    let in_place = store.url().dir().is_some_and(|dir| {
-        out.path.parent().and_then(|written| std::path::absolute(written).ok()).is_some_and(|w| w.as_path() == dir)
-    });
-    for (name, path) in files.iter().filter(|_| !in_place) {
+    for (name, path) in &files {
         put = store.put_file(name, path).await;
         if put.is_err() {
             break;
@@ -116,9 +131,7 @@ async fn put_all(store: &ResultStore, out: &Output) -> Result<Stored, ResultsErr
         }
     }
     put?;
-    let uri_of = |path: &PathBuf| Some(store.uri_of(path.file_name()?.to_str()?));
-    let uri = uri_of(&out.path).unwrap_or_default();
-    Ok(Stored { uri, preview_uri: out.preview_path.as_ref().and_then(uri_of) })
+    Ok(uris(store, out))
 }
 
 /// Removes a run's files, local and stored (the task ended `cancelled`: nobody
@@ -181,5 +194,35 @@ mod tests {
         assert_eq!(default.work_dir(dir), dir, "the default store is the results directory");
         let bad = ResultsConfig::from_flags(Some("ftp://x/y"), 60).expect_err("refused");
         assert!(Report(&bad).to_string().contains("results URL `ftp://x/y`: unsupported scheme"), "{}", Report(&bad));
+    }
+
+    #[test]
+    fn files_written_into_a_file_store_are_stored_in_place() {
+        let out = |path: &str, preview: Option<&str>| Output {
+            path: path.into(),
+            bytes: 1,
+            preview_path: preview.map(PathBuf::from),
+            frames: 1,
+            width: 8,
+            height: 8,
+            inference_ms: 0,
+        };
+        let files = ResultStore::files(std::path::Path::new("/srv/r"));
+        let s3 = ResultStore::open_with_env("s3://bucket/p", vec![]).expect("an S3 store");
+        let cases = [
+            (&files, out("/srv/r/t.mp4", Some("/srv/r/t.gif")), true),
+            (&files, out("/srv/r/../r/t.mp4", None), false),
+            (&files, out("/scratch/t.mp4", None), false),
+            (&s3, out("/srv/r/t.mp4", None), false),
+        ];
+        for (store, output, want) in cases {
+            assert_eq!(in_place(store, &output), want, "{:?} in {}", output.path, store.url());
+        }
+        let stored = uris(&files, &out("/srv/r/t.mp4", Some("/srv/r/t.gif")));
+        assert_eq!(
+            stored,
+            Stored { uri: "file:///srv/r/t.mp4".into(), preview_uri: Some("file:///srv/r/t.gif".into()) }
+        );
+        assert_eq!(uris(&s3, &out("/scratch/t.mp4", None)).uri, "s3://bucket/p/t.mp4");
     }
 }
