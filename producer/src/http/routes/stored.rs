@@ -82,7 +82,7 @@ fn store_error(name: &str, e: warmlane_infra::results::ResultsError) -> ApiError
         let message = format!("the result file `{name}` is gone (expired or deleted)");
         return ApiError::NotFound { what: "result", message };
     }
-    ApiError::Unavailable { reason: "storage".into(), detail: Report(&e).to_string() }
+    ApiError::Unavailable { reason: warmlane_shared::error::reason::STORAGE.into(), detail: Report(&e).to_string() }
 }
 
 #[cfg(test)]
