@@ -28,7 +28,7 @@ use warmlane_shared::metrics as m;
 use warmlane_shared::reply::field;
 use warmlane_shared::routing::degraded_waited_ms;
 use warmlane_shared::settings::DEGRADED_LANE;
-use warmlane_shared::topology::HEADER_FIRST_DEATH_QUEUE;
+use warmlane_shared::topology::{DEATH_DELIVERY_LIMIT, HEADER_FIRST_DEATH_QUEUE, HEADER_FIRST_DEATH_REASON};
 use warmlane_shared::{now_ms, Rejection, Reply, ReplyStatus, TaskStatus, Timings};
 
 /// How often the backstop sweeps the deadline index.
@@ -149,6 +149,9 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
             return dead_letter(producer.publisher(), producer.store(), producer.topology(), delivery, letter).await;
         }
     };
+    if header_str(props, HEADER_FIRST_DEATH_REASON).as_deref() == Some(DEATH_DELIVERY_LIMIT) {
+        return poisoned(producer, delivery, &req, lane.as_deref()).await;
+    }
     match lane.as_deref() {
         Some(lane) if lane != DEGRADED_LANE => {
             // A task answered while it waited (cancelled) takes no degraded slot.
@@ -182,4 +185,27 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
             Ok(())
         }
     }
+}
+
+/// A quorum queue dropped the message at its `x-delivery-limit` (`max_attempts`
+/// returns): poison, as a worker would have judged it on the next delivery. It goes
+/// to the dead queue (kept for replay) and its task, unless answered already, is
+/// answered `inference_failed`/`poison`.
+async fn poisoned(
+    producer: &Producer,
+    delivery: &lapin::message::Delivery,
+    req: &warmlane_shared::ValidRequest,
+    lane: Option<&str>,
+) -> Result<(), InfraError> {
+    let limit = producer.settings().lanes.max_attempts;
+    let rejection = Rejection::new(
+        warmlane_shared::ErrorCode::InferenceFailed,
+        reason::POISON,
+        format!(
+            "delivered more than {limit} times without finishing (the queue's delivery limit); moved to the dead queue"
+        ),
+    );
+    let answer = Some((req.task_id.as_str(), FinishWhen::NotTerminal));
+    let letter = DeadLetter { rejection: &rejection, answer, lane };
+    dead_letter(producer.publisher(), producer.store(), producer.topology(), delivery, letter).await
 }

@@ -29,7 +29,7 @@ pub use memory::MemorySnapshot;
 pub use reply::{Reply, ReplyStatus, ResultInfo, TaskStatus, Timings};
 pub use request::{decode_msgpack, validate_json, ValidRequest};
 pub use routing::{route, FallbackCause, LaneHealth, Route};
-pub use settings::{ModelSettings, Settings, SettingsError};
+pub use settings::{ModelSettings, QueueType, Settings, SettingsError};
 pub use topology::Topology;
 pub use worker::{Heartbeat, WorkerState};
 

@@ -4,7 +4,7 @@
 //! from [`Topology::declarations`]; the RabbitMQ definitions file in `ops/` is the
 //! same data for a broker that starts before any of them.
 
-use crate::settings::{Settings, DEGRADED_LANE};
+use crate::settings::{QueueType, Settings, DEGRADED_LANE};
 
 /// Routing key of the degraded exchange.
 pub const DEGRADED_KEY: &str = "degraded";
@@ -25,6 +25,12 @@ pub const HEADER_ERROR_REASON: &str = "x-warmlane-error-reason";
 pub const HEADER_SOURCE_QUEUE: &str = "x-warmlane-source-queue";
 /// Header RabbitMQ sets on dead-lettered messages: the queue they left first.
 pub const HEADER_FIRST_DEATH_QUEUE: &str = "x-first-death-queue";
+
+/// Header RabbitMQ sets on dead-lettered messages: why they left their first queue
+/// (`expired`, `rejected`, `maxlen`, `delivery_limit`).
+pub const HEADER_FIRST_DEATH_REASON: &str = "x-first-death-reason";
+/// [`HEADER_FIRST_DEATH_REASON`] of a message a quorum queue dropped at its `x-delivery-limit`.
+pub const DEATH_DELIVERY_LIMIT: &str = "delivery_limit";
 
 /// Content type of every message.
 pub const CONTENT_TYPE: &str = "application/msgpack";
@@ -158,26 +164,35 @@ impl Topology {
     /// The depth is `max_depth - window + 1`: the worker holds up to `window` deliveries
     /// unacked, and ready plus held stays within `max_depth` (with a window of 1, `max_depth`).
     pub fn degraded_queue_args(&self, settings: &Settings) -> Vec<(&'static str, ArgValue)> {
-        vec![
+        let mut args = vec![
             ("x-max-length", ArgValue::Int(i64::from(settings.degraded.queue_max_length()))),
             ("x-overflow", ArgValue::Str("reject-publish".into())),
             ("x-message-ttl", ArgValue::Int(settings.degraded.max_wait_ms as i64)),
             ("x-single-active-consumer", ArgValue::Bool(true)),
             ("x-dead-letter-exchange", ArgValue::Str(self.expired_exchange())),
             ("x-dead-letter-routing-key", ArgValue::Str(EXPIRED_KEY.into())),
-        ]
+        ];
+        args.extend(work_queue_type_args(settings));
+        args
     }
 
     /// Arguments of a lane queue: its own depth, and a TTL that moves unclaimed
     /// requests to the reaper, which sends them degraded (FR-021c).
     pub fn lane_queue_args(&self, settings: &Settings) -> Vec<(&'static str, ArgValue)> {
-        vec![
+        let mut args = vec![
             ("x-max-length", ArgValue::Int(i64::from(settings.lanes.max_depth))),
             ("x-overflow", ArgValue::Str("reject-publish".into())),
             ("x-message-ttl", ArgValue::Int(settings.lanes.lane_wait_ms as i64)),
             ("x-dead-letter-exchange", ArgValue::Str(self.expired_exchange())),
             ("x-dead-letter-routing-key", ArgValue::Str(EXPIRED_KEY.into())),
-        ]
+        ];
+        args.extend(work_queue_type_args(settings));
+        args
+    }
+
+    /// Arguments of the expired and dead queues: only their type.
+    pub fn holding_queue_args(&self, settings: &Settings) -> Vec<(&'static str, ArgValue)> {
+        queue_type_arg(settings.broker.queue_type).into_iter().collect()
     }
 
     /// The whole topology for these settings.
@@ -197,15 +212,45 @@ impl Topology {
             exchange: self.degraded_exchange(),
             key: DEGRADED_KEY.into(),
         });
-        d.queues.push(QueueDecl { name: self.expired_queue(), args: vec![] });
+        d.queues.push(QueueDecl { name: self.expired_queue(), args: self.holding_queue_args(settings) });
         d.bindings.push(Binding {
             queue: self.expired_queue(),
             exchange: self.expired_exchange(),
             key: EXPIRED_KEY.into(),
         });
-        d.queues.push(QueueDecl { name: self.dead_queue(), args: vec![] });
+        d.queues.push(QueueDecl { name: self.dead_queue(), args: self.holding_queue_args(settings) });
         d.bindings.push(Binding { queue: self.dead_queue(), exchange: self.dead_exchange(), key: DEAD_KEY.into() });
         d
+    }
+}
+
+/// `x-queue-type`: declared only for quorum queues, so that a fleet on classic
+/// queues declares exactly what it declared before the setting existed (a queue's
+/// arguments must match on every declare).
+fn queue_type_arg(queue_type: QueueType) -> Option<(&'static str, ArgValue)> {
+    match queue_type {
+        QueueType::Classic => None,
+        QueueType::Quorum => Some(("x-queue-type", ArgValue::Str(QueueType::Quorum.as_str().into()))),
+    }
+}
+
+/// The type-specific arguments of a queue that workers consume (a lane, the degraded queue).
+///
+/// Quorum: `x-delivery-limit` is `max_attempts`, so the broker lets a message be
+/// delivered `max_attempts + 1` times, and the worker's own count (which sends the
+/// message to the dead queue with its reply on delivery `max_attempts + 1`) acts
+/// first; the broker's limit is the backstop when that count is lost, and what it
+/// drops is dead-lettered to `<prefix>.expired`, where the reaper sends it to the
+/// dead queue. Dead-lettering is `at-least-once` (a message is kept until the
+/// expired queue has confirmed it), which quorum queues allow with `reject-publish`.
+fn work_queue_type_args(settings: &Settings) -> Vec<(&'static str, ArgValue)> {
+    match settings.broker.queue_type {
+        QueueType::Classic => Vec::new(),
+        QueueType::Quorum => vec![
+            ("x-queue-type", ArgValue::Str(QueueType::Quorum.as_str().into())),
+            ("x-delivery-limit", ArgValue::Int(i64::from(settings.lanes.max_attempts))),
+            ("x-dead-letter-strategy", ArgValue::Str("at-least-once".into())),
+        ],
     }
 }
 
@@ -260,5 +305,32 @@ mod tests {
         }
         assert!(d.queues.iter().any(|q| q.name == "p.lane.anisora"));
         assert!(d.queues.iter().any(|q| q.name == "p.lane.phr00t"));
+    }
+
+    #[test]
+    fn quorum_queues_keep_every_guarantee_and_classic_declares_as_before() {
+        let t = Topology::new("p");
+        let mut s = fixture();
+        let classic = t.declarations(&s);
+        for q in &classic.queues {
+            assert!(q.args.iter().all(|(k, _)| !k.starts_with("x-queue-type") && *k != "x-delivery-limit"), "{q:?}");
+        }
+        s.broker.queue_type = QueueType::Quorum;
+        let quorum = t.declarations(&s);
+        assert_eq!(quorum.queues.len(), classic.queues.len());
+        for (q, c) in quorum.queues.iter().zip(&classic.queues) {
+            assert!(q.args.contains(&("x-queue-type", ArgValue::Str("quorum".into()))), "{q:?}");
+            // Every classic argument stays (overflow, TTL, single active consumer, DLX).
+            for arg in &c.args {
+                assert!(q.args.contains(arg), "{}: {arg:?} lost", q.name);
+            }
+        }
+        let max_attempts = i64::from(s.lanes.max_attempts);
+        for name in ["p.degraded", "p.lane.anisora"] {
+            let q = quorum.queues.iter().find(|q| q.name == name).unwrap();
+            assert!(q.args.contains(&("x-delivery-limit", ArgValue::Int(max_attempts))), "{q:?}");
+            assert!(q.args.contains(&("x-dead-letter-strategy", ArgValue::Str("at-least-once".into()))), "{q:?}");
+            assert!(q.args.contains(&("x-overflow", ArgValue::Str("reject-publish".into()))), "{q:?}");
+        }
     }
 }

@@ -18,9 +18,14 @@ fn definitions() -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
+/// The single-node fleet's settings: classic queues, whatever `WARMLANE_QUEUE_TYPE`
+/// says (the cluster profile loads `definitions-cluster.json`, which declares no
+/// queue, and its services declare quorum queues themselves).
 fn settings() -> Settings {
     let path = repo_root().join("inference_settings.json");
-    Settings::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    let mut settings = Settings::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    settings.broker.queue_type = warmlane_shared::QueueType::Classic;
+    settings
 }
 
 fn arg_json(v: &ArgValue) -> Value {

@@ -3,8 +3,10 @@
 //! Loaded once at start and checked; a bad file is an error that names the file,
 //! the model and the field. Adding a model is a change to the file only.
 
+pub mod broker;
 pub mod pipeline;
 
+pub use broker::{BrokerSettings, QueueType};
 pub use pipeline::PipelineSettings;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,9 @@ pub struct Settings {
     pub degraded: DegradedSettings,
     /// Limits that apply to every dedicated lane.
     pub lanes: LaneSettings,
+    /// How the queues are declared (queue type); optional.
+    #[serde(default)]
+    pub broker: BrokerSettings,
     /// Models by name; the name is the lane name and the routing key.
     pub models: BTreeMap<String, ModelSettings>,
     /// Directory the settings were read from; relative paths resolve against it.
@@ -216,6 +221,11 @@ impl Settings {
         })?;
         settings.source = source.to_path_buf();
         settings.base_dir = base_dir.to_path_buf();
+        let env = std::env::var(broker::QUEUE_TYPE_ENV).ok();
+        settings.broker.queue_type =
+            broker::queue_type_in_force(settings.broker.queue_type, env.as_deref()).map_err(|message| {
+                SettingsError { file: source.to_path_buf(), model: None, field: "broker.queue_type".into(), message }
+            })?;
         settings.check()?;
         Ok(settings)
     }
