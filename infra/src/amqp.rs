@@ -22,7 +22,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::time::Duration;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock};
 use warmlane_shared::topology::{ArgValue, Declarations, CONTENT_TYPE};
 use warmlane_shared::{Settings, Topology};
 
@@ -40,7 +41,7 @@ pub enum Published {
 /// Checks that `url` is an AMQP URL before a client sees it: the client's own parse
 /// error repeats the whole URL, password included, and would reach the logs.
 pub fn check_url(url: &str) -> Result<(), InfraError> {
-    parse_url(url).map(drop)
+    crate::config::url_list(url).into_iter().try_for_each(|url| parse_url(url).map(drop))
 }
 
 fn parse_url(url: &str) -> Result<AMQPUri, InfraError> {
@@ -60,8 +61,35 @@ pub async fn connect(endpoint: &Endpoint, give_up_after: Duration) -> Result<Con
     crate::backoff::retry_while("RabbitMQ", give_up_after, attempt, InfraError::is_retryable).await
 }
 
-/// Opens one connection, once: over TLS for an `amqps://` URL.
+/// Where the next connection to a list of nodes starts: successive connections (a
+/// publisher's pool, a worker's reconnect) go round the list, so a node that is down
+/// costs one refused attempt and clients spread over the cluster.
+static NEXT_NODE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Opens one connection, once: over TLS for an `amqps://` URL. An endpoint that
+/// lists several nodes (`amqp://a,amqp://b,amqp://c`) is tried node by node, from
+/// the next one round the list, until one accepts; a wrong setting (a certificate
+/// not trusted) fails at once, else the last node's error is returned.
 pub async fn open(endpoint: &Endpoint) -> Result<Connection, InfraError> {
+    let nodes = endpoint.each();
+    let start = NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut last = None;
+    for node in nodes.iter().cycle().skip(start % nodes.len()).take(nodes.len()) {
+        match open_node(node).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if e.is_misconfigured() => return Err(e),
+            Err(e) => {
+                if nodes.len() > 1 {
+                    tracing::warn!(node = %node.redacted(), error = %crate::Report(&e), "RabbitMQ node not answering; trying the next");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| InfraError::Refused("no RabbitMQ URL given".into())))
+}
+
+async fn open_node(endpoint: &Endpoint) -> Result<Connection, InfraError> {
     let uri = parse_url(endpoint.url())?;
     let failed = |e: lapin::Error| InfraError::connect(Service::Broker, endpoint.redacted(), e);
     let tls = match uri.scheme {
@@ -253,9 +281,18 @@ type Pooled = deadpool::managed::Object<Broker>;
 pub struct Publisher {
     pool: Pool<Broker>,
     home: Option<tokio::runtime::Handle>,
-    cached: Mutex<Option<(Pooled, Channel)>>,
+    cached: Mutex<Option<Cached>>,
     order: Mutex<()>,
     url: String,
+}
+
+/// The cached confirm channel, its connection, and the publishes using it: each
+/// holds a read lease from the moment it takes the channel until its confirm is in,
+/// so a replaced channel is closed only once nothing uses it.
+struct Cached {
+    conn: Pooled,
+    channel: Channel,
+    in_use: Arc<RwLock<()>>,
 }
 
 impl Publisher {
@@ -274,10 +311,15 @@ impl Publisher {
 
     /// The confirm channel, opening one when there is none or it closed.
     pub async fn channel(&self) -> Result<Channel, InfraError> {
+        self.lease().await.map(|(channel, _)| channel)
+    }
+
+    /// The confirm channel and a lease on it, both taken under the cache's lock.
+    async fn lease(&self) -> Result<(Channel, OwnedRwLockReadGuard<()>), InfraError> {
         let mut cached = self.cached.lock().await;
-        if let Some((conn, channel)) = cached.as_ref() {
-            if conn.status().connected() && channel.status().connected() {
-                return Ok(channel.clone());
+        if let Some(c) = cached.as_ref() {
+            if c.conn.status().connected() && c.channel.status().connected() {
+                return Ok((c.channel.clone(), c.in_use.clone().read_owned().await));
             }
         }
         *cached = None;
@@ -287,8 +329,10 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(InfraError::broker("enabling confirms"))?;
-        *cached = Some((conn, channel.clone()));
-        Ok(channel)
+        let in_use = Arc::new(RwLock::new(()));
+        let lease = in_use.clone().read_owned().await;
+        *cached = Some(Cached { conn, channel: channel.clone(), in_use });
+        Ok((channel, lease))
     }
 
     /// Publishes and waits for the confirm; a channel failure drops the cached channel.
@@ -299,12 +343,33 @@ impl Publisher {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<Published, InfraError> {
-        let channel = self.channel().await?;
+        let (channel, lease) = self.lease().await?;
         let result = publish(&channel, &self.order, exchange, key, body, props).await;
-        if result.is_err() {
-            *self.cached.lock().await = None;
+        drop(lease);
+        if result.is_err() || matches!(result, Ok(Published::Nacked)) {
+            self.forget(&channel).await;
         }
         result
+    }
+
+    /// Drops the cached channel when it is still `channel`, so the next publish opens
+    /// a new one. After a nack too: a channel that published to a quorum queue whose
+    /// leader was lost may go on nacking every publish (seen on RabbitMQ 3.10), while
+    /// a new channel's publishes are accepted; a nack at a full queue costs one
+    /// channel open. The dropped channel is closed once the publishes holding a
+    /// lease on it have their confirms.
+    async fn forget(&self, channel: &Channel) {
+        let mut cached = self.cached.lock().await;
+        let Some(old) = cached.take_if(|c| c.channel.id() == channel.id()) else { return };
+        drop(cached);
+        let Cached { conn, channel, in_use } = old;
+        drop(conn);
+        tokio::spawn(async move {
+            let _unused = in_use.write().await;
+            if channel.status().connected() {
+                let _ = channel.close(200, "replaced".into()).await;
+            }
+        });
     }
 
     /// Declares the topology on the publisher's channel.

@@ -57,6 +57,15 @@ impl Endpoint {
             || scheme.eq_ignore_ascii_case(tls_scheme(Service::Redis))
     }
 
+    /// One endpoint per URL of a list (`amqp://a,amqp://b`: the nodes of a RabbitMQ
+    /// cluster), each trusting this endpoint's CA; a single URL gives itself.
+    pub fn each(&self) -> Vec<Endpoint> {
+        crate::config::url_list(&self.url)
+            .into_iter()
+            .map(|url| Endpoint { url: url.to_string(), ca: self.ca.clone() })
+            .collect()
+    }
+
     /// The CA file's certificates, when one was given.
     pub fn ca(&self) -> Option<&Ca> {
         self.ca.as_deref()
