@@ -190,8 +190,13 @@ impl Producer {
     ) -> SubmitOutcome {
         let now = now_ms();
         let props = message_properties(&req.task_id, degraded_headers(now, cause));
-        self.store.routed(&req.task_id, DEGRADED_LANE, Some(cause), deadline).await?;
-        let answer = self.publisher.publish(&self.topology.degraded_exchange(), DEGRADED_KEY, body, props).await?;
+        let limit = self.settings.degraded.queue_max_length();
+        let answer = if self.store.routed_degraded(&req.task_id, cause, deadline, limit).await? {
+            self.publisher.publish(&self.topology.degraded_exchange(), DEGRADED_KEY, body, props).await?
+        } else {
+            // Every place is taken: refused as the broker would refuse it at x-max-length.
+            Published::Nacked
+        };
         if answer == Published::Acked {
             if self.store.fallback_started(&req.model, cause).await? {
                 metrics::counter!(m::FALLBACK_ACTIVATIONS, m::TAG_MODEL => req.model.clone(), m::TAG_CAUSE => cause.as_str()).increment(1);

@@ -30,6 +30,14 @@ impl Keys {
         format!("{}:deadlines", self.prefix)
     }
 
+    /// Sorted set of the tasks admitted to the degraded queue and not yet started or
+    /// answered, by deadline (unix ms): the admission guard that keeps the degraded
+    /// depth within its limit whatever the queue type (a quorum queue may overshoot
+    /// `x-max-length`).
+    pub fn degraded_admitted(&self) -> String {
+        format!("{}:degraded:admitted", self.prefix)
+    }
+
     /// Sorted set of a lane's ready workers by last heartbeat (unix ms).
     pub fn lane_workers(&self, lane: &str) -> String {
         format!("{}:lane:{lane}:workers", self.prefix)

@@ -45,9 +45,17 @@ return {1, warm, cause, fallback}
 "#
 );
 
+/// A move to the degraded queue (ARGV[6] not empty: its limit) first takes a place
+/// in the admission guard KEYS[3]: places whose deadline passed (ARGV[5] is now) are
+/// freed, and with ARGV[6] places taken the move is refused (-1) and nothing changes.
 const ROUTED: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'status')
 if s ~= 'pending' then return 0 end
+if ARGV[6] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
+  if not redis.call('ZSCORE', KEYS[3], ARGV[1]) and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then return -1 end
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
 redis.call('HSET', KEYS[1], 'lane', ARGV[2], 'deadline_ms', ARGV[3], 'updated_at_ms', ARGV[5])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'fallback_cause', ARGV[4]) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -70,6 +78,7 @@ redis.call('HSET', KEYS[1], 'status', 'processing', 'lane', ARGV[2], 'worker', A
 if redis.call('HEXISTS', KEYS[1], 'submitted_at_ms') == 0 then redis.call('HSET', KEYS[1], 'submitted_at_ms', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return attempts
 "#;
 
@@ -78,6 +87,7 @@ return attempts
 /// late `START` already did. ARGV[10]: the history's cap. ARGV[11] `1`: a cancel of a
 /// pending task, recorded in the cancelled set KEYS[5] (entries before ARGV[12]
 /// dropped) and announced on KEYS[6]. The hash's field/value pairs follow from ARGV[13].
+/// The task's place in the degraded admission guard KEYS[7] is freed.
 const FINISH: &str = with_server_ms!(
     r#"
 local s = redis.call('HGET', KEYS[1], 'status')
@@ -106,6 +116,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
 -- A cancel of a pending task: recorded (older cancels dropped) and announced with its reply.
 if ARGV[11] == '1' then
   redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
@@ -120,6 +131,7 @@ const FORGET_UNPUBLISHED: &str = r#"
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 "#;
 

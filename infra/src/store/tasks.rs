@@ -139,18 +139,53 @@ impl Store {
         cause: Option<FallbackCause>,
         deadline_ms: u64,
     ) -> Result<(), InfraError> {
+        self.invoke_routed(task_id, lane, cause, deadline_ms, None).await.map(drop)
+    }
+
+    /// [`Store::routed`] to the degraded queue, through its admission guard: the
+    /// task takes one of `limit` places, held until a worker starts it or it is
+    /// answered (or its deadline passes, should its producer die before the
+    /// publish). False, and nothing recorded, when every place is taken: the queue
+    /// is full, whatever the broker would say (a quorum queue accepts a few
+    /// publishes past `x-max-length`, and producers race).
+    pub async fn routed_degraded(
+        &self,
+        task_id: &str,
+        cause: FallbackCause,
+        deadline_ms: u64,
+        limit: u32,
+    ) -> Result<bool, InfraError> {
+        let lane = warmlane_shared::settings::DEGRADED_LANE;
+        Ok(self.invoke_routed(task_id, lane, Some(cause), deadline_ms, Some(limit)).await? != -1)
+    }
+
+    async fn invoke_routed(
+        &self,
+        task_id: &str,
+        lane: &str,
+        cause: Option<FallbackCause>,
+        deadline_ms: u64,
+        limit: Option<u32>,
+    ) -> Result<i64, InfraError> {
         let mut c = self.conn.clone();
-        let _: i64 = ROUTED_SCRIPT
+        Ok(ROUTED_SCRIPT
             .key(self.keys.task(task_id))
             .key(self.keys.deadlines())
+            .key(self.keys.degraded_admitted())
             .arg(task_id)
             .arg(lane)
             .arg(deadline_ms)
             .arg(cause.map(FallbackCause::as_str).unwrap_or(""))
             .arg(now_ms())
+            .arg(limit.map(|l| l.to_string()).unwrap_or_default())
             .invoke_async(&mut c)
-            .await?;
-        Ok(())
+            .await?)
+    }
+
+    /// Places taken in the degraded admission guard (see [`Store::routed_degraded`]).
+    pub async fn degraded_admitted(&self) -> Result<u64, InfraError> {
+        let mut c = self.conn.clone();
+        Ok(c.zcount(self.keys.degraded_admitted(), now_ms(), "+inf").await?)
     }
 
     /// Marks a delivered task `processing` and counts the attempt.
@@ -174,6 +209,7 @@ impl Store {
         let n: i64 = START_SCRIPT
             .key(self.keys.task(&req.task_id))
             .key(self.keys.deadlines())
+            .key(self.keys.degraded_admitted())
             .arg(&req.task_id)
             .arg(lane)
             .arg(worker_id)
@@ -248,6 +284,7 @@ impl Store {
             .key(self.keys.recent())
             .key(self.keys.cancelled())
             .key(self.keys.cancels())
+            .key(self.keys.degraded_admitted())
             .arg(&reply.task_id)
             .arg(reply.task_status().as_str())
             .arg(reply.to_msgpack())
@@ -345,6 +382,7 @@ impl Store {
         let n: i64 = FORGET_UNPUBLISHED_SCRIPT
             .key(self.keys.task(task_id))
             .key(self.keys.deadlines())
+            .key(self.keys.degraded_admitted())
             .arg(task_id)
             .invoke_async(&mut c)
             .await?;
