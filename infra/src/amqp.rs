@@ -422,6 +422,26 @@ pub async fn queue_depth(publisher: &Publisher, queue: &str) -> Result<Option<u3
     Ok(depth)
 }
 
+/// What a passive declare reports about a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Ready messages.
+    pub messages: u32,
+    /// Consumers subscribed now (the broker drops a consumer when its connection closes).
+    pub consumers: u32,
+}
+
+/// Ready messages and consumers of one queue, by a passive declare on `channel`.
+/// A queue that does not exist is an error, and the broker then closes `channel`:
+/// callers that keep a channel open drop it on any error.
+pub async fn queue_counts(channel: &Channel, queue: &str) -> Result<QueueCounts, InfraError> {
+    let q = channel
+        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .map_err(InfraError::broker(format!("checking queue {queue}")))?;
+    Ok(QueueCounts { messages: q.message_count(), consumers: q.consumer_count() })
+}
+
 /// Ready-message counts of the lane and degraded queues, by queue name; a queue that
 /// does not exist yet is left out.
 pub async fn queue_depths(

@@ -35,6 +35,9 @@ pub struct LaneStatus {
     pub dedicated: bool,
     /// Workers with a fresh heartbeat and the model warm.
     pub warm_workers: u32,
+    /// Consumers of the lane queue as the broker said within the last 2 s (null when
+    /// unknown or no lane); 0 keeps the lane out of routing whatever the heartbeats say.
+    pub consumers: Option<u32>,
     /// Ready messages in the lane queue (null when unknown or no lane).
     pub queue_depth: Option<u32>,
     /// Model loads of the lane's workers so far.
@@ -88,15 +91,18 @@ pub struct DegradedStatus {
     pub oldest_wait_ms: Option<u64>,
 }
 
-/// Reads every lane's status. Queue depths are left unknown when the broker does
-/// not answer; Redis failures fail the whole read.
+/// Reads every lane's status. Queue depths and consumer counts are left unknown
+/// when the broker does not answer; Redis failures fail the whole read. Readiness is
+/// routing's: the producer's cached consumer counts as well as the heartbeats.
 pub async fn status(producer: &Producer) -> Result<LanesStatus, InfraError> {
     let (settings, store, topology) = (producer.settings(), producer.store(), producer.topology());
+    producer.lane_consumers().first_pass().await;
     let workers = store.workers().await?;
     let depths = warmlane_infra::amqp::queue_depths(producer.publisher(), topology, settings).await.unwrap_or_default();
     let mut lanes = BTreeMap::new();
     for (model, m) in &settings.models {
-        let health = store.lane_health(model, m.dedicated_lane, settings.lanes.heartbeat_ttl_ms).await?;
+        let mut health = store.lane_health(model, m.dedicated_lane, settings.lanes.heartbeat_ttl_ms).await?;
+        health.consumers = m.dedicated_lane.then(|| producer.lane_consumers().get(model)).flatten();
         let disabled = store.lane_disabled(model).await?;
         let fallback = store.fallback(model).await?;
         let ready = route(&health) == Route::Lane;
@@ -105,6 +111,7 @@ pub async fn status(producer: &Producer) -> Result<LanesStatus, InfraError> {
             ready,
             dedicated: m.dedicated_lane,
             warm_workers: health.warm_workers,
+            consumers: health.consumers,
             queue_depth: depths.get(&topology.lane_queue(model)).copied(),
             cold_starts: store.loads(model).await?,
             disabled: disabled.map(|d| Disabled { cause: d.cause, since_ms: d.since_ms, note: d.note }),
@@ -225,6 +232,7 @@ mod tests {
             ready,
             dedicated: true,
             warm_workers: u32::from(ready),
+            consumers: Some(u32::from(ready)),
             queue_depth: depth,
             cold_starts: 1,
             disabled: None,

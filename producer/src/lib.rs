@@ -6,6 +6,8 @@
 //! - [`error`]: [`ProducerError`], a refusal or an infrastructure failure.
 //! - [`reaper`]: answers expired messages and moves unclaimed lane requests degraded;
 //!   sweeps pending tasks whose deadline passed (the backstop).
+//! - [`consumers`]: each lane queue's consumer count, cached and refreshed in the
+//!   background, so routing stops sending to a dead worker within about a second.
 //! - [`metrics_sampler`]: the periodic lane and queue gauges.
 //! - [`lanes`]: every lane's status, typed, for the CLI, `GET /lanes` and the dashboard.
 //! - [`dead_queue`]: inspecting and replaying `<prefix>.dead`.
@@ -15,6 +17,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod consumers;
 pub mod dead_queue;
 pub mod error;
 pub mod http;

@@ -1,5 +1,6 @@
-//! Periodic gauges that no request path emits: per-model lane readiness and warm
-//! workers (from the heartbeats in Redis), and queue depths (passive declares).
+//! Periodic gauges that no request path emits: per-model lane readiness (routing's
+//! rule: heartbeats in Redis and the cached consumer counts) and warm workers, and
+//! queue depths (passive declares).
 //!
 //! Gauges sent only on events go stale on a quiet fleet; sampling them every few
 //! seconds keeps the dashboard's "is the lane ready?" panel true even when no
@@ -52,7 +53,9 @@ pub async fn sample_once(producer: &Producer) -> Result<Sample, InfraError> {
     };
     let mut sample = Sample { degraded_depth: depths.get(&topo.degraded_queue()).copied(), ..Default::default() };
     for (model, ms) in &settings.models {
-        let health = producer.store().lane_health(model, ms.dedicated_lane, settings.lanes.heartbeat_ttl_ms).await?;
+        let mut health =
+            producer.store().lane_health(model, ms.dedicated_lane, settings.lanes.heartbeat_ttl_ms).await?;
+        health.consumers = producer.lane_consumers().get(model);
         sample.lanes.push(LaneSample {
             model: model.clone(),
             ready: route(&health) == Route::Lane,

@@ -5,8 +5,12 @@
 //! 2. The dedicated lane when it is ready and its queue confirms the publish.
 //! 3. Otherwise the degraded exchange, with the fallback cause recorded.
 //! 4. A nack there is `queue_overloaded`/`queue_full`: the producer writes the
-//!    terminal reply itself and returns the refusal synchronously.
+//!    terminal reply itself and returns the refusal synchronously. So is a full
+//!    admission guard, checked before the publish (`Store::routed_degraded`): the
+//!    degraded depth holds with any number of producers, and on a quorum queue,
+//!    which may accept a few publishes past `x-max-length`.
 
+use crate::consumers::LaneConsumers;
 use crate::error::ProducerError;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::sync::Arc;
@@ -42,12 +46,14 @@ pub type SubmitOutcome = Result<Accepted, ProducerError>;
 pub struct Producer {
     settings: Arc<Settings>,
     topology: Topology,
-    publisher: Publisher,
+    publisher: Arc<Publisher>,
     store: Store,
+    consumers: LaneConsumers,
 }
 
 impl Producer {
-    /// Connects to Redis and declares the topology on RabbitMQ.
+    /// Connects to Redis, declares the topology on RabbitMQ and starts caching the
+    /// lane queues' consumer counts (stopped when the producer drops).
     pub async fn connect(
         settings: Arc<Settings>,
         amqp: &Endpoint,
@@ -58,7 +64,9 @@ impl Producer {
         let publisher = Publisher::new(amqp)?;
         let topology = Topology::new(prefix);
         publisher.declare(&topology.declarations(&settings)).await?;
-        Ok(Producer { settings, topology, publisher, store })
+        let publisher = Arc::new(publisher);
+        let consumers = LaneConsumers::start(publisher.clone(), &topology, &settings);
+        Ok(Producer { settings, topology, publisher, store, consumers })
     }
 
     /// The settings in force.
@@ -79,6 +87,11 @@ impl Producer {
     /// The publisher (for tools that publish raw messages, e.g. dead-letter replay).
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
+    }
+
+    /// The lane queues' consumer counts that routing uses.
+    pub fn lane_consumers(&self) -> &LaneConsumers {
+        &self.consumers
     }
 
     /// Whether RabbitMQ and Redis both answer.
@@ -145,11 +158,13 @@ impl Producer {
         let lane_deadline = self.settings.lane_deadline_ms(now);
         let degraded_deadline = self.settings.degraded_deadline_ms(now);
         let dedicated = self.settings.model(&req.model).is_some_and(|m| m.dedicated_lane);
-        let Some((health, fallback_active)) =
+        let Some((mut health, fallback_active)) =
             self.store.admit_and_read_lane(&req, lane_deadline, dedicated, lanes.heartbeat_ttl_ms).await?
         else {
             return Err(Rejection::invalid("task_id", format!("task_id `{}` is already in use", req.task_id)).into());
         };
+        // A dead worker's heartbeat outlives it; the broker's cached consumer count does not.
+        health.consumers = self.consumers.get(&req.model);
         let body = req.to_msgpack();
         let cause = match route(&health) {
             Route::Degraded(cause) => cause,

@@ -77,6 +77,7 @@ impl InMemory {
             ready: false,
             dedicated: m.dedicated_lane,
             warm_workers: 0,
+            consumers: Some(0),
             queue_depth: Some(0),
             cold_starts: 0,
             disabled: None,

@@ -16,7 +16,8 @@ pub const TAG_CODE: &str = "code";
 /// Tag: reason of a code.
 pub const TAG_REASON: &str = "reason";
 
-/// Gauge: 1 when the lane has a warm worker and is not disabled.
+/// Gauge: 1 when routing takes the lane: a warm worker, no lane queue seen without
+/// consumers, not disabled.
 pub const LANE_READY: &str = "lane.ready";
 /// Gauge: warm workers of the lane.
 pub const LANE_WARM_WORKERS: &str = "lane.warm_workers";

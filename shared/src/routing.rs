@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FallbackCause {
-    /// No warm worker, or the lane queue is full, or the lane wait ran out.
+    /// No warm worker (or no consumer on its queue), or the lane queue is full, or
+    /// the lane wait ran out.
     Capacity,
     /// The provider denied the lane (quota); set by the platform or an operator.
     Quota,
@@ -50,6 +51,11 @@ pub struct LaneHealth {
     pub warm_workers: u32,
     /// Set when the lane is disabled, with its cause.
     pub disabled: Option<FallbackCause>,
+    /// Consumers of the lane queue as the broker reported them recently; `None` when
+    /// unknown (not yet asked, the broker not answering, the answer stale). A known
+    /// `0` vetoes the lane: a killed worker's heartbeat stays fresh for its TTL, but
+    /// the broker drops its consumer as soon as the connection closes.
+    pub consumers: Option<u32>,
 }
 
 /// Where to publish first.
@@ -62,11 +68,13 @@ pub enum Route {
 }
 
 /// FR-020 step (1): the dedicated lane when it is ready, else degraded with the cause.
+/// Ready: a warm worker's heartbeat is fresh and the broker does not say the lane
+/// queue has no consumer (an unknown count leaves the heartbeat rule alone).
 pub fn route(health: &LaneHealth) -> Route {
     if let Some(cause) = health.disabled {
         return Route::Degraded(cause);
     }
-    if !health.dedicated || health.warm_workers == 0 {
+    if !health.dedicated || health.warm_workers == 0 || health.consumers == Some(0) {
         return Route::Degraded(FallbackCause::Capacity);
     }
     Route::Lane
@@ -91,7 +99,8 @@ mod tests {
 
     #[test]
     fn routing_table() {
-        let h = |dedicated, warm_workers, disabled| LaneHealth { dedicated, warm_workers, disabled };
+        let h = |dedicated, warm_workers, disabled| LaneHealth { dedicated, warm_workers, disabled, consumers: None };
+        let seen = |warm_workers, consumers| LaneHealth { consumers: Some(consumers), ..h(true, warm_workers, None) };
         let cases = [
             (h(true, 1, None), Route::Lane),
             (h(true, 3, None), Route::Lane),
@@ -100,6 +109,16 @@ mod tests {
             (h(true, 2, Some(FallbackCause::Manual)), Route::Degraded(FallbackCause::Manual)),
             (h(true, 2, Some(FallbackCause::Quota)), Route::Degraded(FallbackCause::Quota)),
             (h(true, 0, Some(FallbackCause::Quota)), Route::Degraded(FallbackCause::Quota)),
+            // The broker's consumer count only vetoes: a dead worker's fresh heartbeat...
+            (seen(1, 0), Route::Degraded(FallbackCause::Capacity)),
+            // ...while a consumer without a warm heartbeat (loading, evicted) is not ready either.
+            (seen(0, 1), Route::Degraded(FallbackCause::Capacity)),
+            (seen(1, 1), Route::Lane),
+            (seen(1, 3), Route::Lane),
+            (
+                LaneHealth { consumers: Some(0), ..h(true, 1, Some(FallbackCause::Manual)) },
+                Route::Degraded(FallbackCause::Manual),
+            ),
         ];
         for (health, want) in cases {
             assert_eq!(route(&health), want, "{health:?}");

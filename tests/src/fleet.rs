@@ -154,9 +154,12 @@ impl Fleet {
         }
     }
 
-    /// Writes the heartbeat of a warm worker that consumes nothing (a stuck or fake
-    /// worker), valid for `ttl_ms`: routing then counts the lane as ready.
-    pub async fn fake_warm_heartbeat(&self, lane: &str, ttl_ms: u64) {
+    /// Fakes a warm lane worker that is busy for good (a stuck worker): its warm
+    /// heartbeat, valid for `ttl_ms`, and a consumer of the lane queue holding one
+    /// message it never acks, so the broker delivers it nothing more. Routing then
+    /// counts the lane as ready, and requests routed to it wait in its queue. Returns
+    /// once the producer's consumer count shows the consumer; keep the guard alive.
+    pub async fn fake_warm_heartbeat(&self, lane: &str, ttl_ms: u64) -> BusyConsumer {
         let now = warmlane_shared::now_ms();
         let hb = warmlane_shared::Heartbeat {
             worker_id: format!("{}-fake-{lane}", self.prefix),
@@ -171,20 +174,35 @@ impl Fleet {
             memory: None,
         };
         self.producer.store().heartbeat(&hb, ttl_ms).await.expect("heartbeat");
+        let busy = BusyConsumer::start(&self.amqp_url, &self.topology().lane_queue(lane)).await;
+        self.wait_consumers(lane, 1).await;
+        busy
     }
 
-    /// Waits until `lane` has `n` ready workers (polls Redis; fails after 60 s).
+    /// Waits until `lane` has `n` ready workers (polls Redis) and, for a dedicated
+    /// lane, until the producer's cached consumer count shows `n` consumers, so that
+    /// routing sends the lane's requests to it; fails after 60 s.
     pub async fn wait_ready(&self, lane: &str, n: u32) {
         let ttl = self.settings.lanes.heartbeat_ttl_ms;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let h = self.producer.store().lane_health(lane, true, ttl).await.expect("lane health");
             if h.warm_workers >= n {
-                return;
+                break;
             }
             assert!(Instant::now() < deadline, "lane {lane} did not get {n} ready workers within 60 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if lane != warmlane_shared::settings::DEGRADED_LANE {
+            self.wait_consumers(lane, n).await;
+        }
+    }
+
+    /// Waits until the producer's cached consumer count of `lane` is at least `n`; fails after 60 s.
+    pub async fn wait_consumers(&self, lane: &str, n: u32) {
+        let consumers = self.producer.lane_consumers();
+        let seen = consumers.seen_at_least(lane, n, Duration::from_secs(60)).await;
+        assert!(seen, "lane {lane} did not show {n} consumers within 60 s (last: {:?})", consumers.get(lane));
     }
 
     /// Waits until the task's hash has `field` = `value`; panics after `secs`.
@@ -256,6 +274,49 @@ impl Fleet {
             let _: Result<(), _> = c.del(keys).await;
         }
         let _ = std::fs::remove_dir_all(&self.results_dir);
+    }
+}
+
+/// A test double of a lane worker busy with a task: a consumer of the lane queue
+/// (prefetch 1) holding one message of its own it never acks. The broker counts it
+/// as a consumer and delivers it nothing more. Its connection closes when dropped
+/// (the held message then returns to the queue); [`BusyConsumer::release`] acks it first.
+pub struct BusyConsumer {
+    connection: lapin::Connection,
+    _consumer: lapin::Consumer,
+    held: lapin::message::Delivery,
+}
+
+impl BusyConsumer {
+    /// Consumes `queue` and takes one message published for the purpose.
+    pub async fn start(amqp: &str, queue: &str) -> BusyConsumer {
+        use futures_util::StreamExt;
+        use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+        let connection =
+            warmlane_infra::amqp::connect(&amqp.into(), Duration::from_secs(10)).await.expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        channel.basic_qos(1, BasicQosOptions::default()).await.expect("prefetch 1");
+        let mut consumer = channel
+            .basic_consume(queue.into(), "busy-test-double".into(), BasicConsumeOptions::default(), Default::default())
+            .await
+            .expect("consume the lane queue");
+        channel
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), b"busy", Default::default())
+            .await
+            .expect("publish the held message");
+        let held = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("the held message within 10 s")
+            .expect("a delivery")
+            .expect("a good delivery");
+        BusyConsumer { connection, _consumer: consumer, held }
+    }
+
+    /// Acks the held message and closes the connection: the queue loses the consumer
+    /// and is left as it was.
+    pub async fn release(self) {
+        self.held.ack(Default::default()).await.expect("ack the held message");
+        self.connection.close(200, "released".into()).await.expect("close");
     }
 }
 

@@ -53,6 +53,24 @@ pub fn settings_with(edit: impl FnOnce(&mut serde_json::Value)) -> Arc<Settings>
     }
 }
 
+/// The repository's settings with `edit` applied, written to `dir` for a worker or
+/// producer process: the model directories made absolute, since the process reads
+/// them relative to the file.
+pub fn settings_file(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("inference_settings.json")).expect("read the settings");
+    let mut json: serde_json::Value = serde_json::from_str(&text).expect("settings are JSON");
+    let models: Vec<String> = json["models"].as_object().expect("models").keys().cloned().collect();
+    for model in models {
+        let abs = repo_root().join("models").join(&model).canonicalize().expect("model dir");
+        json["models"][&model]["pipeline"]["dir"] = abs.display().to_string().into();
+    }
+    edit(&mut json);
+    std::fs::create_dir_all(dir).expect("settings dir");
+    let path = dir.join("inference_settings.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write the settings");
+    path
+}
+
 /// A valid JSON request for `model`.
 pub fn request(task_id: &str, model: &str) -> serde_json::Value {
     let (steps, cfg) = if model == "phr00t" { (4, 1.0) } else { (8, 5.0) };

@@ -39,6 +39,13 @@ impl Watched {
         self.child.try_wait().ok().flatten().is_some()
     }
 
+    /// Kills the process with SIGKILL (a crash: no shutdown, no goodbye to the broker
+    /// or Redis) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Everything printed so far, one line each.
     pub fn output(&self) -> String {
         self.lines.lock().expect("lines").join("\n")

@@ -88,8 +88,8 @@ async fn cancel_pending_and_running_tasks_from_the_cli() {
 async fn a_worker_started_after_the_cancel_still_skips_the_task() {
     let p = prefix("cancel-late");
     let mut fleet = Fleet::start(&p, settings_with(|_| {})).await;
-    // A warm heartbeat with no consumer: the request is routed to the lane and waits there.
-    fleet.fake_warm_heartbeat("anisora", 30_000).await;
+    // A warm worker busy with another task: the request is routed to the lane and waits there.
+    let busy = fleet.fake_warm_heartbeat("anisora", 30_000).await;
     let (d, e) = (format!("{p}-d"), format!("{p}-e"));
     let admitted = fleet.producer.submit_json(&request(&d, "anisora")).await.expect("admit d");
     assert_eq!(admitted.lane, "anisora", "queued on the lane");
@@ -100,6 +100,9 @@ async fn a_worker_started_after_the_cancel_still_skips_the_task() {
     let gate = Gate::default();
     gate.open();
     fleet.spawn_worker("anisora", Box::new(GateEngine::new(gate.clone())));
+    // The real worker consumes beside the busy one, which then goes: the lane never looks empty.
+    fleet.wait_ready("anisora", 2).await;
+    busy.release().await;
     fleet.producer.submit_json(&request(&e, "anisora")).await.expect("admit e");
     assert_eq!(fleet.reply(&e, 10).await.status, warmlane_shared::ReplyStatus::Done);
     assert_eq!(gate.entered(), 1, "only `e` reached the engine; the cancelled `d` was skipped");

@@ -256,8 +256,9 @@ async fn a_lane_request_no_worker_takes_in_time_moves_to_degraded() {
     let p = prefix("lane-wait");
     let mut fleet = Fleet::start(&p, settings_with(|s| s["lanes"]["lane_wait_ms"] = 300.into())).await;
     fleet.spawn_reaper();
-    // A heartbeat says the lane is warm, but no worker consumes it (a stuck worker).
-    fleet.fake_warm_heartbeat("anisora", 60_000).await;
+    // A heartbeat says the lane is warm and a consumer holds a task it never finishes
+    // (a stuck worker): the lane takes the request, and nobody takes it from the lane.
+    let _stuck = fleet.fake_warm_heartbeat("anisora", 60_000).await;
     fleet.spawn_worker("degraded", Box::new(GateEngine::open()));
     let id = format!("{p}-stuck");
     let a = fleet.producer.submit_json(&request(&id, "anisora")).await.unwrap();

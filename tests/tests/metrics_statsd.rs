@@ -6,8 +6,8 @@
 //!
 //! The workload, under its own prefix, with the degraded queue cut to depth 1 and
 //! a 500 ms wait:
-//! 1. a faked warm `anisora` heartbeat, one request → path `lane`; the sampler
-//!    reports the lane ready;
+//! 1. a faked warm `anisora` worker (heartbeat and a busy consumer), one request
+//!    → path `lane`; the sampler reports the lane ready;
 //! 2. one `phr00t` request (no lane worker) → path `degraded`, fallback `capacity`;
 //! 3. a second one while the first waits → nacked: `queue_overloaded`/`queue_full`,
 //!    path `rejected`;
@@ -15,7 +15,7 @@
 //! 5. an invalid request → `validation.rejections` `invalid_parameter`/`steps`;
 //! 6. a degraded worker whose engine runs out of device memory once (one OOM
 //!    retry, then done) and then for good on a second task (failed `gpu_oom`);
-//! 7. a warm `phr00t` heartbeat and a request → the fallback ends (duration).
+//! 7. a faked warm `phr00t` worker and a request → the fallback ends (duration).
 // A scripted scenario reads best as one function; the 80-line limit is for code outside tests.
 #![allow(clippy::too_many_lines)]
 
@@ -209,13 +209,14 @@ async fn the_workload_emits_the_operations_metrics() {
         s["degraded"]["expiry_grace_ms"] = 200.into();
     });
     let mut fleet = Fleet::start(&prefix("metrics"), settings).await;
+    // 1. Lane path, and the sampler's gauges. The lane is ready before the reaper
+    // starts, since the reaper's sampler reports at once.
+    let _anisora = fleet.fake_warm_heartbeat("anisora", fleet.settings.lanes.heartbeat_ttl_ms).await;
     fleet.spawn_reaper();
     let p = fleet.producer.clone();
     let task_prefix = fleet.prefix.clone();
     let id = |n: &str| format!("{task_prefix}-{n}");
 
-    // 1. Lane path, and the sampler's gauges.
-    fleet.fake_warm_heartbeat("anisora", fleet.settings.lanes.heartbeat_ttl_ms).await;
     let lane = p.submit_json(&request(&id("lane"), "anisora")).await.expect("lane admission");
     assert_eq!(lane.lane, "anisora");
     let sample = metrics_sampler::sample_once(&p).await.expect("sample");
@@ -258,7 +259,7 @@ async fn the_workload_emits_the_operations_metrics() {
     assert_eq!(failed.code, Some(ErrorCode::GpuOom), "{failed:?}");
 
     // 7. The phr00t lane becomes ready: the fallback ends.
-    fleet.fake_warm_heartbeat("phr00t", fleet.settings.lanes.heartbeat_ttl_ms).await;
+    let _phr00t = fleet.fake_warm_heartbeat("phr00t", fleet.settings.lanes.heartbeat_ttl_ms).await;
     let back = p.submit_json(&request(&id("back"), "phr00t")).await.expect("lane admission");
     assert_eq!(back.lane, "phr00t");
 

@@ -186,6 +186,21 @@ async fn the_worker_sweeps_expired_files_and_keeps_fresh_ones() {
     fleet.cleanup().await;
 }
 
+/// Waits until the shim's `GET /lanes` calls every one of `models` ready: routing
+/// takes a lane once the shim has seen its worker consume, just after "lane ready".
+fn wait_lanes_ready(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, models: &[&str], limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let (_, _, body) = rt.block_on(http(addr, "GET", "/lanes", &[], None));
+        let lanes: serde_json::Value = serde_json::from_slice(&body).expect("the lanes");
+        if models.iter().all(|m| lanes["lanes"][m]["ready"] == true) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "lanes not ready in the shim: {lanes}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The binaries as compose runs them: `WARMLANE_RESULTS_URL` and the `AWS_*`
 /// environment. A `warmlane-consumer` uploads, `warmlane-producer serve` on another
 /// results directory serves the object; a second worker whose store is down answers
@@ -226,6 +241,7 @@ fn the_binaries_take_the_store_from_their_environment_and_print_no_secret() {
         assert!(worker.wait_line(|l| l.contains("lane ready"), limit), "{}", worker.output());
     }
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_lanes_ready(&rt, addr, &["anisora", "phr00t"], limit);
     let finish = |id: &str, model: &str| {
         let (status, _, body) = rt.block_on(http(addr, "POST", "/generate", &[], Some(&request(id, model))));
         assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));

@@ -50,7 +50,12 @@ impl Store {
             .hget(self.keys.lane_disabled(model), "cause")
             .query_async(&mut c)
             .await?;
-        Ok(LaneHealth { dedicated, warm_workers: warm, disabled: cause.as_deref().and_then(FallbackCause::parse) })
+        Ok(LaneHealth {
+            dedicated,
+            warm_workers: warm,
+            disabled: cause.as_deref().and_then(FallbackCause::parse),
+            consumers: None,
+        })
     }
 
     /// Takes a lane out of routing with a cause (`manual` by operators, `quota` by the platform).

@@ -127,7 +127,8 @@ impl Store {
         if created != 1 {
             return Ok(None);
         }
-        let health = LaneHealth { dedicated, warm_workers: warm, disabled: FallbackCause::parse(&cause) };
+        let health =
+            LaneHealth { dedicated, warm_workers: warm, disabled: FallbackCause::parse(&cause), consumers: None };
         Ok(Some((health, fallback == 1)))
     }
 

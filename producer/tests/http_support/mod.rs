@@ -397,6 +397,8 @@ pub async fn stand_in_worker(h: &Harness, model: &str) -> tokio::task::JoinHandl
         )
         .await
         .expect("consume the lane queue");
+    // Routing takes the lane once the producer's cached consumer count shows this consumer.
+    assert!(h.producer.lane_consumers().seen_at_least(model, 1, Duration::from_secs(10)).await, "consumer unseen");
     let (producer, results_dir, lane) = (h.producer.clone(), h.results_dir.clone(), model.to_string());
     let beat = {
         let producer = producer.clone();
