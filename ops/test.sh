@@ -59,13 +59,27 @@ cargo build --workspace --all-targets --locked
 
 echo "== clippy (-D warnings; functions over 80 lines fail, see clippy.toml)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --locked -p warmlane-tests --features cluster --test cluster --test cluster_fleet -- -D warnings
 
-echo "== tests"
-cargo test --workspace --locked -- --test-threads="${WARMLANE_TEST_THREADS:-4}"
+echo "== tests (classic queues, the settings' default)"
+WARMLANE_QUEUE_TYPE=classic cargo test --workspace --locked -- --test-threads="${WARMLANE_TEST_THREADS:-4}"
+
+# The integration suite again with every queue declared as a quorum queue (the
+# settings loader applies WARMLANE_QUEUE_TYPE), on the same single node.
+echo "== integration tests (quorum queues)"
+WARMLANE_QUEUE_TYPE=quorum cargo test --locked -p warmlane-tests -p warmlane-producer -- \
+  --test-threads="${WARMLANE_TEST_THREADS:-4}"
+
+# Issue #18's cluster tests, once: each starts its own 3-node RabbitMQ cluster
+# (tests/src/cluster.rs), so they run one binary at a time, one test at a time.
+echo "== cluster tests (3 RabbitMQ nodes, quorum queues)"
+# Their figures are printed (--nocapture); RUST_LOG=error keeps the expected refusals out.
+RUST_LOG=error cargo test --locked -p warmlane-tests --features cluster --test cluster --test cluster_fleet -- \
+  --test-threads=1 --nocapture
 
 if [ "${WARMLANE_SKIP_RELEASE:-0}" != 1 ]; then
   echo "== tests (--release)"
-  cargo test --workspace --locked --release -- --test-threads="${WARMLANE_TEST_THREADS:-4}"
+  WARMLANE_QUEUE_TYPE=classic cargo test --workspace --locked --release -- --test-threads="${WARMLANE_TEST_THREADS:-4}"
 fi
 
 # The GPU proof kit (docs/GPU.md) without a GPU: packing, the manifest, reassembly,

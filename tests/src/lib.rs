@@ -1,13 +1,15 @@
 //! Shared helpers of the integration tests: server URLs, isolated prefixes,
 //! edited settings, an in-process fleet, test-double engines, servers a test owns
-//! (plain, or TLS with its own certificates), binaries run as watched processes,
-//! and the core of `degraded-bench` (shared with its test).
+//! (plain, TLS with its own certificates, or a three-node RabbitMQ cluster),
+//! binaries run as watched processes, and the core of `degraded-bench` (shared with
+//! its test).
 //!
 //! Every test runs under its own name prefix, so tests run in parallel and again
 //! on the same servers. A missing server fails the test with a message that says
 //! how to start it; nothing is skipped.
 #![allow(unreachable_pub)]
 
+pub mod cluster;
 pub mod degraded_bench;
 pub mod engines;
 pub mod fleet;

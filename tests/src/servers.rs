@@ -169,6 +169,85 @@ impl RabbitNode {
         assert!(self.ctl(&["start_app"]), "start_app failed");
         self.await_startup();
     }
+
+    /// Boots a node that can join a cluster (see `cluster::RabbitCluster`): its HOME
+    /// holds `cookie` as `.erlang.cookie` (mode 0400), the Erlang cookie every node
+    /// of a cluster and their `rabbitmqctl` must share. Returns once the VM is
+    /// launched, so several nodes boot at once; [`RabbitNode::wait_started`] waits.
+    pub fn launch_with_cookie(dir: &Path, cookie: &str) -> RabbitNode {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(".erlang.cookie");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        file.write_all(cookie.as_bytes()).unwrap();
+        RabbitNode::launch(dir, false, "listeners.tcp.local = 127.0.0.1:{port}\n")
+    }
+
+    /// Waits until a launched node has booted and reads its OS pid: first for its
+    /// AMQP port (the listeners open last in a boot; polling a port costs nothing,
+    /// while each `rabbitmqctl` is an Erlang VM of its own), then `await_startup`.
+    pub fn wait_started(&mut self) {
+        wait_port(self.port, "RabbitMQ", 90);
+        self.await_startup();
+        self.read_pid();
+    }
+
+    /// The node's Erlang name (`wl<port>@localhost`), as `rabbitmqctl -n` and the
+    /// cluster commands name it.
+    pub fn name(&self) -> &str {
+        &self.node
+    }
+
+    /// Runs `rabbitmqctl -n <this node> -q <args>`: its stdout, or one line with the
+    /// exit status and stderr when it fails (the node is down, the command failed).
+    pub fn ctl_output(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .command("rabbitmqctl")
+            .arg("-n")
+            .arg(&self.node)
+            .arg("-q")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("rabbitmqctl {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(format!("rabbitmqctl -n {} {args:?}: {} {}", self.node, out.status, err.trim().replace('\n', " ")))
+        }
+    }
+
+    /// Kills the node's VM with SIGKILL (a crash: no goodbye to its peers or
+    /// clients) and waits until the process is gone; [`RabbitNode::start_again`]
+    /// boots it again on the same data.
+    pub fn kill(&mut self) {
+        let pid = self.pid.take().expect("kill: the node has no known pid (not started, or already killed)");
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while process_running(pid) {
+            assert!(Instant::now() < deadline, "RabbitMQ node {} (pid {pid}) outlived SIGKILL by 15 s", self.node);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The stale pid file would otherwise be read back as the next boot's pid.
+        let _ = std::fs::remove_file(self.dir.join("pid"));
+    }
+
+    /// Boots a killed node again with the same name, ports, cookie and data, and
+    /// waits until it has started (a cluster member rejoins its cluster by itself).
+    pub fn start_again(&mut self) {
+        assert!(self.pid.is_none(), "start_again: RabbitMQ node {} still runs", self.node);
+        let status = self.command("rabbitmq-server").arg("-detached").status().expect("rabbitmq-server");
+        assert!(status.success(), "rabbitmq-server -detached failed for {}", self.node);
+        self.wait_started();
+    }
 }
 
 impl Drop for RabbitNode {
