@@ -38,8 +38,9 @@ if docker compose version >/dev/null 2>&1; then DC="docker compose"; else DC="do
 echo "== docker compose config"
 # The fleet needs keys and a Redis password from .env; CI passes placeholders
 # (tests/tests/compose.rs also checks that compose refuses to start without them).
-for extra in "" docker-compose.cpu.yml docker-compose.tls.yml docker-compose.s3.yml; do
+for extra in "" docker-compose.cpu.yml docker-compose.tls.yml docker-compose.s3.yml docker-compose.cluster.yml; do
   WARMLANE_API_KEYS=ci WARMLANE_ADMIN_KEY=ci WARMLANE_REDIS_PASSWORD=ci WARMLANE_S3_ACCESS_KEY=ci WARMLANE_S3_SECRET_KEY=ci \
+    WARMLANE_RABBITMQ_COOKIE=ci \
     $DC -f docker-compose.yml ${extra:+-f "$extra"} config -q
 done
 

@@ -21,6 +21,7 @@ const REQUIRED: &[&str] = &[
     "WARMLANE_REDIS_PASSWORD",
     "WARMLANE_S3_ACCESS_KEY",
     "WARMLANE_S3_SECRET_KEY",
+    "WARMLANE_RABBITMQ_COOKIE",
 ];
 
 /// The file combinations an operator may start with.
@@ -29,7 +30,15 @@ const COMPOSE_SETS: &[&[&str]] = &[
     &["docker-compose.yml", "docker-compose.cpu.yml"],
     &["docker-compose.yml", "docker-compose.tls.yml"],
     &["docker-compose.yml", "docker-compose.s3.yml"],
+    &["docker-compose.yml", "docker-compose.cluster.yml"],
 ];
+
+/// Variables of ours that `Settings::load` reads rather than a flag.
+const SETTINGS_ENV: &[&str] = &[warmlane_shared::settings::broker::QUEUE_TYPE_ENV];
+
+/// The cluster override (docker-compose.cluster.yml).
+#[path = "compose/cluster.rs"]
+mod cluster_override;
 
 /// Variables the services may set that are not flags of ours.
 const FOREIGN_ENV: &[&str] = &[
@@ -56,13 +65,19 @@ fn load(file: &str) -> Value {
 }
 
 /// Compose's override rule for what this test reads: maps merge key by key,
-/// `volumes` and `ports` lists add up, the rest (lists, scalars) is replaced.
+/// `ports` lists add up, `volumes` lists too except that a mount replaces the one
+/// with its container path, the rest (lists, scalars) is replaced.
 fn merge(base: &mut Value, over: &Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
                 match b.get_mut(k) {
                     Some(Value::Array(existing)) if k == "volumes" || k == "ports" => {
+                        if k == "volumes" {
+                            let target = |m: &Value| m.as_str().and_then(|m| m.split(':').nth(1)).map(str::to_string);
+                            let replaced: Vec<_> = v.as_array().into_iter().flatten().filter_map(target).collect();
+                            existing.retain(|m| target(m).is_none_or(|t| !replaced.contains(&t)));
+                        }
                         existing.extend(v.as_array().into_iter().flatten().cloned());
                     }
                     Some(existing) => merge(existing, v),
@@ -150,7 +165,7 @@ fn check_service(name: &str, service: &Value) -> Option<(String, Vec<String>)> {
         let ours = ["WARMLANE_", "AMQP_", "REDIS_"].iter().any(|p| key.starts_with(p));
         if ours {
             assert!(
-                allowed_env.contains(&key),
+                allowed_env.contains(&key) || SETTINGS_ENV.contains(&key.as_str()),
                 "service {name}: {binary} {path:?} has no argument with env {key}; known: {allowed_env:?}"
             );
         } else {
