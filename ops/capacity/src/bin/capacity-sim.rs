@@ -124,8 +124,9 @@ struct GridArgs {
     /// Simulated seconds of arrivals for large-fleet rows.
     #[arg(long, env = "CAPACITY_FLEET_HORIZON_S", default_value_t = 3_600.0)]
     fleet_horizon_s: f64,
-    /// Admission delay of large-fleet rows, seconds (quorum publish confirm).
-    #[arg(long, env = "CAPACITY_CLUSTER_ADMISSION_DELAY_S", default_value_t = 0.02)]
+    /// Admission delay of large-fleet rows, seconds (quorum publish confirm; the
+    /// default is the measured one, see BENCHMARKS.md "Quorum queues").
+    #[arg(long, env = "CAPACITY_CLUSTER_ADMISSION_DELAY_S", default_value_t = warmlane_capacity::grid::MEASURED_QUORUM_CONFIRM_S)]
     cluster_admission_delay_s: f64,
 }
 
