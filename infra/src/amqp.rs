@@ -13,18 +13,17 @@
 use crate::config::redact_url;
 use crate::endpoint::Endpoint;
 use crate::error::{BadSetting, InfraError, Service};
-use deadpool::managed::{Metrics, Pool, PoolError, RecycleError, RecycleResult};
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock};
+use tokio::sync::Mutex;
 use warmlane_shared::topology::{ArgValue, Declarations, CONTENT_TYPE};
+
+mod publisher;
+pub use publisher::Publisher;
 use warmlane_shared::{Settings, Topology};
 
 /// The broker's answer to one publish.
@@ -61,6 +60,16 @@ pub async fn connect(endpoint: &Endpoint, give_up_after: Duration) -> Result<Con
     crate::backoff::retry_while("RabbitMQ", give_up_after, attempt, InfraError::is_retryable).await
 }
 
+/// Longest a publish waits for its confirm: far above a quorum queue's commit, even
+/// during a leader election, but a broker that stopped answering must not hold every
+/// publisher sharing its channel.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Longest one node may take to accept a connection before the next is tried: a
+/// host that is down or cut off answers nothing, and the system's own connect
+/// timeout is minutes.
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where the next connection to a list of nodes starts: successive connections (a
 /// publisher's pool, a worker's reconnect) go round the list, so a node that is down
 /// costs one refused attempt and clients spread over the cluster.
@@ -75,7 +84,14 @@ pub async fn open(endpoint: &Endpoint) -> Result<Connection, InfraError> {
     let start = NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut last = None;
     for node in nodes.iter().cycle().skip(start % nodes.len()).take(nodes.len()) {
-        match open_node(node).await {
+        let attempt = tokio::time::timeout(NODE_CONNECT_TIMEOUT, open_node(node)).await.unwrap_or_else(|_| {
+            let silent = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", NODE_CONNECT_TIMEOUT.as_secs()),
+            );
+            Err(InfraError::connect(Service::Broker, node.redacted(), silent))
+        });
+        match attempt {
             Ok(conn) => return Ok(conn),
             Err(e) if e.is_misconfigured() => return Err(e),
             Err(e) => {
@@ -111,26 +127,6 @@ async fn open_node(endpoint: &Endpoint) -> Result<Connection, InfraError> {
         })
     };
     Connection::connector(uri, runtime, connect, ConnectionProperties::default()).await.map_err(failed)
-}
-
-/// The publisher's pool opens its connections with [`open`].
-struct Broker(Endpoint);
-
-impl deadpool::managed::Manager for Broker {
-    type Type = Connection;
-    type Error = InfraError;
-
-    async fn create(&self) -> Result<Connection, InfraError> {
-        open(&self.0).await
-    }
-
-    async fn recycle(&self, conn: &mut Connection, _: &Metrics) -> RecycleResult<InfraError> {
-        if conn.status().connected() {
-            Ok(())
-        } else {
-            Err(RecycleError::message("the connection is closed"))
-        }
-    }
 }
 
 /// Converts plain queue arguments to an AMQP table.
@@ -227,7 +223,10 @@ pub async fn publish(
             .await
             .map_err(InfraError::broker("publishing"))?
     };
-    let confirm = pending.await.map_err(InfraError::Unconfirmed)?;
+    let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, pending)
+        .await
+        .map_err(|_| InfraError::ConfirmTimedOut(CONFIRM_TIMEOUT))?
+        .map_err(InfraError::Unconfirmed)?;
     Ok(match confirm {
         lapin::Confirmation::Ack(Some(_)) => Published::Returned,
         lapin::Confirmation::Ack(None) => Published::Acked,
@@ -262,150 +261,6 @@ pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
         AMQPValue::ShortInt(i) => Some(i64::from(*i)),
         AMQPValue::Timestamp(i) => i64::try_from(*i).ok(),
         _ => None,
-    }
-}
-
-type Pooled = deadpool::managed::Object<Broker>;
-
-/// A pooled connection with one cached confirm channel, rebuilt after a failure.
-///
-/// lapin channels multiplex concurrent publishes, each with its own confirm, so one
-/// channel serves every caller (their frames written one publish at a time, see
-/// [`publish`]); a channel error drops it and the next publish opens a new one on a
-/// (possibly new) pooled connection.
-///
-/// Connections are opened on the runtime the publisher was created on, whichever
-/// runtime publishes later: lapin runs a connection's heartbeats on the runtime that
-/// opened it, and a worker publishes from a lane thread that is busy while its
-/// engine runs.
-pub struct Publisher {
-    pool: Pool<Broker>,
-    home: Option<tokio::runtime::Handle>,
-    cached: Mutex<Option<Cached>>,
-    order: Mutex<()>,
-    url: String,
-}
-
-/// The cached confirm channel, its connection, and the publishes using it: each
-/// holds a read lease from the moment it takes the channel until its confirm is in,
-/// so a replaced channel is closed only once nothing uses it.
-struct Cached {
-    conn: Pooled,
-    channel: Channel,
-    in_use: Arc<RwLock<()>>,
-}
-
-impl Publisher {
-    /// A publisher for `endpoint`; connects lazily.
-    pub fn new(endpoint: &Endpoint) -> Result<Publisher, InfraError> {
-        check_url(endpoint.url())?;
-        let url = endpoint.redacted();
-        let pool = Pool::builder(Broker(endpoint.clone())).build().map_err(|e| InfraError::Connect {
-            service: Service::Broker,
-            url: url.clone(),
-            source: Box::new(e),
-        })?;
-        let home = tokio::runtime::Handle::try_current().ok();
-        Ok(Publisher { pool, home, cached: Mutex::new(None), order: Mutex::new(()), url })
-    }
-
-    /// The confirm channel, opening one when there is none or it closed.
-    pub async fn channel(&self) -> Result<Channel, InfraError> {
-        self.lease().await.map(|(channel, _)| channel)
-    }
-
-    /// The confirm channel and a lease on it, both taken under the cache's lock.
-    async fn lease(&self) -> Result<(Channel, OwnedRwLockReadGuard<()>), InfraError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            if c.conn.status().connected() && c.channel.status().connected() {
-                return Ok((c.channel.clone(), c.in_use.clone().read_owned().await));
-            }
-        }
-        *cached = None;
-        let conn = self.pooled().await?;
-        let channel = conn.create_channel().await.map_err(InfraError::broker("opening a channel"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(InfraError::broker("enabling confirms"))?;
-        let in_use = Arc::new(RwLock::new(()));
-        let lease = in_use.clone().read_owned().await;
-        *cached = Some(Cached { conn, channel: channel.clone(), in_use });
-        Ok((channel, lease))
-    }
-
-    /// Publishes and waits for the confirm; a channel failure drops the cached channel.
-    pub async fn publish(
-        &self,
-        exchange: &str,
-        key: &str,
-        body: &[u8],
-        props: BasicProperties,
-    ) -> Result<Published, InfraError> {
-        let (channel, lease) = self.lease().await?;
-        let result = publish(&channel, &self.order, exchange, key, body, props).await;
-        drop(lease);
-        if result.is_err() || matches!(result, Ok(Published::Nacked)) {
-            self.forget(&channel).await;
-        }
-        result
-    }
-
-    /// Drops the cached channel when it is still `channel`, so the next publish opens
-    /// a new one. After a nack too: a channel that published to a quorum queue whose
-    /// leader was lost may go on nacking every publish (seen on RabbitMQ 3.10), while
-    /// a new channel's publishes are accepted; a nack at a full queue costs one
-    /// channel open. The dropped channel is closed once the publishes holding a
-    /// lease on it have their confirms.
-    async fn forget(&self, channel: &Channel) {
-        let mut cached = self.cached.lock().await;
-        let Some(old) = cached.take_if(|c| c.channel.id() == channel.id()) else { return };
-        drop(cached);
-        let Cached { conn, channel, in_use } = old;
-        drop(conn);
-        tokio::spawn(async move {
-            let _unused = in_use.write().await;
-            if channel.status().connected() {
-                let _ = channel.close(200, "replaced".into()).await;
-            }
-        });
-    }
-
-    /// Declares the topology on the publisher's channel.
-    pub async fn declare(&self, decl: &Declarations) -> Result<(), InfraError> {
-        let channel = self.channel().await?;
-        let result = declare(&channel, decl).await;
-        if result.is_err() {
-            *self.cached.lock().await = None;
-        }
-        result
-    }
-
-    async fn pooled(&self) -> Result<Pooled, InfraError> {
-        let pool = self.pool.clone();
-        let got = match &self.home {
-            Some(home) => home
-                .spawn(async move { pool.get().await })
-                .await
-                .map_err(|e| InfraError::connect(Service::Broker, self.url.clone(), e))?,
-            None => pool.get().await,
-        };
-        got.map_err(|e| match e {
-            PoolError::Backend(e) => e,
-            other => InfraError::connect(Service::Broker, self.url.clone(), other),
-        })
-    }
-
-    /// A fresh channel without confirms on the pooled connection, for passive checks.
-    pub async fn channel_plain(&self) -> Result<Channel, InfraError> {
-        let conn = self.pooled().await?;
-        conn.create_channel().await.map_err(InfraError::broker("opening a channel"))
-    }
-
-    /// Whether the broker answers now (for readiness probes).
-    pub async fn is_connected(&self) -> bool {
-        self.channel().await.is_ok()
     }
 }
 

@@ -55,6 +55,11 @@ pub enum InfraError {
     /// meanwhile): the message may or may not be queued. Never reported as accepted.
     #[error("the broker did not confirm the publish")]
     Unconfirmed(#[source] lapin::Error),
+    /// A publish was written but no confirm came within this time (a broker that
+    /// stopped answering): the message may or may not be queued. Never reported as
+    /// accepted.
+    #[error("the broker did not confirm the publish within {} s", .0.as_secs())]
+    ConfirmTimedOut(std::time::Duration),
     /// A Redis command failed.
     #[error("redis")]
     Redis(#[from] redis::RedisError),
@@ -94,7 +99,8 @@ impl InfraError {
             InfraError::Broker { .. }
             | InfraError::Refused(_)
             | InfraError::Unconfirmable(_)
-            | InfraError::Unconfirmed(_) => Service::Broker,
+            | InfraError::Unconfirmed(_)
+            | InfraError::ConfirmTimedOut(_) => Service::Broker,
             InfraError::Redis(_) | InfraError::Corrupt { .. } => Service::Redis,
             InfraError::Connect { service, .. } => *service,
         }
@@ -108,7 +114,7 @@ impl InfraError {
     pub fn is_retryable(&self) -> bool {
         match self {
             InfraError::Broker { source, .. } => source.can_be_recovered() && !source.is_amqp_soft_error(),
-            InfraError::Unconfirmed(_) => true,
+            InfraError::Unconfirmed(_) | InfraError::ConfirmTimedOut(_) => true,
             InfraError::Connect { .. } => !self.is_misconfigured(),
             InfraError::Redis(e) => !matches!(e.retry_method(), redis::RetryMethod::NoRetry),
             InfraError::Refused(_) | InfraError::Unconfirmable(_) | InfraError::Corrupt { .. } => false,

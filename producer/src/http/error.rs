@@ -202,7 +202,7 @@ impl From<InfraError> for ApiError {
     /// whose outcome is unknown; the cause chain goes to the log only.
     fn from(e: InfraError) -> Self {
         let reason = match &e {
-            InfraError::Unconfirmed(_) | InfraError::Unconfirmable(_) => "unconfirmed",
+            InfraError::Unconfirmed(_) | InfraError::ConfirmTimedOut(_) | InfraError::Unconfirmable(_) => "unconfirmed",
             other => other.service().as_str(),
         };
         ApiError::Unavailable { reason: reason.into(), detail: Report(&e).to_string() }
