@@ -205,7 +205,9 @@ impl Producer {
     ) -> SubmitOutcome {
         let now = now_ms();
         let props = message_properties(&req.task_id, degraded_headers(now, cause));
-        let limit = self.settings.degraded.queue_max_length();
+        // Ready plus delivered-but-not-started stays within max_depth (the window's held
+        // deliveries included; the broker's x-max-length bounds the ready ones alone).
+        let limit = self.settings.degraded.max_depth;
         let answer = if self.store.routed_degraded(&req.task_id, cause, deadline, limit).await? {
             self.publisher.publish(&self.topology.degraded_exchange(), DEGRADED_KEY, body, props).await?
         } else {

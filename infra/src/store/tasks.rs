@@ -144,9 +144,9 @@ impl Store {
     }
 
     /// [`Store::routed`] to the degraded queue, through its admission guard: the
-    /// task takes one of `limit` places, held until a worker starts it or it is
-    /// answered (or its deadline passes, should its producer die before the
-    /// publish). False, and nothing recorded, when every place is taken: the queue
+    /// task takes one of `limit` places (`degraded.max_depth`), held until a worker
+    /// starts it or it is answered (or its deadline passes, should its producer die
+    /// before the publish). False, and nothing recorded, when every place is taken: the queue
     /// is full, whatever the broker would say (a quorum queue accepts a few
     /// publishes past `x-max-length`, and producers race).
     pub async fn routed_degraded(
