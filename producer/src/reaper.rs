@@ -189,14 +189,21 @@ pub async fn handle_expired(producer: &Producer, delivery: &lapin::message::Deli
 
 /// A quorum queue dropped the message at its `x-delivery-limit` (`max_attempts`
 /// returns): poison, as a worker would have judged it on the next delivery. It goes
-/// to the dead queue (kept for replay) and its task, unless answered already, is
-/// answered `inference_failed`/`poison`.
+/// to the dead queue (kept for replay) and its task is answered
+/// `inference_failed`/`poison`; a task already answered (a worker dead-lettered it,
+/// then lost its ack) is dropped, as a worker drops its redelivery.
 async fn poisoned(
     producer: &Producer,
     delivery: &lapin::message::Delivery,
     req: &warmlane_shared::ValidRequest,
     lane: Option<&str>,
 ) -> Result<(), InfraError> {
+    let status = producer.store().task(&req.task_id).await?.remove(field::STATUS);
+    if status.as_deref().and_then(TaskStatus::parse).is_some_and(TaskStatus::is_terminal) {
+        // A worker answered it (and dead-lettered it) before its ack was lost.
+        tracing::info!(task_id = %req.task_id, "delivery limit reached by a task already answered; dropped");
+        return Ok(());
+    }
     let limit = producer.settings().lanes.max_attempts;
     let rejection = Rejection::new(
         warmlane_shared::ErrorCode::InferenceFailed,
