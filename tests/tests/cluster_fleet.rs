@@ -235,21 +235,23 @@ async fn eight_producer_processes_never_push_the_degraded_depth_past_its_limit()
         let (port, p) = (*port, p.clone());
         senders.push(tokio::spawn(async move { shim::send(port, &p, i, PER_PRODUCER, IN_FLIGHT).await }));
     }
-    let mut accepted = Vec::new();
-    let mut refused = 0;
+    let (mut accepted, mut refused, mut unknown) = (Vec::new(), 0, Vec::new());
     for sender in senders {
-        let (a, r) = sender.await.expect("a sender");
+        let (a, r, u) = sender.await.expect("a sender");
         accepted.extend(a);
         refused += r;
+        unknown.extend(u);
     }
-    let s = Stream { accepted, ..Stream::default() };
+    let s = Stream { accepted, unknown, ..Stream::default() };
     let outcomes = answers(&fleet, &s).await;
     let (samples, max) = sampler.stop().await;
     println!(
-        "depth guard: {PRODUCERS} producer processes, {} requests: {} accepted, {refused} refused queue_full; \
+        "depth guard: {PRODUCERS} producer processes, {} requests: {} accepted, {refused} refused queue_full, {} \
+         unconfirmed; \
          accepted answered {outcomes:?}; degraded depth max {max} of {limit} over {samples} samples (every 10 ms)",
         PRODUCERS * PER_PRODUCER,
-        s.accepted.len()
+        s.accepted.len(),
+        s.unknown.len()
     );
     assert!(samples >= 100, "only {samples} depth samples");
     assert!(max <= limit, "the degraded depth reached {max}, over its limit {limit}");
@@ -324,18 +326,18 @@ mod shim {
     }
 
     /// Sends `count` requests to the shim on `port`, `in_flight` at a time; the
-    /// accepted task ids and the number refused `queue_overloaded`.
+    /// accepted task ids, the number refused `queue_overloaded`, and the ids whose
+    /// publish was not confirmed.
     pub(super) async fn send(
         port: u16,
         prefix: &str,
         shim: usize,
         count: usize,
         in_flight: usize,
-    ) -> (Vec<String>, usize) {
+    ) -> (Vec<String>, usize, Vec<String>) {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let ids: Vec<(usize, String)> = (0..count).map(|n| (n, format!("{prefix}-s{shim}-{n}"))).collect();
-        let mut accepted = Vec::new();
-        let mut refused = 0;
+        let (mut accepted, mut refused, mut unknown) = (Vec::new(), 0, Vec::new());
         for batch in ids.chunks(in_flight) {
             let calls =
                 batch.iter().map(|(n, id)| {
@@ -348,10 +350,12 @@ mod shim {
                 match status {
                     202 => accepted.push(id),
                     503 if String::from_utf8_lossy(&body).contains("queue_overloaded") => refused += 1,
+                    // Told the publish was not confirmed: it may or may not be queued.
+                    503 if String::from_utf8_lossy(&body).contains("unconfirmed") => unknown.push(id),
                     other => panic!("{id}: HTTP {other}: {}", String::from_utf8_lossy(&body)),
                 }
             }
         }
-        (accepted, refused)
+        (accepted, refused, unknown)
     }
 }
