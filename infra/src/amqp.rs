@@ -63,12 +63,13 @@ pub async fn connect(endpoint: &Endpoint, give_up_after: Duration) -> Result<Con
 /// Longest a publish waits for its confirm: far above a quorum queue's commit, even
 /// during a leader election, but a broker that stopped answering must not hold every
 /// publisher sharing its channel.
-pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest one node may take to accept a connection before the next is tried: a
-/// host that is down or cut off answers nothing, and the system's own connect
-/// timeout is minutes.
-pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one node of a list may take to accept a connection before the next is
+/// tried: a host that is down or cut off answers nothing, and the system's own
+/// connect timeout is minutes. A single URL has no such limit (there is no other
+/// node to try, and a broker slow under load must not fail every publish).
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the next connection to a list of nodes starts: successive connections (a
 /// publisher's pool, a worker's reconnect) go round the list, so a node that is down
@@ -84,13 +85,17 @@ pub async fn open(endpoint: &Endpoint) -> Result<Connection, InfraError> {
     let start = NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut last = None;
     for node in nodes.iter().cycle().skip(start % nodes.len()).take(nodes.len()) {
-        let attempt = tokio::time::timeout(NODE_CONNECT_TIMEOUT, open_node(node)).await.unwrap_or_else(|_| {
-            let silent = std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {} s", NODE_CONNECT_TIMEOUT.as_secs()),
-            );
-            Err(InfraError::connect(Service::Broker, node.redacted(), silent))
-        });
+        let attempt = if nodes.len() == 1 {
+            open_node(node).await
+        } else {
+            tokio::time::timeout(NODE_CONNECT_TIMEOUT, open_node(node)).await.unwrap_or_else(|_| {
+                let silent = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", NODE_CONNECT_TIMEOUT.as_secs()),
+                );
+                Err(InfraError::connect(Service::Broker, node.redacted(), silent))
+            })
+        };
         match attempt {
             Ok(conn) => return Ok(conn),
             Err(e) if e.is_misconfigured() => return Err(e),
