@@ -183,12 +183,6 @@ impl Store {
             .await?)
     }
 
-    /// Places taken in the degraded admission guard (see [`Store::routed_degraded`]).
-    pub async fn degraded_admitted(&self) -> Result<u64, InfraError> {
-        let mut c = self.conn.clone();
-        Ok(c.zcount(self.keys.degraded_admitted(), now_ms(), "+inf").await?)
-    }
-
     /// Marks a delivered task `processing` and counts the attempt.
     pub async fn start(&self, req: &ValidRequest, lane: &str, worker_id: &str) -> Result<Started, InfraError> {
         let now = now_ms();
